@@ -1,0 +1,43 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each bootstraps what it needs.
+PY        ?= python3
+VENV      := .venv
+BIN       := $(VENV)/bin
+STAMP     := $(VENV)/.installed
+DATA_DIR  ?= $(abspath ../shared/data)
+export RECOMMENDER_DATA__DATA_DIR ?= $(DATA_DIR)
+
+.PHONY: help bootstrap stack-up stack-down demo test lint bench clean
+
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	touch $(STAMP)
+
+bootstrap: $(STAMP)  ## virtualenv, pip install, and the Maven fetch of service and Spark jars
+	$(BIN)/recommender stack fetch
+
+stack-up: bootstrap  ## start Kafka, Cassandra and Elasticsearch
+	$(BIN)/recommender stack up
+
+stack-down: $(STAMP)  ## stop them
+	$(BIN)/recommender stack down
+
+demo: bootstrap  ## run the whole pipeline on ml-latest-small
+	$(BIN)/recommender demo $(DEMO_ARGS)
+
+test: bootstrap  ## the test suite against the real stack (started and stopped by the tests)
+	$(BIN)/ruff check .
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: bootstrap  ## benchmarks -> bench/results/*.json and BENCHMARKS.md
+	$(BIN)/python -m bench.run_all
+
+clean:
+	rm -rf $(VENV) build *.egg-info

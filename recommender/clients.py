@@ -1,0 +1,176 @@
+"""The one place that builds clients: Kafka producer/consumer/admin, the Cassandra session,
+the Elasticsearch client and the SparkSession.
+
+Every job gets its connections here, so security settings (SASL/TLS, passwords, API keys)
+and tuning are applied once and the same code reaches the embedded stack, docker-compose
+or a production cluster by configuration alone.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from recommender.settings import (
+    CassandraSettings,
+    ElasticsearchSettings,
+    KafkaSettings,
+    Settings,
+    StackSettings,
+)
+
+if TYPE_CHECKING:
+    from cassandra.cluster import Session
+    from elasticsearch import Elasticsearch
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+    from pyspark.sql import SparkSession
+
+
+def kafka_security(kafka: KafkaSettings) -> dict[str, Any]:
+    """kafka-python's security options from the settings (empty for PLAINTEXT)."""
+    opts: dict[str, Any] = {"security_protocol": kafka.security_protocol}
+    if kafka.sasl_mechanism:
+        opts["sasl_mechanism"] = kafka.sasl_mechanism
+        opts["sasl_plain_username"] = kafka.sasl_username
+        opts["sasl_plain_password"] = (
+            kafka.sasl_password.get_secret_value() if kafka.sasl_password else None
+        )
+    if kafka.ssl_cafile:
+        opts["ssl_cafile"] = kafka.ssl_cafile
+    return opts
+
+
+def kafka_producer(kafka: KafkaSettings, **overrides: Any) -> KafkaProducer:
+    """A producer tuned for throughput with no loss: acks=all, batching, lz4 compression."""
+    from kafka import KafkaProducer
+
+    opts: dict[str, Any] = {
+        "bootstrap_servers": kafka.bootstrap_servers.split(","),
+        "acks": "all",
+        "linger_ms": 20,
+        "batch_size": 256 * 1024,
+        "compression_type": "lz4",
+        "retries": 10,
+        "max_in_flight_requests_per_connection": 1,
+        **kafka_security(kafka),
+    }
+    return KafkaProducer(**{**opts, **overrides})
+
+
+def kafka_consumer(kafka: KafkaSettings, *topics: str, group_id: str | None,
+                   **overrides: Any) -> KafkaConsumer:
+    """A consumer that commits only when told to: jobs commit after their sink acknowledged."""
+    from kafka import KafkaConsumer
+
+    opts: dict[str, Any] = {
+        "bootstrap_servers": kafka.bootstrap_servers.split(","),
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        **kafka_security(kafka),
+    }
+    return KafkaConsumer(*topics, **{**opts, **overrides})
+
+
+def kafka_admin(kafka: KafkaSettings, **overrides: Any) -> KafkaAdminClient:
+    from kafka import KafkaAdminClient
+
+    opts = {"bootstrap_servers": kafka.bootstrap_servers.split(","), **kafka_security(kafka)}
+    return KafkaAdminClient(**{**opts, **overrides})
+
+
+def cassandra_session(cassandra: CassandraSettings, keyspace: str | None = None,
+                      connect_timeout: float = 10.0) -> Session:
+    """A session on the contact points; the caller owns ``session.cluster.shutdown()``."""
+    from cassandra.auth import PlainTextAuthProvider
+    from cassandra.cluster import Cluster
+    from cassandra.policies import DCAwareRoundRobinPolicy
+
+    auth = None
+    if cassandra.username:
+        password = cassandra.password.get_secret_value() if cassandra.password else ""
+        auth = PlainTextAuthProvider(username=cassandra.username, password=password)
+    cluster = Cluster(
+        cassandra.contact_points, port=cassandra.port, auth_provider=auth,
+        load_balancing_policy=DCAwareRoundRobinPolicy(local_dc=cassandra.local_dc),
+        protocol_version=5, connect_timeout=connect_timeout,
+    )
+    return cluster.connect(keyspace)
+
+
+def elasticsearch_client(es: ElasticsearchSettings, **overrides: Any) -> Elasticsearch:
+    from elasticsearch import Elasticsearch
+
+    opts: dict[str, Any] = {"request_timeout": es.request_timeout}
+    if es.api_key:
+        opts["api_key"] = es.api_key.get_secret_value()
+    elif es.username:
+        opts["basic_auth"] = (es.username, es.password.get_secret_value() if es.password else "")
+    if es.ca_certs:
+        opts["ca_certs"] = es.ca_certs
+    if es.url.startswith("https"):
+        opts["verify_certs"] = es.verify_certs
+    return Elasticsearch(es.url, **{**opts, **overrides})
+
+
+def spark_jars(stack: StackSettings) -> list[Path]:
+    """The Kafka source/sink and Cassandra connector jars, fetched ahead of time (offline start)."""
+    from recommender.stack.base import maven_classpath
+
+    return maven_classpath("spark", stack.cache_dir)
+
+
+def spark_session(settings: Settings, app_name: str | None = None) -> SparkSession:
+    """The SparkSession every job uses; ``spark.master`` decides local or cluster.
+
+    Jars come from the local Maven cache instead of ``--packages`` so that jobs start without
+    the network; on a cluster the same list ships to executors through ``spark.jars``.
+    """
+    from pyspark.sql import SparkSession
+
+    spark = settings.spark
+    cass = settings.cassandra
+    builder = (
+        SparkSession.builder.master(spark.master)
+        .appName(app_name or spark.app_name)
+        .config("spark.jars", ",".join(str(j) for j in spark_jars(settings.stack)))
+        .config("spark.driver.memory", spark.driver_memory)
+        .config("spark.executor.memory", spark.executor_memory)
+        .config("spark.sql.shuffle.partitions", str(spark.sql_shuffle_partitions))
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.extensions", "com.datastax.spark.connector.CassandraSparkExtensions")
+        .config("spark.cassandra.connection.host", ",".join(cass.contact_points))
+        .config("spark.cassandra.connection.port", str(cass.port))
+        .config("spark.cassandra.connection.localDC", cass.local_dc)
+    )
+    if cass.username:
+        builder = builder.config("spark.cassandra.auth.username", cass.username)
+        builder = builder.config(
+            "spark.cassandra.auth.password",
+            cass.password.get_secret_value() if cass.password else "",
+        )
+    for key, value in spark.extra_conf.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("WARN")
+    return session
+
+
+def spark_kafka_options(kafka: KafkaSettings) -> dict[str, str]:
+    """``kafka.*`` options for Spark's Kafka source and sink, security included."""
+    opts = {"kafka.bootstrap.servers": kafka.bootstrap_servers,
+            "kafka.security.protocol": kafka.security_protocol}
+    if kafka.sasl_mechanism:
+        module = ("org.apache.kafka.common.security.plain.PlainLoginModule"
+                  if kafka.sasl_mechanism == "PLAIN"
+                  else "org.apache.kafka.common.security.scram.ScramLoginModule")
+        password = kafka.sasl_password.get_secret_value() if kafka.sasl_password else ""
+        opts["kafka.sasl.mechanism"] = kafka.sasl_mechanism
+        opts["kafka.sasl.jaas.config"] = (
+            f'{module} required username="{kafka.sasl_username}" password="{password}";'
+        )
+    if kafka.ssl_cafile:
+        opts["kafka.ssl.truststore.type"] = "PEM"
+        opts["kafka.ssl.truststore.location"] = kafka.ssl_cafile
+    return opts

@@ -1,0 +1,214 @@
+"""The data contracts between stages, defined once: topic payloads, Cassandra tables and
+Elasticsearch index mappings. The README's "Data contracts" section documents these.
+
+Every stage imports its schema from here; nothing else spells a field name of a payload.
+Timestamps on the wire are epoch milliseconds (UTC).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+EventType = Literal["rating", "tag"]
+Strategy = Literal["als", "fold-in", "popular"]
+
+RATING_MIN, RATING_MAX = 0.5, 5.0
+
+
+# --- Kafka payloads ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RatingEvent:
+    """Topic ``ratings``; key = ``user_id`` as UTF-8. ``tag`` is set for ``event_type='tag'``.
+
+    ``event_id`` is ``<source>:<user_id>:<movie_id>:<event_time>`` so that a replayed event
+    is recognisably the same event and lands on the same Cassandra row and ES document.
+    """
+
+    event_id: str
+    user_id: int
+    movie_id: int
+    rating: float | None
+    event_time: int
+    event_type: EventType = "rating"
+    tag: str | None = None
+    source: str = "movielens"
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    def key(self) -> bytes:
+        return str(self.user_id).encode()
+
+
+@dataclass(frozen=True)
+class PredictionRequest:
+    """Topic ``prediction-requests``; key = ``user_id``.
+
+    Exactly one of ``movie_id`` (predict one pair) and ``k`` (top-k) is set. Movies the user
+    already rated are excluded from top-k; ``exclude`` adds more.
+    """
+
+    request_id: str
+    user_id: int
+    movie_id: int | None = None
+    k: int | None = None
+    exclude: list[int] = field(default_factory=list)
+    requested_at: int | None = None
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    def key(self) -> bytes:
+        return str(self.user_id).encode()
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Topic ``predictions``; key = ``request_id``. One record per pair request and one per
+    ranked movie of a top-k request. ``predicted_rating`` is None, with ``reason`` set, when
+    the movie is unknown or no prediction can be made."""
+
+    request_id: str
+    user_id: int
+    movie_id: int | None
+    rank: int | None
+    predicted_rating: float | None
+    score: float | None
+    title: str | None
+    year: int | None
+    genres: list[str]
+    model_version: str | None
+    strategy: Strategy
+    requested_at: int | None
+    predicted_at: int
+    reason: str | None = None
+
+    def doc_id(self) -> str:
+        """Elasticsearch ``_id``: a re-delivered prediction overwrites instead of duplicating."""
+        return prediction_doc_id(self.request_id, self.movie_id, self.rank)
+
+
+def prediction_doc_id(request_id: str, movie_id: int | None, rank: int | None) -> str:
+    return request_id if rank is None else f"{request_id}:{movie_id}"
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """Any ``*-dlq`` topic: the original bytes, where they came from, and why they failed."""
+
+    source_topic: str
+    partition: int
+    offset: int
+    reason: str
+    raw: str
+    raw_base64: str
+    failed_at: int
+
+    @classmethod
+    def of(cls, raw: bytes | None, *, source_topic: str, partition: int, offset: int,
+           reason: str, failed_at: int) -> DeadLetter:
+        data = raw or b""
+        return cls(source_topic=source_topic, partition=partition, offset=offset, reason=reason,
+                   raw=data.decode("utf-8", errors="replace"),
+                   raw_base64=base64.b64encode(data).decode(), failed_at=failed_at)
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+
+# --- Cassandra -----------------------------------------------------------------------------
+
+CASSANDRA_TABLES: dict[str, str] = {
+    # The system of record training reads. One row per (user, movie): a replay overwrites.
+    "ratings": """CREATE TABLE IF NOT EXISTS {ks}.ratings (
+        user_id int, movie_id int, rating float, event_time timestamp, event_id text,
+        ingested_at timestamp, PRIMARY KEY ((user_id), movie_id))""",
+    "tags": """CREATE TABLE IF NOT EXISTS {ks}.tags (
+        user_id int, movie_id int, tag text, event_time timestamp,
+        PRIMARY KEY ((user_id), movie_id, tag))""",
+    "movies": """CREATE TABLE IF NOT EXISTS {ks}.movies (
+        movie_id int PRIMARY KEY, title text, year int, genres list<text>,
+        imdb_id text, tmdb_id int)""",
+    "user_taste": """CREATE TABLE IF NOT EXISTS {ks}.user_taste (
+        user_id int, genre text, score float, percentile float, ratings int,
+        PRIMARY KEY ((user_id), genre))""",
+    "similar_users": """CREATE TABLE IF NOT EXISTS {ks}.similar_users (
+        user_id int PRIMARY KEY, neighbour_id int, similarity float,
+        suggested_movie_id int, model_version text)""",
+}
+
+
+def keyspace_cql(keyspace: str, replication_factor: int) -> str:
+    return (f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = "
+            f"{{'class': 'SimpleStrategy', 'replication_factor': {replication_factor}}}")
+
+
+# --- Elasticsearch -------------------------------------------------------------------------
+# Only core field types: the embedded distribution has no mapper-extras or analysis-common.
+
+_ID = {"type": "keyword"}
+_TITLE = {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}
+_DATE = {"type": "date", "format": "epoch_millis||strict_date_optional_time"}
+
+RATINGS_INDEX_PREFIX = "ratings-"
+PREDICTIONS_INDEX_PREFIX = "predictions-"
+PREDICTIONS_ALIAS = "predictions"
+MOVIES_INDEX = "movies"
+MOVIE_VECTORS_ALIAS = "movie-vectors"
+USER_TASTE_INDEX = "user-taste"
+
+RATINGS_MAPPING: dict[str, Any] = {
+    "dynamic": "strict",
+    "properties": {
+        "event_id": _ID, "user_id": _ID, "movie_id": _ID, "rating": {"type": "float"},
+        "event_time": _DATE, "ingested_at": _DATE, "title": _TITLE, "year": {"type": "integer"},
+        "genres": _ID, "source": _ID,
+    },
+}
+
+PREDICTIONS_MAPPING: dict[str, Any] = {
+    "dynamic": "strict",
+    "properties": {
+        "request_id": _ID, "user_id": _ID, "movie_id": _ID, "rank": {"type": "integer"},
+        "predicted_rating": {"type": "float"}, "score": {"type": "float"}, "title": _TITLE,
+        "year": {"type": "integer"}, "genres": _ID, "model_version": _ID, "strategy": _ID,
+        "reason": {"type": "text"}, "requested_at": _DATE, "predicted_at": _DATE,
+        "latency_ms": {"type": "long"}, "indexed_at": _DATE,
+    },
+}
+
+MOVIES_MAPPING: dict[str, Any] = {
+    "dynamic": "strict",
+    "properties": {
+        "movie_id": _ID, "title": _TITLE, "year": {"type": "integer"}, "genres": _ID,
+        "imdb_id": _ID, "tmdb_id": _ID, "tags": _ID, "rating_count": {"type": "integer"},
+        "rating_mean": {"type": "float"},
+    },
+}
+
+USER_TASTE_MAPPING: dict[str, Any] = {
+    "dynamic": "strict",
+    "properties": {
+        "user_id": _ID, "genre": _ID, "score": {"type": "float"},
+        "percentile": {"type": "float"}, "ratings": {"type": "integer"},
+        "neighbour_id": _ID, "neighbour_genres": _ID,
+    },
+}
+
+
+def movie_vectors_mapping(rank: int) -> dict[str, Any]:
+    """Item factors for kNN: inner product ranks exactly like the ALS dot product."""
+    return {
+        "dynamic": "strict",
+        "properties": {
+            "movie_id": _ID, "title": _TITLE, "year": {"type": "integer"}, "genres": _ID,
+            "model_version": _ID,
+            "vector": {"type": "dense_vector", "dims": rank, "index": True,
+                       "similarity": "max_inner_product"},
+        },
+    }

@@ -1,0 +1,175 @@
+"""One typed settings object for every endpoint, name and knob the pipeline uses.
+
+Defaults live here, in code, and point at the embedded single-node stack. A deployment
+overrides only what differs, from environment variables or a TOML file, so the same code
+runs against the embedded stack, docker-compose or a production cluster.
+
+Precedence (highest first): environment variables, the TOML file, defaults.
+
+Environment variables are ``RECOMMENDER_<SECTION>__<FIELD>``, e.g.::
+
+    RECOMMENDER_KAFKA__BOOTSTRAP_SERVERS=broker1:9092,broker2:9092
+    RECOMMENDER_SPARK__MASTER=spark://spark-master:7077
+    RECOMMENDER_CASSANDRA__CONTACT_POINTS='["cass1","cass2"]'
+
+The TOML file is ``$RECOMMENDER_CONFIG`` or ``./recommender.toml`` when it exists; its
+tables are the section names (``[kafka]``, ``[spark]`` ...). ``docs/recommender.example.toml``
+is the fully commented reference.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+def _xdg(var: str, fallback: str) -> Path:
+    return Path(os.environ.get(var) or Path.home() / fallback) / "recommender"
+
+
+class KafkaSettings(BaseModel):
+    """Kafka endpoints, security and the topics that are the pipeline's contracts."""
+
+    bootstrap_servers: str = "localhost:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = None
+    ratings_topic: str = "ratings"
+    ratings_dlq_topic: str = "ratings-dlq"
+    requests_topic: str = "prediction-requests"
+    requests_dlq_topic: str = "prediction-requests-dlq"
+    predictions_topic: str = "predictions"
+    predictions_dlq_topic: str = "predictions-dlq"
+    num_partitions: int = Field(4, ge=1, description="Partitions of topics the project creates.")
+    replication_factor: int = Field(1, ge=1)
+
+
+class CassandraSettings(BaseModel):
+    """Cassandra contact points, auth and the keyspace that is the system of record."""
+
+    contact_points: list[str] = ["127.0.0.1"]
+    port: int = 9042
+    local_dc: str = "datacenter1"
+    keyspace: str = "movielens"
+    replication_factor: int = Field(1, ge=1)
+    username: str | None = None
+    password: SecretStr | None = None
+
+
+class ElasticsearchSettings(BaseModel):
+    """Elasticsearch endpoint and auth; the index names are the BI and API contracts."""
+
+    url: str = "http://localhost:9200"
+    api_key: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_certs: str | None = None
+    verify_certs: bool = True
+    request_timeout: float = 30.0
+
+
+class SparkSettings(BaseModel):
+    """SparkSession options; ``master`` takes any Spark master URL (local, spark://, yarn, k8s://)."""
+
+    master: str = "local[*]"
+    app_name: str = "recommender"
+    driver_memory: str = "2g"
+    executor_memory: str = "2g"
+    sql_shuffle_partitions: int = Field(4, ge=1)
+    checkpoint_dir: Path = _xdg("XDG_STATE_HOME", ".local/state") / "checkpoints"
+    max_offsets_per_trigger: int = Field(20000, ge=1)
+    trigger_interval: str = "2 seconds"
+    extra_conf: dict[str, str] = {}
+
+
+class StackSettings(BaseModel):
+    """The embedded single-node stack: where it caches jars, keeps data and how big its heaps are."""
+
+    state_dir: Path = _xdg("XDG_STATE_HOME", ".local/state") / "stack"
+    cache_dir: Path = _xdg("XDG_CACHE_HOME", ".cache")
+    java_home: Path | None = None
+    kafka_heap: str = "512m"
+    cassandra_heap: str = "1G"
+    elasticsearch_heap: str = "1g"
+    startup_timeout_s: float = 180.0
+
+
+class ModelSettings(BaseModel):
+    """Model registry on disk and the quality gate that guards promotion."""
+
+    models_dir: Path = _xdg("XDG_DATA_HOME", ".local/share") / "models"
+    retention: int = Field(5, ge=1, description="Versions kept on disk besides CURRENT.")
+    gate_metric: str = "ndcg_at_10"
+    gate_tolerance: float = Field(0.02, ge=0, description="Allowed relative drop before refusal.")
+    rank: int = 10
+    reg_param: float = 0.1
+    max_iter: int = 10
+    alpha: float = 1.0
+    implicit_prefs: bool = False
+    seed: int = 42
+
+
+class DataSettings(BaseModel):
+    """Where MovieLens lives: a local directory, else the user cache (downloaded once)."""
+
+    data_dir: Path | None = None
+    dataset: str = "ml-latest-small"
+
+
+class ApiSettings(BaseModel):
+    """HTTP API bind address and the key its write endpoints require (None: open)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_key: SecretStr | None = None
+    cors_origins: list[str] = []
+    max_k: int = Field(100, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RECOMMENDER_", env_nested_delimiter="__", extra="ignore"
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    cassandra: CassandraSettings = CassandraSettings()
+    elasticsearch: ElasticsearchSettings = ElasticsearchSettings()
+    spark: SparkSettings = SparkSettings()
+    stack: StackSettings = StackSettings()
+    model: ModelSettings = ModelSettings()
+    data: DataSettings = DataSettings()
+    api: ApiSettings = ApiSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = Path(os.environ.get("RECOMMENDER_CONFIG", "recommender.toml"))
+        return (
+            init_settings,
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=toml_file),
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

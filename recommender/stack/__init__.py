@@ -1,0 +1,1 @@
+"""The embedded single-node stack (Kafka, Cassandra, Elasticsearch); see ``manager``."""

@@ -1,0 +1,81 @@
+"""The embedded single-node stack: Kafka, Cassandra and Elasticsearch as local processes.
+
+``up`` is all-or-nothing: it checks every port first, starts what is not already running,
+waits until each server answers a real request, and stops what it started if any fails.
+``down`` stops only processes this stack started, found by their pid files.
+
+Example::
+
+    from recommender.settings import get_settings
+    from recommender.stack import manager as stack
+    stack.up(get_settings().stack)        # idempotent
+    print(stack.status(get_settings().stack))
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from recommender.errors import StackError
+from recommender.settings import StackSettings
+from recommender.stack.base import Service, ServiceStatus, find_java
+from recommender.stack.cassandra import CassandraService
+from recommender.stack.elasticsearch import ElasticsearchService
+from recommender.stack.kafka import KafkaService
+
+SERVICE_TYPES: tuple[type[Service], ...] = (KafkaService, CassandraService, ElasticsearchService)
+
+
+def services(settings: StackSettings) -> list[Service]:
+    return [cls(settings) for cls in SERVICE_TYPES]
+
+
+def up(settings: StackSettings, on_event: Callable[[str], None] = lambda _: None) -> list[ServiceStatus]:
+    """Start every service that is not already up and healthy; return their statuses."""
+    java = find_java(settings)
+    to_start: list[Service] = []
+    for svc in services(settings):
+        if svc.safe_ready():
+            on_event(f"{svc.name}: already running on {svc.host}:{svc.port}, reused")
+            continue
+        if svc.pid() is not None:
+            to_start.append(svc)  # our process exists but does not answer yet: wait for it
+            continue
+        busy = svc.busy_ports()
+        if busy:
+            raise StackError(
+                f"{svc.name} cannot start: port {', '.join(map(str, busy))} on {svc.host} is "
+                "already in use by another process. Stop it or free the port; nothing was started."
+            )
+        to_start.append(svc)
+    started: list[Service] = []
+    try:
+        for svc in to_start:
+            if svc.pid() is None:
+                on_event(f"{svc.name}: starting {svc.version}")
+                svc.start(java)
+                started.append(svc)
+        deadline = time.monotonic() + settings.startup_timeout_s
+        for svc in to_start:
+            svc.wait_ready(deadline)
+            on_event(f"{svc.name}: ready on {svc.host}:{svc.port}")
+    except BaseException:
+        for svc in started:
+            svc.stop(timeout=20)
+        raise
+    return status(settings)
+
+
+def down(settings: StackSettings, on_event: Callable[[str], None] = lambda _: None) -> int:
+    """Stop the services this stack started; return how many were running."""
+    stopped = 0
+    for svc in reversed(services(settings)):
+        if svc.stop():
+            stopped += 1
+            on_event(f"{svc.name}: stopped")
+    return stopped
+
+
+def status(settings: StackSettings) -> list[ServiceStatus]:
+    return [svc.status() for svc in services(settings)]
