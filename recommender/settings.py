@@ -103,6 +103,12 @@ class StackSettings(BaseModel):
     kafka_heap: str = "512m"
     cassandra_heap: str = "1G"
     elasticsearch_heap: str = "1g"
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    cassandra_port: int = 9042
+    cassandra_storage_port: int = 7000
+    elasticsearch_port: int = 9200
+    elasticsearch_transport_port: int = 9300
     startup_timeout_s: float = 180.0
 
 

@@ -15,6 +15,17 @@ app = typer.Typer(help="Run Kafka, Cassandra and Elasticsearch as local processe
 
 @app.command()
 @exits_cleanly
+def fetch() -> None:
+    """Download the Kafka, Cassandra, Elasticsearch and Spark connector jars from Maven Central.
+
+    Needs Maven and the network once; everything is cached under the stack cache directory
+    and the local Maven repository, and later commands run offline.
+    """
+    manager.fetch(get_settings().stack, on_event=lambda m: console.print(m))
+
+
+@app.command()
+@exits_cleanly
 def up(json: bool = JsonOption) -> None:
     """Fetch (first time, from Maven Central), start and wait for every service.
 

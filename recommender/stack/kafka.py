@@ -16,9 +16,15 @@ TEMPLATES = STACK_DIR / "templates"
 
 class KafkaService(Service):
     name = "kafka"
-    port = 9092
-    controller_port = 9093
     version = pinned_version("kafka", "kafka_2.13")
+
+    @property
+    def port(self) -> int:
+        return self.settings.kafka_port
+
+    @property
+    def controller_port(self) -> int:
+        return self.settings.kafka_controller_port
 
     @property
     def ports(self) -> list[int]:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from recommender.errors import StackError
 from recommender.settings import StackSettings
-from recommender.stack.base import Service, ServiceStatus, find_java
+from recommender.stack.base import Service, ServiceStatus, find_java, maven_classpath
 from recommender.stack.cassandra import CassandraService
 from recommender.stack.elasticsearch import ElasticsearchService
 from recommender.stack.kafka import KafkaService
@@ -29,6 +29,14 @@ SERVICE_TYPES: tuple[type[Service], ...] = (KafkaService, CassandraService, Elas
 
 def services(settings: StackSettings) -> list[Service]:
     return [cls(settings) for cls in SERVICE_TYPES]
+
+
+def fetch(settings: StackSettings, on_event: Callable[[str], None] = lambda _: None) -> None:
+    """Resolve every jar the stack and the Spark jobs need, so later starts work offline."""
+    find_java(settings)
+    for artifact_set in ("kafka", "cassandra", "elasticsearch", "spark"):
+        jars = maven_classpath(artifact_set, settings.cache_dir)
+        on_event(f"{artifact_set}: {len(jars)} artifacts cached")
 
 
 def up(settings: StackSettings, on_event: Callable[[str], None] = lambda _: None) -> list[ServiceStatus]:
