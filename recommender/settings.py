@@ -95,7 +95,7 @@ class SparkSettings(BaseModel):
 
 
 class StackSettings(BaseModel):
-    """The embedded single-node stack: where it caches jars, keeps data and how big its heaps are."""
+    """The embedded single-node stack: jar cache, data, ports and explicit heap sizes."""
 
     state_dir: Path = _xdg("XDG_STATE_HOME", ".local/state") / "stack"
     cache_dir: Path = _xdg("XDG_CACHE_HOME", ".cache")

@@ -42,7 +42,7 @@ class ServiceStatus:
 
 
 def find_java(settings: StackSettings) -> Path:
-    """A JDK 17 ``java``: the one every embedded service supports (Cassandra 5 runs on 11/17 only)."""
+    """A JDK 17 ``java``: the one every service supports (Cassandra 5 runs on 11/17 only)."""
     candidates = [settings.java_home] if settings.java_home else []
     candidates += [Path(p) for p in filter(None, [os.environ.get("JAVA_HOME")])]
     candidates += sorted(Path("/usr/lib/jvm").glob("*17*")) if Path("/usr/lib/jvm").exists() else []
@@ -95,7 +95,8 @@ def maven_classpath(artifact_set: str, cache_dir: Path) -> list[Path]:
            f"-Dmdep.outputFile={cached}", "-Dmdep.includeScope=runtime"]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
-        raise StackError(f"Maven could not resolve {pom}:\n{result.stdout[-2000:]}{result.stderr[-2000:]}")
+        output = result.stdout[-2000:] + result.stderr[-2000:]
+        raise StackError(f"Maven could not resolve {pom}:\n{output}")
     return [Path(p) for p in cached.read_text().strip().split(os.pathsep) if p]
 
 

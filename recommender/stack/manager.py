@@ -39,7 +39,9 @@ def fetch(settings: StackSettings, on_event: Callable[[str], None] = lambda _: N
         on_event(f"{artifact_set}: {len(jars)} artifacts cached")
 
 
-def up(settings: StackSettings, on_event: Callable[[str], None] = lambda _: None) -> list[ServiceStatus]:
+def up(
+    settings: StackSettings, on_event: Callable[[str], None] = lambda _: None
+) -> list[ServiceStatus]:
     """Start every service that is not already up and healthy; return their statuses."""
     java = find_java(settings)
     to_start: list[Service] = []
