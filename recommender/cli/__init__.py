@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from recommender.cli import stack
+from recommender.cli import ingest, stack
 
 app = typer.Typer(
     name="recommender",
@@ -16,6 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(stack.app, name="stack")
+app.command()(ingest.ingest)
 
 
 def main() -> None:

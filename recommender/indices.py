@@ -1,0 +1,73 @@
+"""Elasticsearch index templates, aliases and retention: ``recommender es setup``.
+
+Time-based indices (``ratings-YYYY`` by event year, ``predictions-YYYY.MM.DD`` by day) take
+their mappings from index templates, so a new period's index is right from its first
+document. Every call here is idempotent.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from recommender import contracts
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
+
+SINGLE_NODE = {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"}
+
+TEMPLATES: dict[str, dict[str, Any]] = {
+    "recommender-ratings": {
+        "index_patterns": [f"{contracts.RATINGS_INDEX_PREFIX}*"],
+        "template": {"settings": SINGLE_NODE, "mappings": contracts.RATINGS_MAPPING},
+    },
+    "recommender-predictions": {
+        "index_patterns": [f"{contracts.PREDICTIONS_INDEX_PREFIX}*"],
+        "template": {
+            "settings": SINGLE_NODE,
+            "mappings": contracts.PREDICTIONS_MAPPING,
+            "aliases": {contracts.PREDICTIONS_ALIAS: {}},
+        },
+    },
+}
+
+
+def ratings_index(event_time_ms: int) -> str:
+    """Ratings span decades of event time: one index per event year keeps the count small."""
+    return f"{contracts.RATINGS_INDEX_PREFIX}{datetime.fromtimestamp(event_time_ms / 1000, UTC):%Y}"
+
+
+def predictions_index(predicted_at_ms: int) -> str:
+    day = datetime.fromtimestamp(predicted_at_ms / 1000, UTC)
+    return f"{contracts.PREDICTIONS_INDEX_PREFIX}{day:%Y.%m.%d}"
+
+
+def setup(es: Elasticsearch, shards: dict[str, Any] | None = None) -> list[str]:
+    """Install the index templates and create the fixed indices; return what was created."""
+    created = []
+    for name, body in TEMPLATES.items():
+        es.indices.put_index_template(name=name, **body, priority=100)
+    for index, mapping in ((contracts.MOVIES_INDEX, contracts.MOVIES_MAPPING),
+                           (contracts.USER_TASTE_INDEX, contracts.USER_TASTE_MAPPING)):
+        if not es.indices.exists(index=index):
+            es.indices.create(index=index, settings=shards or SINGLE_NODE, mappings=mapping)
+            created.append(index)
+    return created
+
+
+def delete_older_than(es: Elasticsearch, prefix: str, days: int,
+                      now: datetime | None = None) -> list[str]:
+    """Retention: drop daily ``<prefix>YYYY.MM.DD`` indices whose day is older than ``days``."""
+    cutoff = (now or datetime.now(UTC)).date() - timedelta(days=days)
+    doomed = []
+    for name in es.indices.get(index=f"{prefix}*", expand_wildcards="open"):
+        try:
+            day = datetime.strptime(name.removeprefix(prefix), "%Y.%m.%d").date()
+        except ValueError:
+            continue
+        if day < cutoff:
+            doomed.append(name)
+    if doomed:
+        es.indices.delete(index=",".join(doomed))
+    return doomed

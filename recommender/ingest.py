@@ -1,0 +1,199 @@
+"""Streaming ingest: the ratings topic into Cassandra (system of record) and Elasticsearch (BI).
+
+Exactly-once downstream comes from idempotent writes plus the checkpoint: a micro-batch that
+is replayed after a crash upserts the same Cassandra rows (primary key user, movie) and the
+same Elasticsearch documents (``_id`` = user:movie), so nothing is lost or doubled.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from recommender import contracts
+from recommender.settings import ElasticsearchSettings, Settings
+from recommender.streaming import (
+    missing,
+    parse_kafka_json,
+    read_topic,
+    run_query,
+    with_retries,
+    write_dead_letters,
+)
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+    from pyspark.sql.streaming import StreamingQuery
+
+log = logging.getLogger(__name__)
+CASSANDRA = "org.apache.spark.sql.cassandra"
+MOVIES_TTL_S = 60.0
+
+RATING_EVENT_SCHEMA = T.StructType([
+    T.StructField("event_id", T.StringType()),
+    T.StructField("user_id", T.IntegerType()),
+    T.StructField("movie_id", T.IntegerType()),
+    T.StructField("rating", T.DoubleType()),
+    T.StructField("event_time", T.LongType()),
+    T.StructField("event_type", T.StringType()),
+    T.StructField("tag", T.StringType()),
+    T.StructField("source", T.StringType()),
+])
+
+
+def validation_rules() -> list:
+    kind = F.coalesce(F.col("event_type"), F.lit("rating"))
+    return [
+        *missing("user_id", "movie_id", "event_time"),
+        ((F.col("user_id") <= 0) | (F.col("movie_id") <= 0),
+         "user_id and movie_id must be positive integers"),
+        (~kind.isin("rating", "tag"),
+         F.concat(F.lit("unknown event_type: "), F.col("event_type"))),
+        ((kind == "rating") & F.col("rating").isNull(), "missing field: rating"),
+        ((kind == "rating") & ~F.col("rating").between(contracts.RATING_MIN, contracts.RATING_MAX),
+         F.concat(F.lit("rating out of range 0.5-5: "), F.col("rating").cast("string"))),
+        ((kind == "tag") & (F.coalesce(F.length(F.trim("tag")), F.lit(0)) == 0),
+         "missing field: tag"),
+    ]
+
+
+def parse_events(kafka_rows: DataFrame) -> DataFrame:
+    """Typed rating/tag events with ``error`` set for every record that must be dead-lettered."""
+    parsed = parse_kafka_json(kafka_rows, RATING_EVENT_SCHEMA, validation_rules())
+    return parsed.withColumn("event_type", F.coalesce("event_type", F.lit("rating")))
+
+
+class MoviesCache:
+    """Movie titles and genres for enriching ES documents, re-read from Cassandra at most
+    once a minute so that ``load metadata`` run later is picked up without a restart."""
+
+    def __init__(self, spark: SparkSession, keyspace: str) -> None:
+        self.spark, self.keyspace = spark, keyspace
+        self.frame: DataFrame | None = None
+        self.loaded_at = 0.0
+
+    def get(self) -> DataFrame:
+        if self.frame is None or time.monotonic() - self.loaded_at > MOVIES_TTL_S:
+            if self.frame is not None:
+                self.frame.unpersist()
+            self.frame = F.broadcast(
+                self.spark.read.format(CASSANDRA)
+                .options(keyspace=self.keyspace, table="movies").load()
+                .select("movie_id", "title", "year", "genres").persist()
+            )
+            self.loaded_at = time.monotonic()
+        return self.frame
+
+
+def es_bulk_partition(es_settings: ElasticsearchSettings) -> Callable[[Iterable[Any]], None]:
+    """A ``foreachPartition`` function that bulk-indexes rating documents from executors."""
+
+    def index_partition(rows: Iterable[Any]) -> None:
+        from elasticsearch import helpers
+
+        from recommender.clients import elasticsearch_client
+
+        actions = [
+            {"_index": row["index"], "_id": f"{row['user_id']}:{row['movie_id']}",
+             "_source": {k: v for k, v in row.asDict().items() if k != "index" and v is not None}}
+            for row in rows
+        ]
+        if not actions:
+            return
+        es = elasticsearch_client(es_settings)
+
+        def send() -> None:
+            helpers.bulk(es, actions, chunk_size=5000, max_retries=3, initial_backoff=1)
+
+        try:
+            with_retries(send, "Elasticsearch bulk index of ratings")
+        finally:
+            es.close()
+
+    return index_partition
+
+
+def rating_documents(ratings: DataFrame, movies: DataFrame) -> DataFrame:
+    event_ts = F.timestamp_millis("event_time")
+    return (
+        ratings.join(movies, "movie_id", "left")
+        .select(
+            F.concat(F.lit(contracts.RATINGS_INDEX_PREFIX), F.year(event_ts).cast("string"))
+            .alias("index"),
+            "event_id", F.col("user_id").cast("string").alias("user_id"),
+            F.col("movie_id").cast("string").alias("movie_id"), "rating", "event_time",
+            F.unix_millis(F.current_timestamp()).alias("ingested_at"),
+            "title", "year", "genres", "source",
+        )
+    )
+
+
+def write_batch(batch: DataFrame, batch_id: int, settings: Settings, movies: MoviesCache) -> None:
+    """One micro-batch: Cassandra first (the record), then Elasticsearch, then dead letters."""
+    started = time.monotonic()
+    events = parse_events(batch).persist()
+    try:
+        good = events.where(F.col("error").isNull())
+        ratings = good.where(F.col("event_type") == "rating").select(
+            "user_id", "movie_id", "rating", "event_time", "event_id", "source",
+        ).persist()
+        ks = settings.cassandra.keyspace
+        (ratings.select("user_id", "movie_id", F.col("rating").cast("float").alias("rating"),
+                        F.timestamp_millis("event_time").alias("event_time"), "event_id",
+                        F.current_timestamp().alias("ingested_at"))
+         .write.format(CASSANDRA).mode("append").options(keyspace=ks, table="ratings").save())
+        (good.where(F.col("event_type") == "tag")
+         .select("user_id", "movie_id", F.trim("tag").alias("tag"),
+                 F.timestamp_millis("event_time").alias("event_time"))
+         .write.format(CASSANDRA).mode("append").options(keyspace=ks, table="tags").save())
+        rating_documents(ratings, movies.get()).foreachPartition(
+            es_bulk_partition(settings.elasticsearch))
+        bad = events.where(F.col("error").isNotNull())
+        write_dead_letters(bad, settings.kafka, settings.kafka.ratings_dlq_topic)
+        n_ratings, n_bad = ratings.count(), bad.count()
+        ratings.unpersist()
+        elapsed = time.monotonic() - started
+        log.info("batch %d: %d ratings, %d dead letters in %.2fs (%.0f rows/s)", batch_id,
+                 n_ratings, n_bad, elapsed, n_ratings / elapsed if elapsed else 0.0)
+    finally:
+        events.unpersist()
+
+
+def start_ingest(spark: SparkSession, settings: Settings, *, available_now: bool = False,
+                 query_name: str = "ingest") -> StreamingQuery:
+    """Start the streaming query; ``available_now`` drains what is in the topic and stops."""
+    movies = MoviesCache(spark, settings.cassandra.keyspace)
+    writer = (
+        read_topic(spark, settings, settings.kafka.ratings_topic)
+        .writeStream.queryName(query_name)
+        .option("checkpointLocation", str(settings.spark.checkpoint_dir / query_name))
+        .foreachBatch(lambda df, batch_id: write_batch(df, batch_id, settings, movies))
+    )
+    writer = (writer.trigger(availableNow=True) if available_now
+              else writer.trigger(processingTime=settings.spark.trigger_interval))
+    return writer.start()
+
+
+def run_ingest(settings: Settings, *, available_now: bool = False,
+               stop_when: Callable[[], bool] | None = None) -> None:
+    """``recommender ingest``: prepare schema and topics, then run until stopped."""
+    from recommender.clients import cassandra_session, elasticsearch_client, spark_session
+    from recommender.indices import setup as setup_indices
+    from recommender.schema import ensure_schema
+    from recommender.topics import ensure_topics
+
+    ensure_topics(settings, settings.kafka.ratings_topic, settings.kafka.ratings_dlq_topic)
+    session = cassandra_session(settings.cassandra)
+    try:
+        ensure_schema(session, settings)
+    finally:
+        session.cluster.shutdown()
+    setup_indices(elasticsearch_client(settings.elasticsearch))
+    spark = spark_session(settings, app_name="recommender-ingest")
+    run_query(start_ingest(spark, settings, available_now=available_now), stop_when=stop_when)
