@@ -52,6 +52,9 @@ class KafkaSettings(BaseModel):
     requests_dlq_topic: str = "prediction-requests-dlq"
     predictions_topic: str = "predictions"
     predictions_dlq_topic: str = "predictions-dlq"
+    predictor_group: str = Field(
+        "recommender-predictor", description="Consumer group the predictor commits to.")
+    shipper_group: str = "recommender-shipper"
     num_partitions: int = Field(4, ge=1, description="Partitions of topics the project creates.")
     replication_factor: int = Field(1, ge=1)
 

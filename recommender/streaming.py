@@ -7,6 +7,7 @@ original bytes, their source offset and the reason (``write_dead_letters``).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -28,23 +29,34 @@ CORRUPT = "_corrupt_record"
 Rule = tuple[Column, Column | str]
 
 
-def read_topic(spark: SparkSession, settings: Settings, topic: str) -> DataFrame:
-    """A Kafka source bounded per micro-batch by ``maxOffsetsPerTrigger``."""
+def read_topic(spark: SparkSession, settings: Settings, topic: str,
+               starting_offsets: dict[int, int] | None = None) -> DataFrame:
+    """A Kafka source bounded per micro-batch by ``maxOffsetsPerTrigger``.
+
+    ``starting_offsets`` (partition -> offset) applies only to a new checkpoint; partitions
+    it does not name start from the earliest offset.
+    """
+    start = "earliest"
+    if starting_offsets:
+        start = json.dumps({topic: {str(p): o for p, o in starting_offsets.items()}})
     return (
         spark.readStream.format("kafka")
         .options(**spark_kafka_options(settings.kafka))
         .option("subscribe", topic)
-        .option("startingOffsets", "earliest")
+        .option("startingOffsets", start)
         .option("failOnDataLoss", "false")
         .option("maxOffsetsPerTrigger", str(settings.spark.max_offsets_per_trigger))
         .load()
     )
 
 
-def parse_kafka_json(df: DataFrame, schema: T.StructType, rules: list[Rule]) -> DataFrame:
+def parse_kafka_json(df: DataFrame, schema: T.StructType, rules: list[Rule],
+                     strict: bool = False) -> DataFrame:
     """Typed fields of the JSON ``value`` plus ``error``: null for a good record, else why not.
 
     ``rules`` are ``(is_bad, reason)`` pairs checked in order after the JSON itself parsed.
+    ``strict`` also refuses fields the schema does not know (a misspelt ``movieId`` must not
+    silently turn a pair request into something else).
     """
     with_corrupt = T.StructType([*schema.fields, T.StructField(CORRUPT, T.StringType())])
     text = F.col("value").cast("string")
@@ -62,6 +74,10 @@ def parse_kafka_json(df: DataFrame, schema: T.StructType, rules: list[Rule]) -> 
         .when(F.col(f"_p.{CORRUPT}").isNotNull(),
               F.concat(F.lit("wrong type for field(s): "), wrong_types))
     )
+    if strict:
+        unknown = F.array_except(F.map_keys(as_map), F.array(*[F.lit(f.name) for f in schema]))
+        error = error.when(F.size(unknown) > 0, F.concat(F.lit("unknown field(s): "),
+                                                         F.array_join(unknown, ", ")))
     for is_bad, reason in rules:
         error = error.when(is_bad, reason if isinstance(reason, Column) else F.lit(reason))
     return parsed.select(
@@ -110,7 +126,7 @@ def with_retries(action: Callable[[], None], what: str, attempts: int = 30,
         try:
             action()
             return
-        except Exception as exc:  # noqa: BLE001 - any sink failure is retried, then re-raised
+        except Exception as exc:  # any sink failure is retried, then re-raised
             if attempt == attempts:
                 raise
             log.warning("%s failed (attempt %d/%d): %s; retrying in %.0fs",

@@ -16,8 +16,9 @@ from recommender.stack.base import (
 
 TEMPLATES = STACK_DIR / "templates"
 
-# Verbatim from Cassandra 5.0's conf/jvm17-server.options ("JPMS" and "Netty Options"): without
-# them Java 17 refuses the reflection Cassandra, jamm and Chronicle rely on and startup fails.
+# The "JPMS" and "Netty Options" lines of Cassandra's conf/jvm17-server.options, verbatim (the
+# java.nio line comes from its latest revision): without them Java 17 refuses the reflection
+# Cassandra, jamm and Chronicle rely on, and startup fails.
 JVM17_OPTIONS = (
     "-Djdk.attach.allowAttachSelf=true",
     "--add-exports", "java.base/jdk.internal.misc=ALL-UNNAMED",
@@ -51,6 +52,13 @@ JVM17_OPTIONS = (
 
 
 class CassandraService(Service):
+    """One seed node on loopback, config from ``stack/templates/cassandra-*``.
+
+    Cassandra mlockall()s its memory at startup when it may (as root it always may), so the
+    whole heap is resident from the first second: RSS is about the heap plus ~450 MiB, and
+    ``settings.cassandra_heap`` is the knob that sizes it.
+    """
+
     name = "cassandra"
     port = 9042
     storage_port = 7000
@@ -67,12 +75,12 @@ class CassandraService(Service):
     def config_file(self) -> Path:
         return self.home / "cassandra.yaml"
 
-    def classpath(self) -> list[Path]:
-        return maven_classpath("cassandra", self.settings.cache_dir)
-
     @property
     def triggers_dir(self) -> Path:
         return self.home / "triggers"
+
+    def classpath(self) -> list[Path]:
+        return maven_classpath("cassandra", self.settings.cache_dir)
 
     def prepare(self, java: Path) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -122,7 +130,8 @@ class CassandraService(Service):
             "-cp", ":".join(str(j) for j in jars),
             "org.apache.cassandra.service.CassandraDaemon",
         ]
-        return cmd, {}
+        # As upstream cassandra-env.sh: fewer glibc malloc arenas, less native memory.
+        return cmd, {"MALLOC_ARENA_MAX": "4"}
 
     def ready(self) -> bool:
         """Ask CQL for the release version; the native transport opens last, after startup."""

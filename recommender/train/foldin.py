@@ -6,10 +6,10 @@ fixed ("fold-in"). It reproduces Spark's formulation exactly, so a folded-in vec
 next training run would give that user if the item factors did not move:
 
 * explicit:  x = (Y_Iᵀ Y_I + λ·n·I)⁻¹ Y_Iᵀ r                       (ALS-WR, λ scaled by n)
-* implicit:  x = (YᵀY + Y_Iᵀ (C_I − I) Y_I + λ·n·I)⁻¹ Y_Iᵀ C_I p   (Hu, Koren, Volinsky 2008)
-  with confidence c = 1 + α·|r| and preference p = 1 for r > 0, else 0.
+* implicit:  x = (YᵀY + Y_Iᵀ (C_I - I) Y_I + λ·n·I)⁻¹ Y_Iᵀ C_I p   (Hu, Koren, Volinsky 2008)
+  with confidence c = 1 + alpha·|r| and preference p = 1 for r > 0, else 0.
 
-``I`` is the set of rated movies the model knows. A solve is rank×rank, so a fold-in plus a
+``I`` is the set of rated movies the model knows. A solve is rank x rank, so a fold-in plus a
 top-k over ~10k movies takes well under a millisecond.
 
 Example::

@@ -1,0 +1,235 @@
+"""The real-time predictor: prediction-request topic -> enriched predictions topic.
+
+Each micro-batch (bounded by ``maxOffsetsPerTrigger``):
+
+1. checks the registry's ``CURRENT`` and, if it moved, loads and broadcasts the new model
+   (hot reload: no restart, and every prediction names the version that produced it);
+2. validates requests; bad ones go to the requests dead-letter topic with the reason;
+3. fetches each requesting user's history from Cassandra (a direct join on the partition
+   key) for fold-in and for excluding seen movies;
+4. scores in Python workers (``scoring``), writes predictions to Kafka keyed by request id;
+5. commits the batch's end offsets to the ``predictor_group`` consumer group, so operators
+   see the lag with Kafka's own tools and a successor knows where to start (``rollover``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from recommender.clients import kafka_admin, spark_kafka_options
+from recommender.errors import ModelError
+from recommender.predict.scoring import PREDICTION_SCHEMA, ServingBundle, score_partitions
+from recommender.settings import Settings
+from recommender.streaming import missing, parse_kafka_json, read_topic, write_dead_letters
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+    from pyspark.sql.streaming import StreamingQuery
+
+log = logging.getLogger(__name__)
+CASSANDRA = "org.apache.spark.sql.cassandra"
+MAX_EXCLUDE = 1000
+
+REQUEST_SCHEMA = T.StructType([
+    T.StructField("request_id", T.StringType()),
+    T.StructField("user_id", T.IntegerType()),
+    T.StructField("movie_id", T.IntegerType()),
+    T.StructField("k", T.IntegerType()),
+    T.StructField("exclude", T.ArrayType(T.IntegerType())),
+    T.StructField("requested_at", T.LongType()),
+])
+
+
+def request_rules(max_k: int) -> list:
+    has_movie, has_k = F.col("movie_id").isNotNull(), F.col("k").isNotNull()
+    return [
+        *missing("request_id", "user_id"),
+        (F.length(F.trim("request_id")) == 0, "request_id must not be empty"),
+        (F.col("user_id") <= 0, "user_id must be a positive integer"),
+        (has_movie & has_k, "give either movie_id or k, not both"),
+        (~has_movie & ~has_k, "missing field: movie_id or k"),
+        (has_movie & (F.col("movie_id") <= 0), "movie_id must be a positive integer"),
+        (has_k & ((F.col("k") <= 0) | (F.col("k") > max_k)),
+         F.concat(F.lit(f"k must be between 1 and {max_k}, got "), F.col("k").cast("string"))),
+        (F.coalesce(F.size("exclude"), F.lit(0)) > MAX_EXCLUDE,
+         f"exclude lists at most {MAX_EXCLUDE} movie ids"),
+        (F.exists(F.coalesce("exclude", F.array()), lambda m: m.isNull() | (m <= 0)),
+         "exclude must hold positive movie ids"),
+    ]
+
+
+@dataclass
+class InstanceState:
+    """What a running predictor publishes about itself under ``<checkpoints>/predict/``."""
+
+    instance: str
+    pid: int
+    model_version: str | None
+    pinned_version: str | None
+    offsets: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+    predictions: int = 0
+    updated_at: float = 0.0
+
+    @staticmethod
+    def path(settings: Settings, instance: str) -> Path:
+        return settings.spark.checkpoint_dir / "predict" / instance / "instance.json"
+
+    def save(self, settings: Settings) -> None:
+        target = self.path(settings, self.instance)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.__dict__))
+        os.replace(tmp, target)
+
+
+class Predictor:
+    """One predictor instance: its model, its streaming query, its published state."""
+
+    def __init__(self, spark: SparkSession, settings: Settings, *, instance: str = "main",
+                 pinned_version: str | None = None, allow_no_model: bool = False) -> None:
+        from recommender.train.registry import ModelRegistry
+
+        self.spark, self.settings, self.instance = spark, settings, instance
+        self.registry = ModelRegistry(settings.model.models_dir)
+        self.allow_no_model = allow_no_model
+        self.bundle_ref: Any = None
+        self.state = InstanceState(instance, os.getpid(), None, pinned_version)
+        self.refresh_model()
+
+    # --- model ----------------------------------------------------------------------------
+
+    def wanted_version(self) -> str | None:
+        current = self.registry.current_version()
+        if self.state.pinned_version and current == self.state.pinned_version:
+            self.state.pinned_version = None  # the pin became CURRENT: follow CURRENT from now
+        return self.state.pinned_version or current
+
+    def refresh_model(self) -> None:
+        """Hot reload: called before every micro-batch, cheap when nothing changed."""
+        wanted = self.wanted_version()
+        if wanted is not None and wanted == self.state.model_version:
+            return
+        if wanted is None:
+            if self.bundle_ref is not None:
+                return
+            if not self.allow_no_model:
+                raise ModelError(
+                    "no model is promoted yet: run `recommender train` first, or start the "
+                    "predictor with --allow-no-model to serve only the popularity fallback")
+            bundle = self.popularity_bundle()
+        else:
+            from recommender.train.artifacts import ModelArtifacts
+
+            artifacts = ModelArtifacts.load(self.registry.version_dir(wanted))
+            bundle = ServingBundle(artifacts, self.movies())
+        old = self.bundle_ref
+        self.bundle_ref = self.spark.sparkContext.broadcast(bundle)
+        if old is not None:
+            old.unpersist()
+        log.info("predictor %s: serving model %s", self.instance, bundle.version)
+        self.state.model_version = bundle.version
+
+    def movies(self) -> dict[int, tuple[str | None, int | None, list[str]]]:
+        rows = (self.spark.read.format(CASSANDRA)
+                .options(keyspace=self.settings.cassandra.keyspace, table="movies").load()
+                .select("movie_id", "title", "year", "genres").collect())
+        return {r.movie_id: (r.title, r.year, list(r.genres or [])) for r in rows}
+
+    def popularity_bundle(self) -> ServingBundle:
+        import numpy as np
+
+        from recommender.train.artifacts import ModelArtifacts
+
+        counts = (self.spark.read.format(CASSANDRA)
+                  .options(keyspace=self.settings.cassandra.keyspace, table="ratings").load()
+                  .groupBy("movie_id").count().collect())
+        ids = np.array([r.movie_id for r in counts], dtype=np.int64)
+        artifacts = ModelArtifacts(
+            version="popular", item_ids=ids, item_factors=np.zeros((len(ids), 1), np.float32),
+            user_ids=np.zeros(0, np.int64), user_factors=np.zeros((0, 1), np.float32),
+            item_counts=np.array([r["count"] for r in counts], dtype=np.int64), params={})
+        return ServingBundle(artifacts, self.movies(), popular_only=True)
+
+    # --- one micro-batch ------------------------------------------------------------------
+
+    def process(self, batch: DataFrame, batch_id: int) -> None:
+        started = time.monotonic()
+        self.refresh_model()
+        requests = parse_kafka_json(batch, REQUEST_SCHEMA, request_rules(self.settings.api.max_k),
+                                    strict=True).persist()
+        try:
+            good = requests.where(F.col("error").isNull()).drop("error", "value")
+            predictions = self.score(good)
+            (predictions.select(F.col("request_id").alias("key"),
+                                F.to_json(F.struct(*PREDICTION_SCHEMA.fieldNames())).alias("value"))
+             .write.format("kafka").options(**spark_kafka_options(self.settings.kafka))
+             .option("topic", self.settings.kafka.predictions_topic).save())
+            write_dead_letters(requests.where(F.col("error").isNotNull()), self.settings.kafka,
+                               self.settings.kafka.requests_dlq_topic)
+            ends = {str(r.partition): r.end for r in
+                    requests.groupBy("partition").agg((F.max("offset") + 1).alias("end")).collect()}
+            self.commit(ends)
+            n = requests.count()
+        finally:
+            requests.unpersist()
+        self.state.batches += 1
+        self.state.predictions += n
+        self.state.offsets.update(ends)
+        self.state.updated_at = time.time()
+        self.state.save(self.settings)
+        log.info("batch %d: %d requests in %.2fs with model %s", batch_id, n,
+                 time.monotonic() - started, self.state.model_version)
+
+    def score(self, requests: DataFrame) -> DataFrame:
+        ratings = (self.spark.read.format(CASSANDRA)
+                   .options(keyspace=self.settings.cassandra.keyspace, table="ratings",
+                            directJoinSetting="on").load()
+                   .select("user_id", "movie_id", "rating"))
+        histories = (requests.select("user_id").distinct().join(ratings, "user_id")
+                     .groupBy("user_id")
+                     .agg(F.map_from_entries(F.collect_list(F.struct("movie_id", "rating")))
+                          .alias("history")))
+        return (requests.join(histories, "user_id", "left")
+                .select("request_id", "user_id", "movie_id", "k", "exclude", "requested_at",
+                        "history")
+                .mapInPandas(score_partitions(self.bundle_ref), PREDICTION_SCHEMA))
+
+    def commit(self, ends: dict[str, int]) -> None:
+        """Commit finished offsets to the predictor's consumer group (standard lag tooling)."""
+        if not ends:
+            return
+        from kafka import TopicPartition
+        from kafka.structs import OffsetAndMetadata
+
+        topic = self.settings.kafka.requests_topic
+        admin = kafka_admin(self.settings.kafka)
+        try:
+            admin.alter_group_offsets(self.settings.kafka.predictor_group, {
+                TopicPartition(topic, int(p)): OffsetAndMetadata(end, self.instance, -1)
+                for p, end in ends.items()
+            })
+        finally:
+            admin.close()
+
+    # --- the query ------------------------------------------------------------------------
+
+    def start(self, starting_offsets: dict[int, int] | None = None) -> StreamingQuery:
+        source = read_topic(self.spark, self.settings, self.settings.kafka.requests_topic,
+                            starting_offsets)
+        checkpoint = self.settings.spark.checkpoint_dir / "predict" / self.instance / "checkpoint"
+        self.state.save(self.settings)
+        return (source.writeStream.queryName(f"predict-{self.instance}")
+                .option("checkpointLocation", str(checkpoint))
+                .trigger(processingTime=self.settings.spark.trigger_interval)
+                .foreachBatch(self.process).start())

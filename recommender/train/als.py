@@ -1,0 +1,158 @@
+"""Spark ML ALS: build, fit, and search hyper-parameters on a validation split.
+
+This module only knows how to make a candidate model; evaluating it is ``evaluate``'s job and
+deciding whether it replaces the current one is the registry's.
+
+Implicit mode follows Hu, Koren and Volinsky (2008) as Spark implements it: every rating is a
+positive preference with confidence ``1 + alpha * rating``, so a 5-star rating counts more
+than a 1-star one but any rating says "watched".
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from recommender.settings import ModelSettings
+from recommender.train.evaluate import Factors
+
+if TYPE_CHECKING:
+    from pyspark.ml.recommendation import ALS, ALSModel
+    from pyspark.sql import DataFrame
+
+SearchMethod = Literal["grid", "random"]
+
+
+@dataclass(frozen=True)
+class AlsParams:
+    """ALS hyper-parameters; ``alpha`` matters only with ``implicit_prefs``."""
+
+    rank: int = 10
+    reg_param: float = 0.1
+    max_iter: int = 10
+    alpha: float = 1.0
+    implicit_prefs: bool = False
+    seed: int = 42
+    nonnegative: bool = False
+
+    @classmethod
+    def from_settings(cls, model: ModelSettings, **overrides: Any) -> AlsParams:
+        base = cls(rank=model.rank, reg_param=model.reg_param, max_iter=model.max_iter,
+                   alpha=model.alpha, implicit_prefs=model.implicit_prefs, seed=model.seed)
+        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
+
+    @property
+    def mode(self) -> str:
+        return "implicit" if self.implicit_prefs else "explicit"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Values tried by ``tune``; ``alpha`` is searched only for implicit models."""
+
+    rank: Sequence[int] = (8, 12, 16)
+    reg_param: Sequence[float] = (0.05, 0.1, 0.2)
+    max_iter: Sequence[int] = (10,)
+    alpha: Sequence[float] = (1.0, 5.0, 20.0)
+
+    def candidates(self, base: AlsParams) -> list[AlsParams]:
+        alphas = self.alpha if base.implicit_prefs else (base.alpha,)
+        return [replace(base, rank=r, reg_param=g, max_iter=m, alpha=a)
+                for r, g, m, a in itertools.product(self.rank, self.reg_param, self.max_iter,
+                                                    alphas)]
+
+
+@dataclass(frozen=True)
+class Trial:
+    params: AlsParams
+    score: float
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    best: AlsParams
+    metric: str
+    trials: list[Trial] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric, "best": self.best.to_dict(),
+                "trials": [{**t.params.to_dict(), "score": t.score, "seconds": round(t.seconds, 2)}
+                           for t in self.trials]}
+
+
+def build(params: AlsParams) -> ALS:
+    """An unfitted ALS estimator over the training columns.
+
+    ``coldStartStrategy="drop"`` keeps NaN predictions for unknown users or movies out of
+    ``transform``; two blocks per side suit the 2-core local default (fewer shuffles).
+    """
+    from pyspark.ml.recommendation import ALS
+
+    return ALS(userCol="user_id", itemCol="movie_id", ratingCol="rating",
+               rank=params.rank, regParam=params.reg_param, maxIter=params.max_iter,
+               alpha=params.alpha, implicitPrefs=params.implicit_prefs, seed=params.seed,
+               nonnegative=params.nonnegative, coldStartStrategy="drop",
+               numUserBlocks=_blocks(), numItemBlocks=_blocks())
+
+
+def fit(train: DataFrame, params: AlsParams) -> ALSModel:
+    return build(params).fit(train)
+
+
+def factors(model: ALSModel, implicit: bool) -> Factors:
+    """User and item factors of a fitted model as numpy arrays, rows sorted by id."""
+    users = model.userFactors.orderBy("id").toPandas()
+    items = model.itemFactors.orderBy("id").toPandas()
+    return Factors(user_ids=users["id"].to_numpy(np.int64),
+                   user_factors=_stack(users["features"], model.rank),
+                   item_ids=items["id"].to_numpy(np.int64),
+                   item_factors=_stack(items["features"], model.rank), implicit=implicit)
+
+
+def tune(train: DataFrame, score: Callable[[Factors], float], base: AlsParams,
+         space: SearchSpace | None = None, method: SearchMethod = "grid", trials: int = 8,
+         higher_is_better: bool = True,
+         metric: str = "score",
+         on_trial: Callable[[Trial], None] | None = None) -> TuneResult:
+    """Fit every candidate (``grid``) or ``trials`` seeded random ones (``random``) on
+    ``train`` and keep the one ``score`` rates best on the validation data it closes over."""
+    candidates = (space or SearchSpace()).candidates(base)
+    if method == "random" and trials < len(candidates):
+        candidates = random.Random(base.seed).sample(candidates, trials)
+    results: list[Trial] = []
+    for params in candidates:
+        started = time.perf_counter()
+        model = fit(train, params)
+        trial = Trial(params, score(factors(model, params.implicit_prefs)),
+                      time.perf_counter() - started)
+        results.append(trial)
+        if on_trial:
+            on_trial(trial)
+    valid = [t for t in results if np.isfinite(t.score)]
+    if not valid:
+        return TuneResult(base, metric, results)
+    pick = max if higher_is_better else min
+    return TuneResult(pick(valid, key=lambda t: t.score).params, metric, results)
+
+
+def _stack(column: Any, rank: int) -> np.ndarray:
+    if len(column) == 0:
+        return np.zeros((0, rank), np.float32)
+    return np.asarray(np.stack(column.to_numpy()), dtype=np.float32)
+
+
+def _blocks() -> int:
+    from pyspark import SparkContext
+
+    sc = SparkContext._active_spark_context
+    return max(2, sc.defaultParallelism if sc else 2)
