@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from recommender.cli import ingest, stack
+from recommender.cli import ingest, predict, stack
 
 app = typer.Typer(
     name="recommender",
@@ -17,6 +17,8 @@ app = typer.Typer(
 )
 app.add_typer(stack.app, name="stack")
 app.command()(ingest.ingest)
+app.command()(predict.predict)
+app.command()(predict.rollover)
 
 
 def main() -> None:

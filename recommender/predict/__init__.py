@@ -1,0 +1,1 @@
+"""The real-time predictor (``job``), its scoring (``scoring``) and rollover (``rollover``)."""

@@ -1,0 +1,39 @@
+"""Running one predictor instance until it is told to stop (SIGTERM or SIGINT)."""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+from recommender.settings import Settings
+from recommender.streaming import run_query
+
+
+def run_predictor(settings: Settings, *, instance: str = "main", version: str | None = None,
+                  from_group: bool = False, allow_no_model: bool = False) -> None:
+    """Start the query and block; a SIGTERM stops it between micro-batches, never mid-batch."""
+    from recommender.clients import spark_session
+    from recommender.predict.job import Predictor
+    from recommender.predict.rollover import committed_offsets
+    from recommender.topics import ensure_topics
+
+    kafka = settings.kafka
+    ensure_topics(settings, kafka.requests_topic, kafka.requests_dlq_topic,
+                  kafka.predictions_topic)
+    spark = spark_session(settings, app_name=f"recommender-predict-{instance}")
+    predictor = Predictor(spark, settings, instance=instance, pinned_version=version,
+                          allow_no_model=allow_no_model)
+    query = predictor.start(committed_offsets(settings) if from_group else None)
+    stopping = {"asked": False}
+
+    def ask_to_stop(signum: int, _frame: Any) -> None:
+        stopping["asked"] = True
+
+    signal.signal(signal.SIGTERM, ask_to_stop)
+    signal.signal(signal.SIGINT, ask_to_stop)
+
+    def between_batches() -> bool:
+        return stopping["asked"] and not query.status["isTriggerActive"]
+
+    run_query(query, stop_when=between_batches, poll_s=0.2)
+    spark.stop()
