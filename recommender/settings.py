@@ -110,6 +110,7 @@ class StackSettings(BaseModel):
     kafka_controller_port: int = 9093
     cassandra_port: int = 9042
     cassandra_storage_port: int = 7000
+    cassandra_jmx_port: int = 7199
     elasticsearch_port: int = 9200
     elasticsearch_transport_port: int = 9300
     startup_timeout_s: float = 180.0

@@ -256,6 +256,10 @@ class Service(ABC):
             time.sleep(0.5)
         if pid_alive(pid):
             os.killpg(pid, signal.SIGKILL)
+        # The JVM's main thread exits before its last threads release their sockets: wait for
+        # the ports too, so that a `down` followed by an `up` finds them free.
+        while self.busy_ports() and time.monotonic() < deadline + 10:
+            time.sleep(0.2)
         self.pid_file.unlink(missing_ok=True)
         return True
 

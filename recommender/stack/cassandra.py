@@ -60,11 +60,20 @@ class CassandraService(Service):
     """
 
     name = "cassandra"
-    port = 9042
-    storage_port = 7000
-    jmx_port = 7199
     version = pinned_version("cassandra", "cassandra-all")
     _release_version: str | None = None  # what the node last reported, set by ready()
+
+    @property
+    def port(self) -> int:
+        return self.settings.cassandra_port
+
+    @property
+    def storage_port(self) -> int:
+        return self.settings.cassandra_storage_port
+
+    @property
+    def jmx_port(self) -> int:
+        return self.settings.cassandra_jmx_port
 
     @property
     def ports(self) -> list[int]:

@@ -1,0 +1,355 @@
+"""The model registry on disk, and the one class that decides which version serves.
+
+Layout of ``models_dir``::
+
+    <version>/            one immutable version (see ``artifacts``), named by UTC time
+    CURRENT               the serving version's name; replaced atomically (temp + os.replace)
+    history.json          promotions, rollbacks and refusals, oldest first
+    .staging-<v>-<pid>/   a version being written; renamed to <version> only when complete
+    .lock                 flock held while CURRENT, history or versions change
+
+Readers (predictor, API) only ever read ``CURRENT`` and then a complete version directory, so
+they need no lock: a crash mid-save leaves a ``.staging`` directory that nothing points at,
+and a crash mid-promotion leaves the old ``CURRENT`` intact.
+
+"Previous" is defined by the promotion history, not by version age: promotions push onto a
+stack and ``rollback`` pops it, so repeated rollbacks walk back through what actually served.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from recommender.errors import ModelError
+from recommender.settings import ModelSettings
+from recommender.train.artifacts import ModelArtifacts, read_metadata, write_json
+from recommender.train.evaluate import higher_is_better
+
+CURRENT_FILE = "CURRENT"
+HISTORY_FILE = "history.json"
+STAGING_PREFIX = ".staging-"
+MAX_STACK = 50  # how many rollbacks deep the lineage goes
+MAX_HISTORY = 1000  # events kept in history.json
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Whether a candidate may replace the current model, and why."""
+
+    accepted: bool
+    version: str
+    metric: str
+    candidate: float | None
+    current_version: str | None
+    current: float | None
+    tolerance: float
+    forced: bool
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One row of ``models list``."""
+
+    version: str
+    created_at: str | None
+    mode: str | None
+    metric: float | None
+    rows: int | None
+    status: str  # current | previous | available | refused | corrupt
+    error: str | None = None
+
+
+class ModelRegistry:
+    """Owns versions, ``CURRENT``, the quality gate, promotion, rollback and pruning.
+
+    The gate compares the candidate's ``gate_metric`` (from its metadata) with the current
+    model's: the candidate is refused when it is worse by more than ``gate_tolerance``
+    relative to the current value (e.g. 0.02 = may be 2 % worse). ``force`` overrides.
+    """
+
+    def __init__(self, models_dir: Path | str, retention: int = 5,
+                 gate_metric: str = "ndcg_at_10", gate_tolerance: float = 0.02) -> None:
+        self.root = Path(models_dir)
+        self.retention = retention
+        self.gate_metric = gate_metric
+        self.gate_tolerance = gate_tolerance
+
+    @classmethod
+    def from_settings(cls, model: ModelSettings) -> ModelRegistry:
+        return cls(model.models_dir, model.retention, model.gate_metric, model.gate_tolerance)
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def path(self, version: str) -> Path:
+        if not version or "/" in version or version.startswith("."):
+            raise ModelError(f"invalid model version name {version!r}")
+        return self.root / version
+
+    def current(self) -> str | None:
+        """The serving version, or None when nothing was promoted yet."""
+        try:
+            name = (self.root / CURRENT_FILE).read_text().strip()
+        except FileNotFoundError:
+            return None
+        return name or None
+
+    def previous(self) -> str | None:
+        """The version ``rollback`` would restore (skipping versions pruned meanwhile)."""
+        stack = self._stack()
+        current = self.current()
+        if stack and stack[-1] == current:
+            stack.pop()
+        while stack and not self.path(stack[-1]).is_dir():
+            stack.pop()
+        return stack[-1] if stack else None
+
+    def version_names(self) -> list[str]:
+        """Complete version directories, oldest first (names sort by creation time)."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_dir() and not p.name.startswith("."))
+
+    def metadata(self, version: str) -> dict[str, Any]:
+        return read_metadata(self.path(version))
+
+    def load(self, version: str | None = None, verify: bool = True) -> ModelArtifacts:
+        """The artifacts of ``version``, or of ``CURRENT`` when None."""
+        version = version or self.current()
+        if version is None:
+            raise ModelError(f"no model has been promoted yet in {self.root} "
+                             "(run `recommender train`)")
+        return ModelArtifacts.load(self.path(version), verify=verify)
+
+    def history(self) -> list[dict[str, Any]]:
+        try:
+            events = json.loads((self.root / HISTORY_FILE).read_text())
+        except FileNotFoundError:
+            return []
+        except json.JSONDecodeError as exc:
+            raise ModelError(
+                f"promotion history {self.root / HISTORY_FILE} is corrupt: {exc}") from None
+        return events if isinstance(events, list) else []
+
+    def versions(self) -> list[VersionInfo]:
+        current, previous = self.current(), self.previous()
+        refused = {e["version"] for e in self.history() if e.get("action") == "refuse"}
+        out = []
+        for name in self.version_names():
+            status = ("current" if name == current else "previous" if name == previous
+                      else "refused" if name in refused else "available")
+            try:
+                meta = self.metadata(name)
+            except ModelError as exc:
+                out.append(VersionInfo(name, None, None, None, None, "corrupt", str(exc)))
+                continue
+            out.append(VersionInfo(
+                version=name, created_at=meta.get("created_at"),
+                mode="implicit" if meta["params"].get("implicit_prefs") else "explicit",
+                metric=(meta.get("metrics") or {}).get(self.gate_metric),
+                rows=(meta.get("data") or {}).get("rows"), status=status))
+        return out
+
+    # --- writing a version ------------------------------------------------------------------
+
+    def new_version(self) -> str:
+        """A fresh, sortable name: the UTC time, with a suffix if that second is taken."""
+        base = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        name, n = base, 0
+        while (self.root / name).exists() or any(self.root.glob(f"{STAGING_PREFIX}{name}-*")):
+            n += 1
+            name = f"{base}-{n}"
+        return name
+
+    @contextmanager
+    def staging(self, version: str) -> Iterator[Path]:
+        """A private directory to write ``version`` into; renamed into place only if the
+        block completes, removed if it raises. A half-written version is never visible."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        final = self.path(version)
+        tmp = self.root / f"{STAGING_PREFIX}{version}-{os.getpid()}"
+        tmp.mkdir()
+        try:
+            yield tmp
+            read_metadata(tmp)  # the writer must have produced a readable version
+            os.rename(tmp, final)
+            _fsync_dir(self.root)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    # --- the gate and promotion -------------------------------------------------------------
+
+    def gate(self, version: str, force: bool = False) -> GateDecision:
+        """Judge ``version`` against ``CURRENT`` on the gate metric (no side effects)."""
+        metric, tol = self.gate_metric, self.gate_tolerance
+        candidate = _metric(self.metadata(version), metric)
+        current_version = self.current()
+        current = None
+        if current_version and current_version != version:
+            try:
+                current = _metric(self.metadata(current_version), metric)
+            except ModelError:
+                current = None
+
+        def decide(accepted: bool, reason: str) -> GateDecision:
+            if force and not accepted:
+                accepted, reason = True, f"forced: {reason}"
+            return GateDecision(accepted, version, metric, candidate, current_version, current,
+                                tol, force, reason)
+
+        if current_version is None:
+            return decide(True, "no current model")
+        if current_version == version:
+            return decide(True, "already current")
+        if candidate is None:
+            return decide(False, f"candidate has no {metric} (is the gate metric right for "
+                                 "this model mode?)")
+        if current is None:
+            return decide(True, f"current model {current_version} has no {metric}")
+        if higher_is_better(metric):
+            limit = current - tol * abs(current)
+            ok = candidate >= limit
+            word = "below"
+        else:
+            limit = current + tol * abs(current)
+            ok = candidate <= limit
+            word = "above"
+        if ok:
+            return decide(True, f"{metric} {candidate:.4f} vs current {current:.4f} "
+                                f"(limit {limit:.4f})")
+        return decide(False, f"{metric} {candidate:.4f} is {word} the limit {limit:.4f} "
+                             f"(current {current_version}: {current:.4f}, tolerance {tol:.0%})")
+
+    def publish(self, version: str, force: bool = False) -> GateDecision:
+        """Gate a freshly trained version and promote it if accepted, else record the
+        refusal (the version stays on disk for inspection until pruned). Then prune."""
+        with self._locked():
+            decision = self.gate(version, force)
+            if decision.accepted:
+                self._promote(version, "train", decision)
+            else:
+                self._record("refuse", version, reason=decision.reason,
+                             gate=decision.to_dict())
+            self._prune()
+        return decision
+
+    def promote(self, version: str, force: bool = False) -> GateDecision:
+        """Make ``version`` current by hand; the gate applies unless ``force``."""
+        with self._locked():
+            decision = self.gate(version, force)
+            if decision.accepted and decision.reason != "already current":
+                self._promote(version, "manual", decision)
+        return decision
+
+    def rollback(self) -> str:
+        """Promote the version that served before the current one; returns its name."""
+        with self._locked():
+            target = self.previous()
+            if target is None:
+                raise ModelError("nothing to roll back to: no earlier promoted version is "
+                                 f"left in {self.root}")
+            ModelArtifacts.load(self.path(target))  # refuse to point CURRENT at a broken one
+            old = self.current()
+            stack = self._stack()
+            while stack and stack[-1] != target:
+                stack.pop()
+            self._write_current(target)
+            self._record("rollback", target, previous=old, reason=f"rolled back from {old}",
+                         stack=stack)
+        return target
+
+    def prune(self) -> list[str]:
+        """Delete versions beyond ``retention`` (never CURRENT or the previous one)."""
+        with self._locked():
+            return self._prune()
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _promote(self, version: str, reason: str, decision: GateDecision) -> None:
+        ModelArtifacts.load(self.path(version))  # complete and checksums match
+        old = self.current()
+        self._write_current(version)
+        self._record("promote", version, previous=old, reason=reason, gate=decision.to_dict(),
+                     stack=[*self._stack(), version])
+
+    def _write_current(self, version: str) -> None:
+        tmp = self.root / f".{CURRENT_FILE}.tmp-{os.getpid()}"
+        with open(tmp, "w") as fh:
+            fh.write(version + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.root / CURRENT_FILE)
+        _fsync_dir(self.root)
+
+    def _record(self, action: str, version: str, **fields: Any) -> None:
+        event = {"action": action, "version": version,
+                 "at": datetime.now(UTC).isoformat(timespec="seconds"), **fields}
+        if "stack" in event:
+            event["stack"] = event["stack"][-MAX_STACK:]
+        write_json(self.root / HISTORY_FILE, [*self.history(), event][-MAX_HISTORY:])
+
+    def _stack(self) -> list[str]:
+        """The serving lineage: each promotion/rollback event stores the stack after it."""
+        for event in reversed(self.history()):
+            if "stack" in event:
+                return list(event["stack"])
+        return []
+
+    def _prune(self) -> list[str]:
+        current, previous = self.current(), self.previous()
+        others = [v for v in self.version_names() if v != current]
+        doomed = [v for v in others[: max(0, len(others) - self.retention)] if v != previous]
+        for name in doomed:
+            shutil.rmtree(self.path(name), ignore_errors=True)
+        for tmp in self.root.glob(f"{STAGING_PREFIX}*"):
+            pid = tmp.name.rsplit("-", 1)[-1]
+            if pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(tmp, ignore_errors=True)
+        return doomed
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _metric(meta: dict[str, Any], metric: str) -> float | None:
+    value = (meta.get("metrics") or {}).get(metric)
+    return None if value is None else float(value)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
