@@ -127,7 +127,7 @@ def _lines(path: Path, encoding: str) -> Iterator[tuple[int, str]]:
     with open(path, encoding=encoding, newline="") as f:
         number = 0
         try:
-            for number, line in enumerate(f, 1):  # noqa: B007 - number is read in except
+            for number, line in enumerate(f, 1):
                 yield number, line
         except UnicodeDecodeError as exc:
             raise DatasetError(f"{path}, line {number + 1}: not {encoding} text ({exc})") from None

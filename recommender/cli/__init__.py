@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from recommender.cli import ingest, predict, stack
+from recommender.cli import ingest, predict, ship, stack
 
 app = typer.Typer(
     name="recommender",
@@ -19,6 +19,7 @@ app.add_typer(stack.app, name="stack")
 app.command()(ingest.ingest)
 app.command()(predict.predict)
 app.command()(predict.rollover)
+app.command()(ship.ship)
 
 
 def main() -> None:

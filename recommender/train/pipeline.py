@@ -224,7 +224,7 @@ def _metadata(version: str, best: Candidate, candidates: list[Candidate], snap: 
             "split": opts.split, "test_fraction": opts.test_fraction, "seed": seed,
             "k": opts.k, "relevance_threshold": opts.relevance_threshold,
             "users": int(best.metrics.get("users", 0)),
-            "rated_pairs": int(best.metrics.get("rated_pairs", 0)),
+            "rated_pairs": int(best.baselines.get("popularity", {}).get("rated_pairs", 0)),
             "catalogue": len(holdout.items),
         },
         "metrics": metrics,

@@ -98,8 +98,8 @@ class ModelRegistry:
             raise ModelError(f"invalid model version name {version!r}")
         return self.root / version
 
-    def current(self) -> str | None:
-        """The serving version, or None when nothing was promoted yet."""
+    def current_version(self) -> str | None:
+        """The serving version (the ``CURRENT`` pointer), or None before the first promotion."""
         try:
             name = (self.root / CURRENT_FILE).read_text().strip()
         except FileNotFoundError:
@@ -109,12 +109,24 @@ class ModelRegistry:
     def previous(self) -> str | None:
         """The version ``rollback`` would restore (skipping versions pruned meanwhile)."""
         stack = self._stack()
-        current = self.current()
+        current = self.current_version()
         if stack and stack[-1] == current:
             stack.pop()
         while stack and not self.path(stack[-1]).is_dir():
             stack.pop()
         return stack[-1] if stack else None
+
+    def version_dir(self, version: str) -> Path:
+        """The directory of an existing version; ``ModelError`` naming it when absent."""
+        path = self.path(version)
+        if not path.is_dir():
+            raise ModelError(f"model version {version!r} not found in {self.root}")
+        return path
+
+    def latest_version(self) -> str | None:
+        """The newest complete version, promoted or not."""
+        names = self.version_names()
+        return names[-1] if names else None
 
     def version_names(self) -> list[str]:
         """Complete version directories, oldest first (names sort by creation time)."""
@@ -128,7 +140,7 @@ class ModelRegistry:
 
     def load(self, version: str | None = None, verify: bool = True) -> ModelArtifacts:
         """The artifacts of ``version``, or of ``CURRENT`` when None."""
-        version = version or self.current()
+        version = version or self.current_version()
         if version is None:
             raise ModelError(f"no model has been promoted yet in {self.root} "
                              "(run `recommender train`)")
@@ -145,7 +157,7 @@ class ModelRegistry:
         return events if isinstance(events, list) else []
 
     def versions(self) -> list[VersionInfo]:
-        current, previous = self.current(), self.previous()
+        current, previous = self.current_version(), self.previous()
         refused = {e["version"] for e in self.history() if e.get("action") == "refuse"}
         out = []
         for name in self.version_names():
@@ -197,7 +209,7 @@ class ModelRegistry:
         """Judge ``version`` against ``CURRENT`` on the gate metric (no side effects)."""
         metric, tol = self.gate_metric, self.gate_tolerance
         candidate = _metric(self.metadata(version), metric)
-        current_version = self.current()
+        current_version = self.current_version()
         current = None
         if current_version and current_version != version:
             try:
@@ -263,7 +275,7 @@ class ModelRegistry:
                 raise ModelError("nothing to roll back to: no earlier promoted version is "
                                  f"left in {self.root}")
             ModelArtifacts.load(self.path(target))  # refuse to point CURRENT at a broken one
-            old = self.current()
+            old = self.current_version()
             stack = self._stack()
             while stack and stack[-1] != target:
                 stack.pop()
@@ -281,7 +293,7 @@ class ModelRegistry:
 
     def _promote(self, version: str, reason: str, decision: GateDecision) -> None:
         ModelArtifacts.load(self.path(version))  # complete and checksums match
-        old = self.current()
+        old = self.current_version()
         self._write_current(version)
         self._record("promote", version, previous=old, reason=reason, gate=decision.to_dict(),
                      stack=[*self._stack(), version])
@@ -310,7 +322,7 @@ class ModelRegistry:
         return []
 
     def _prune(self) -> list[str]:
-        current, previous = self.current(), self.previous()
+        current, previous = self.current_version(), self.previous()
         others = [v for v in self.version_names() if v != current]
         doomed = [v for v in others[: max(0, len(others) - self.retention)] if v != previous]
         for name in doomed:

@@ -1,0 +1,173 @@
+"""Taste profiles and "users like you", written to Cassandra after a model is promoted.
+
+* ``user_taste``: per user and genre, ``score`` = the share of the user's rating mass that
+  falls in the genre (a movie's rating is split evenly over its genres, so a user's scores
+  sum to 1 and reward both watching and liking a genre), ``percentile`` = the share of users
+  with a profile in that genre whose score is <= this user's (0-100], ``ratings`` = how many
+  of the user's movies carry the genre.
+* ``similar_users``: each user's nearest neighbour by cosine of ALS user factors, and the
+  movie that neighbour rated highest among those the user has not rated (newest first on
+  ties), stamped with the model version the factors came from.
+
+Rows are upserts keyed as in ``contracts.CASSANDRA_TABLES``: a rerun overwrites.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from recommender.contracts import CASSANDRA_TABLES, keyspace_cql
+from recommender.errors import DatasetError
+from recommender.settings import Settings
+from recommender.train.artifacts import ModelArtifacts
+from recommender.train.data import CASSANDRA_FORMAT
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+NO_GENRE = "(no genres listed)"
+TABLES = ("user_taste", "similar_users")
+
+
+@dataclass(frozen=True)
+class ProfileStats:
+    taste_rows: int
+    similar_rows: int
+
+
+def read_movies_cassandra(spark: SparkSession, keyspace: str) -> DataFrame:
+    """``movie_id, genres array<string>`` from the movies table."""
+    return spark.read.format(CASSANDRA_FORMAT).options(keyspace=keyspace, table="movies") \
+        .load().select("movie_id", "genres")
+
+
+def read_movies_csv(spark: SparkSession, path: Path | str) -> DataFrame:
+    """``movie_id, genres`` from a MovieLens ``movies.csv`` (genres joined by ``|``)."""
+    from pyspark.sql import functions as F
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"movies file not found: {path}")
+    df = spark.read.csv(str(path), header=True, quote='"', escape='"',
+                        schema="movieId int, title string, genres string")
+    return df.select(F.col("movieId").alias("movie_id"),
+                     F.split("genres", r"\|").alias("genres"))
+
+
+def taste_profiles(ratings: DataFrame, movies: DataFrame) -> DataFrame:
+    """``user_id, genre, score, percentile, ratings`` as described in the module docstring."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    genres = (movies.select("movie_id", F.explode("genres").alias("genre"))
+              .where((F.col("genre") != NO_GENRE) & (F.length("genre") > 0)))
+    per_movie = genres.groupBy("movie_id").agg(F.count("*").alias("n_genres"))
+    weighted = (ratings.select("user_id", "movie_id", "rating")
+                .join(genres, "movie_id").join(per_movie, "movie_id")
+                .withColumn("mass", F.col("rating") / F.col("n_genres")))
+    per_genre = weighted.groupBy("user_id", "genre").agg(
+        F.sum("mass").alias("mass"), F.count("*").cast("int").alias("ratings"))
+    total = Window.partitionBy("user_id")
+    by_genre = Window.partitionBy("genre").orderBy("score")
+    return (per_genre
+            .withColumn("score", (F.col("mass") / F.sum("mass").over(total)).cast("float"))
+            .withColumn("percentile", (F.cume_dist().over(by_genre) * 100).cast("float"))
+            .select("user_id", "genre", "score", "percentile", "ratings"))
+
+
+def nearest_neighbours(user_ids: np.ndarray, factors: np.ndarray,
+                       batch_cells: int = 1 << 24) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For every user, the other user with the highest cosine similarity of factors.
+
+    Returns (user_ids, neighbour_ids, similarity); batched so memory stays bounded.
+    """
+    n = len(user_ids)
+    if n < 2:
+        return user_ids[:0], user_ids[:0], np.zeros(0, np.float32)
+    unit = factors.astype(np.float32)
+    norms = np.linalg.norm(unit, axis=1, keepdims=True)
+    unit = unit / np.where(norms == 0, 1.0, norms)
+    best = np.empty(n, np.int64)
+    sim = np.empty(n, np.float32)
+    step = max(1, batch_cells // n)
+    for start in range(0, n, step):
+        rows = np.arange(start, min(start + step, n))
+        scores = unit[rows] @ unit.T
+        scores[np.arange(len(rows)), rows] = -np.inf
+        best[rows] = np.argmax(scores, axis=1)
+        sim[rows] = scores[np.arange(len(rows)), best[rows]]
+    return user_ids, user_ids[best], sim
+
+
+def similar_users(ratings: DataFrame, artifacts: ModelArtifacts) -> DataFrame:
+    """``user_id, neighbour_id, similarity, suggested_movie_id, model_version``."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    users, neighbours, sim = nearest_neighbours(artifacts.user_ids, artifacts.user_factors)
+    spark = ratings.sparkSession
+    pairs = spark.createDataFrame(
+        [(int(u), int(v), float(s)) for u, v, s in zip(users, neighbours, sim, strict=True)],
+        "user_id int, neighbour_id int, similarity float")
+    theirs = ratings.select(F.col("user_id").alias("neighbour_id"), "movie_id", "rating",
+                            "event_time")
+    unseen = (pairs.join(theirs, "neighbour_id")
+              .join(ratings.select("user_id", "movie_id"), ["user_id", "movie_id"], "left_anti"))
+    order = Window.partitionBy("user_id").orderBy(F.desc("rating"), F.desc("event_time"),
+                                                  "movie_id")
+    top = (unseen.withColumn("n", F.row_number().over(order)).where(F.col("n") == 1)
+           .select("user_id", F.col("movie_id").alias("suggested_movie_id")))
+    return (pairs.join(top, "user_id", "left")
+            .withColumn("model_version", F.lit(artifacts.version)))
+
+
+def write(df: DataFrame, keyspace: str, table: str) -> None:
+    df.write.format(CASSANDRA_FORMAT).options(keyspace=keyspace, table=table) \
+        .mode("append").save()
+
+
+def ensure_tables(settings: Settings) -> None:
+    """Create the keyspace and the profile tables if missing.
+
+    Uses ``recommender.schema.ensure_schema`` when that module exists, else the CQL in
+    ``contracts.CASSANDRA_TABLES`` directly, so training never depends on a separate setup
+    step having run.
+    """
+    from recommender.clients import cassandra_session
+
+    session = cassandra_session(settings.cassandra)
+    try:
+        try:
+            from recommender.schema import ensure_schema  # type: ignore[import-not-found]
+        except ImportError:
+            ensure_schema = None
+        if ensure_schema is not None:
+            ensure_schema(session, settings)
+            return
+        ks = settings.cassandra.keyspace
+        session.execute(keyspace_cql(ks, settings.cassandra.replication_factor))
+        for table in TABLES:
+            session.execute(CASSANDRA_TABLES[table].format(ks=ks))
+    finally:
+        session.cluster.shutdown()
+
+
+def build(ratings: DataFrame, movies: DataFrame, artifacts: ModelArtifacts,
+          settings: Settings) -> ProfileStats:
+    """Compute both tables from ``ratings`` and the promoted model and write them into
+    ``settings.cassandra.keyspace``."""
+    keyspace = settings.cassandra.keyspace
+    ensure_tables(settings)
+    taste = taste_profiles(ratings, movies).persist()
+    similar = similar_users(ratings, artifacts).persist()
+    try:
+        write(taste, keyspace, "user_taste")
+        write(similar, keyspace, "similar_users")
+        return ProfileStats(taste.count(), similar.count())
+    finally:
+        taste.unpersist()
+        similar.unpersist()
