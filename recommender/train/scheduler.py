@@ -34,7 +34,8 @@ def parse_interval(text: str) -> float:
     except ValueError:
         parts = _PART.findall(text)
         if not parts or "".join(n + u for n, u in parts) != text:
-            raise InvalidRequest(f"invalid interval {text!r}: use e.g. 90s, 15m, 1h, 1h30m, 1d")
+            raise InvalidRequest(
+                f"invalid interval {text!r}: use e.g. 90s, 15m, 1h, 1h30m, 1d") from None
         seconds = sum(float(n) * _UNITS[u] for n, u in parts)
     if seconds <= 0:
         raise InvalidRequest(f"interval must be positive, got {text!r}")
