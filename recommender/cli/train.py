@@ -5,7 +5,7 @@ from __future__ import annotations
 import signal
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import typer
 from rich.table import Table
@@ -255,9 +255,9 @@ def _options(mode: str | None, split: str, test_fraction: float, last_n: int | N
                         max_iter=[int(v) for v in _floats(max_iters, "max-iters")],
                         alpha=_floats(alphas, "alphas"))
     overrides = {"rank": rank, "reg_param": reg_param, "max_iter": max_iter, "alpha": alpha}
-    return TrainOptions(mode=mode, split=split, test_fraction=test_fraction,  # type: ignore[arg-type]
-                        last_n=last_n, days=days, tune=tune, trials=trials,  # type: ignore[arg-type]
-                        space=space, force=force,
+    return TrainOptions(mode=cast(Any, mode), split=cast(Any, split),
+                        test_fraction=test_fraction, last_n=last_n, days=days,
+                        tune=cast(Any, tune), trials=trials, space=space, force=force,
                         params={k: v for k, v in overrides.items() if v is not None})
 
 

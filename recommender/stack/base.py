@@ -210,13 +210,16 @@ class Service(ABC):
         cmd, env = self.command(java)
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         user = self.run_as if os.geteuid() == 0 else None
+        identity: dict = {}
         if user:
             self.chown_home(user)
+            entry = pwd.getpwnam(user)
+            identity = {"user": entry.pw_uid, "group": entry.pw_gid,
+                        "extra_groups": os.getgrouplist(user, entry.pw_gid)}
         with open(self.log_file, "ab") as log:
             proc = subprocess.Popen(
                 cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                cwd=self.home, env={**os.environ, **env}, start_new_session=True,
-                user=user,
+                cwd=self.home, env={**os.environ, **env}, start_new_session=True, **identity,
             )
         self.pid_file.write_text(str(proc.pid))
         return proc.pid
@@ -225,8 +228,9 @@ class Service(ABC):
         entry = pwd.getpwnam(user)
         for root, dirs, files in os.walk(self.home):
             for name in [*dirs, *files]:
-                os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid)
-        os.chown(self.home, entry.pw_uid, entry.pw_gid)
+                os.chown(os.path.join(root, name), entry.pw_uid, entry.pw_gid,
+                         follow_symlinks=False)
+        os.chown(self.home, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
 
     def wait_ready(self, deadline: float) -> None:
         while time.monotonic() < deadline:

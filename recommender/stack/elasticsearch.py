@@ -43,14 +43,20 @@ RELOCATED_ROOT = Path("/var/lib/recommender")
 
 class ElasticsearchService(Service):
     name = "elasticsearch"
-    port = 9200
-    transport_port = 9300
     version = pinned_version("elasticsearch", "elasticsearch")
 
     def __init__(self, settings: StackSettings) -> None:
         super().__init__(settings)
         self.base_dir = self.server_dir()
         self.data_dir = self.base_dir / "data"
+
+    @property
+    def port(self) -> int:
+        return self.settings.elasticsearch_port
+
+    @property
+    def transport_port(self) -> int:
+        return self.settings.elasticsearch_transport_port
 
     @property
     def ports(self) -> list[int]:
