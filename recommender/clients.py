@@ -83,16 +83,20 @@ def cassandra_session(cassandra: CassandraSettings, keyspace: str | None = None,
                       connect_timeout: float = 10.0) -> Session:
     """A session on the contact points; the caller owns ``session.cluster.shutdown()``."""
     from cassandra.auth import PlainTextAuthProvider
-    from cassandra.cluster import Cluster
-    from cassandra.policies import DCAwareRoundRobinPolicy
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+    from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
 
     auth = None
     if cassandra.username:
         password = cassandra.password.get_secret_value() if cassandra.password else ""
         auth = PlainTextAuthProvider(username=cassandra.username, password=password)
+    profile = ExecutionProfile(
+        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=cassandra.local_dc)),
+        request_timeout=cassandra.request_timeout_s,
+    )
     cluster = Cluster(
         cassandra.contact_points, port=cassandra.port, auth_provider=auth,
-        load_balancing_policy=DCAwareRoundRobinPolicy(local_dc=cassandra.local_dc),
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         protocol_version=5, connect_timeout=connect_timeout,
     )
     return cluster.connect(keyspace)

@@ -66,6 +66,7 @@ class CassandraSettings(BaseModel):
     port: int = 9042
     local_dc: str = "datacenter1"
     keyspace: str = "movielens"
+    request_timeout_s: float = 30.0
     replication_factor: int = Field(1, ge=1)
     username: str | None = None
     password: SecretStr | None = None

@@ -1,0 +1,75 @@
+"""Create the storage contracts of ``recommender.contracts`` where they are missing: the
+Cassandra keyspace and tables, and Elasticsearch indices with their strict mappings.
+
+Every writer calls these before its first write, so a fresh cluster needs no setup script
+and a rerun is harmless: ``CREATE ... IF NOT EXISTS`` in Cassandra, exists-check plus a
+tolerated "already exists" race in Elasticsearch. Existing tables and indices are never
+altered; a changed contract needs a migration, not a silent rewrite.
+
+Example::
+
+    session = cassandra_session(settings.cassandra)
+    ensure_schema(session, settings, ["movies", "tags"])
+    ensure_index(elasticsearch_client(settings.elasticsearch), MOVIES_INDEX, MOVIES_MAPPING)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from recommender.contracts import CASSANDRA_TABLES, keyspace_cql
+from recommender.errors import BackendUnavailable
+from recommender.settings import Settings
+
+if TYPE_CHECKING:
+    from cassandra.cluster import Session
+    from elasticsearch import Elasticsearch
+
+DDL_TIMEOUT_S = 60.0  # schema changes wait for agreement across the cluster
+# One node cannot hold a replica: 0 keeps the embedded cluster green. Override per call.
+DEFAULT_INDEX_SETTINGS: dict[str, Any] = {"number_of_shards": 1, "number_of_replicas": 0}
+
+
+def ensure_schema(session: Session, settings: Settings,
+                  tables: Iterable[str] | None = None) -> None:
+    """Create ``settings.cassandra.keyspace`` and the named tables of ``CASSANDRA_TABLES``
+    (all of them when ``tables`` is None) if they do not exist."""
+    from cassandra import DriverException
+    from cassandra.cluster import NoHostAvailable
+
+    keyspace = settings.cassandra.keyspace
+    names = list(tables) if tables is not None else list(CASSANDRA_TABLES)
+    unknown = [n for n in names if n not in CASSANDRA_TABLES]
+    if unknown:
+        raise ValueError(f"no Cassandra table named {unknown}; known: {list(CASSANDRA_TABLES)}")
+    try:
+        session.execute(keyspace_cql(keyspace, settings.cassandra.replication_factor),
+                        timeout=DDL_TIMEOUT_S)
+        for name in names:
+            session.execute(CASSANDRA_TABLES[name].format(ks=keyspace), timeout=DDL_TIMEOUT_S)
+    except (DriverException, NoHostAvailable) as exc:
+        raise BackendUnavailable(f"Cassandra could not create keyspace {keyspace!r} or its "
+                                 f"tables {names}: {exc}") from exc
+
+
+def ensure_index(es: Elasticsearch, name: str, mapping: dict[str, Any],
+                 index_settings: dict[str, Any] | None = None) -> bool:
+    """Create index ``name`` with ``mapping`` unless it exists; True when this call made it."""
+    from elastic_transport import ConnectionError as EsConnectionError
+    from elasticsearch import BadRequestError
+
+    try:
+        if es.indices.exists(index=name):
+            return False
+        es.indices.create(index=name, mappings=mapping,
+                          settings=index_settings or DEFAULT_INDEX_SETTINGS)
+        return True
+    except BadRequestError as exc:
+        if exc.error == "resource_already_exists_exception":  # another writer won the race
+            return False
+        raise
+    except EsConnectionError as exc:
+        raise BackendUnavailable(f"Elasticsearch did not answer ({exc}); start it with "
+                                 "`recommender stack up` or set "
+                                 "RECOMMENDER_ELASTICSEARCH__URL") from exc

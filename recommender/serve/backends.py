@@ -1,0 +1,163 @@
+"""The clients the API shares across requests, opened lazily with short timeouts.
+
+An API must answer "Elasticsearch is down" in a second or two, not hang for the 30 s the
+batch jobs tolerate, and it must start (and report itself unhealthy) while a backend is
+down. So the clients come from ``recommender.clients`` like everywhere else, but with
+timeouts capped at ``BACKEND_TIMEOUT_S`` and no client-side retries; Cassandra and Kafka
+connect on first use, and each client library's failures become ``BackendUnavailable``
+(503) in the ``*_errors`` context managers, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from recommender.clients import cassandra_session, elasticsearch_client, kafka_admin, kafka_producer
+from recommender.contracts import MOVIE_VECTORS_ALIAS, PREDICTIONS_ALIAS
+from recommender.errors import BackendUnavailable
+from recommender.settings import Settings
+
+if TYPE_CHECKING:
+    from cassandra.cluster import Session
+    from elasticsearch import Elasticsearch
+    from kafka import KafkaAdminClient, KafkaProducer
+
+log = logging.getLogger(__name__)
+BACKEND_TIMEOUT_S = 3.0
+
+
+@dataclass(frozen=True)
+class IndexNames:
+    """The Elasticsearch names the API reads. Defaults are the contracts' names; tests (and
+    several deployments sharing a cluster) pass private ones."""
+
+    predictions: str = PREDICTIONS_ALIAS
+    movie_vectors: str = MOVIE_VECTORS_ALIAS
+
+
+class Backends:
+    """Elasticsearch, Cassandra and Kafka for one app; thread-safe, closed by ``close``."""
+
+    def __init__(self, settings: Settings, timeout_s: float = BACKEND_TIMEOUT_S) -> None:
+        self.settings = settings
+        self.timeout_s = timeout_s
+        es = settings.elasticsearch
+        self.es: Elasticsearch = elasticsearch_client(
+            es, request_timeout=min(es.request_timeout, timeout_s), max_retries=0,
+            retry_on_timeout=False)
+        self._lock = threading.Lock()
+        self._cassandra: Session | None = None
+        self._producer: KafkaProducer | None = None
+        self._admin: KafkaAdminClient | None = None
+
+    def cassandra(self) -> Session:
+        """The shared session (keyspace-qualified queries, so no default keyspace)."""
+        with self._lock:
+            if self._cassandra is None:
+                with cassandra_errors(self.settings):
+                    session = cassandra_session(self.settings.cassandra,
+                                                connect_timeout=self.timeout_s)
+                session.default_timeout = self.timeout_s
+                self._cassandra = session
+            return self._cassandra
+
+    def producer(self) -> KafkaProducer:
+        """A producer for the request topic, which is created first if missing (never left to
+        broker auto-creation, which would pick the broker's partition count)."""
+        from recommender.topics import ensure_topics
+
+        with self._lock:
+            if self._producer is None:
+                ms = int(self.timeout_s * 1000)
+                with kafka_errors(self.settings):
+                    ensure_topics(self.settings, self.settings.kafka.requests_topic,
+                                  timeout_s=self.timeout_s)
+                    self._producer = kafka_producer(
+                        self.settings.kafka, linger_ms=5, max_block_ms=ms,
+                        request_timeout_ms=ms, delivery_timeout_ms=2 * ms + 5,
+                        bootstrap_timeout_ms=ms, allow_auto_create_topics=False)
+            return self._producer
+
+    def kafka_admin(self) -> KafkaAdminClient:
+        with self._lock:
+            if self._admin is None:
+                ms = int(self.timeout_s * 1000)
+                with kafka_errors(self.settings):
+                    self._admin = kafka_admin(self.settings.kafka, bootstrap_timeout_ms=ms,
+                                              request_timeout_ms=ms)
+            return self._admin
+
+    def reset_kafka_admin(self) -> None:
+        """Drop the admin client after a failure so the next health check reconnects."""
+        with self._lock:
+            admin, self._admin = self._admin, None
+        if admin is not None:
+            _quietly(admin.close)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._producer is not None:
+                _quietly(self._producer.close, timeout=self.timeout_s)
+            if self._admin is not None:
+                _quietly(self._admin.close)
+            if self._cassandra is not None:
+                _quietly(self._cassandra.cluster.shutdown)
+            self._producer = self._admin = self._cassandra = None
+        _quietly(self.es.close)
+
+
+@contextmanager
+def es_errors(settings: Settings) -> Iterator[None]:
+    """Elasticsearch transport failures and server errors as a 503 that names the URL."""
+    from elastic_transport import TransportError
+    from elasticsearch import ApiError
+
+    try:
+        yield
+    except TransportError as exc:
+        raise BackendUnavailable(
+            f"Elasticsearch at {settings.elasticsearch.url} is unavailable: "
+            f"{type(exc).__name__}") from exc
+    except ApiError as exc:
+        raise BackendUnavailable(
+            f"Elasticsearch at {settings.elasticsearch.url} answered {exc.meta.status}: "
+            f"{exc.message}") from exc
+
+
+@contextmanager
+def cassandra_errors(settings: Settings) -> Iterator[None]:
+    """Driver failures (no host, timeouts, a missing table) as a 503 naming what failed."""
+    from cassandra import DriverException, InvalidRequest
+    from cassandra.cluster import NoHostAvailable
+
+    where = f"Cassandra at {','.join(settings.cassandra.contact_points)}"
+    try:
+        yield
+    except InvalidRequest as exc:
+        raise BackendUnavailable(f"{where} refused the query (is keyspace "
+                                 f"{settings.cassandra.keyspace!r} set up?): {exc}") from exc
+    except (NoHostAvailable, DriverException) as exc:
+        raise BackendUnavailable(f"{where} is unavailable: {type(exc).__name__}") from exc
+
+
+@contextmanager
+def kafka_errors(settings: Settings) -> Iterator[None]:
+    from kafka.errors import KafkaError
+
+    try:
+        yield
+    except KafkaError as exc:
+        raise BackendUnavailable(
+            f"Kafka at {settings.kafka.bootstrap_servers} is unavailable: {exc}") from exc
+
+
+def _quietly(close: Any, **kwargs: Any) -> None:
+    try:
+        close(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - closing must never fail a shutdown
+        log.debug("closing %s failed: %s", close, exc)

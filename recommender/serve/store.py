@@ -1,0 +1,110 @@
+"""The API's reads from Elasticsearch and Cassandra, one function per question.
+
+Queries are built from the clients' DSL (dicts and keyword arguments, bound CQL parameters);
+a user-supplied value never becomes query text. The only identifier put into CQL is the
+keyspace from the settings, which is configuration, not input. Every call runs inside the
+backend's error translator, so a down backend is a 503 with its name, never a trace.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from recommender.errors import NotFound
+from recommender.serve.backends import cassandra_errors, es_errors
+from recommender.settings import Settings
+
+if TYPE_CHECKING:
+    from cassandra.cluster import Session
+    from elasticsearch import Elasticsearch
+
+MAX_PREDICTION_GROUPS = 1000  # distinct movies read per user before ranking (collapse window)
+MAX_REQUEST_DOCS = 10_000  # documents one request can have (top-k rows)
+
+
+# --- Elasticsearch: the predictor's output, as the shipper indexed it -----------------------
+
+
+def user_predictions(es: Elasticsearch, settings: Settings, alias: str, user_id: int,
+                     k: int) -> list[dict[str, Any]]:
+    """The user's ``k`` best predicted movies, using only the latest prediction per movie.
+
+    ``collapse`` on ``movie_id`` with ``predicted_at`` descending keeps one (the newest)
+    document per movie; the survivors are then ordered by predicted rating, then score.
+    An alias that does not exist yet (nothing shipped) gives an empty list.
+    """
+    with es_errors(settings):
+        response = es.search(
+            index=alias,
+            query={"bool": {"filter": [{"term": {"user_id": user_id}},
+                                       {"exists": {"field": "movie_id"}}]}},
+            collapse={"field": "movie_id"},
+            sort=[{"predicted_at": {"order": "desc"}}],
+            size=MAX_PREDICTION_GROUPS,
+            ignore_unavailable=True, allow_no_indices=True,
+        )
+    docs = [hit["_source"] for hit in response["hits"]["hits"]]
+    docs.sort(key=_prediction_order, reverse=True)
+    return docs[:k]
+
+
+def request_predictions(es: Elasticsearch, settings: Settings, alias: str,
+                        request_id: str) -> list[dict[str, Any]]:
+    """Every prediction of one request, by rank; ``NotFound`` until the shipper indexed it."""
+    with es_errors(settings):
+        response = es.search(
+            index=alias,
+            query={"bool": {"filter": [{"term": {"request_id": request_id}}]}},
+            sort=[{"rank": {"order": "asc", "missing": "_first"}}],
+            size=MAX_REQUEST_DOCS,
+            ignore_unavailable=True, allow_no_indices=True,
+        )
+    docs = [hit["_source"] for hit in response["hits"]["hits"]]
+    if not docs:
+        raise NotFound(f"no prediction for request {request_id!r} yet: requests are answered "
+                       "asynchronously, poll again shortly")
+    return docs
+
+
+def _prediction_order(doc: dict[str, Any]) -> tuple[bool, float, float]:
+    rating, score = doc.get("predicted_rating"), doc.get("score")
+    return (rating is not None, float(rating or 0.0),
+            float(score) if score is not None else -math.inf)
+
+
+# --- Cassandra: the system of record and the profiles training writes -----------------------
+
+
+def user_ratings(session: Session, settings: Settings, user_id: int) -> dict[int, float]:
+    """``{movie_id: rating}`` of the user: fold-in input and the movies never to recommend."""
+    ks = settings.cassandra.keyspace
+    with cassandra_errors(settings):
+        rows = session.execute(f"SELECT movie_id, rating FROM {ks}.ratings WHERE user_id = %s",
+                               (user_id,))
+        return {int(r.movie_id): float(r.rating) for r in rows if r.rating is not None}
+
+
+def similar_user(session: Session, settings: Settings, user_id: int) -> dict[str, Any]:
+    ks = settings.cassandra.keyspace
+    with cassandra_errors(settings):
+        row = session.execute(
+            f"SELECT user_id, neighbour_id, similarity, suggested_movie_id, model_version "
+            f"FROM {ks}.similar_users WHERE user_id = %s", (user_id,)).one()
+    if row is None:
+        raise NotFound(f"no similar user known for user {user_id}: profiles are written "
+                       "after training, for users the model knows")
+    return row._asdict()
+
+
+def user_taste(session: Session, settings: Settings, user_id: int) -> list[dict[str, Any]]:
+    ks = settings.cassandra.keyspace
+    with cassandra_errors(settings):
+        rows = [r._asdict() for r in session.execute(
+            f"SELECT genre, score, percentile, ratings FROM {ks}.user_taste "
+            "WHERE user_id = %s", (user_id,))]
+    if not rows:
+        raise NotFound(f"no taste profile for user {user_id}: profiles are written after "
+                       "training, for users with ratings")
+    rows.sort(key=lambda r: r["score"] if r["score"] is not None else -math.inf, reverse=True)
+    return rows

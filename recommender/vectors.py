@@ -1,0 +1,177 @@
+"""The movie-vectors index: a model version's item factors in Elasticsearch, for kNN serving.
+
+``publish_movie_vectors`` builds a fresh index ``movie-vectors-<version>`` per model version
+and only then moves the alias ``movie-vectors`` onto it in one ``update_aliases`` call, so a
+reader sees the old version or the new one, never a half-loaded index. The registry's
+promote and rollback call it; ``recommender es publish-vectors`` does it by hand.
+
+Each index records the exact registry version in its mapping ``_meta`` (index names must be
+lowercase, version names are not), so a reader can load the model the vectors came from and
+score a user with factors from the *same* model as the items.
+
+Example::
+
+    art = ModelRegistry.from_settings(settings.model).load()
+    publish_movie_vectors(es, art, {1: ("Toy Story", 1995, ["Animation", "Comedy"])})
+    published_vectors(es)   # PublishedVectors(index='movie-vectors-20240101t000000z', ...)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+from recommender.contracts import MOVIE_VECTORS_ALIAS, movie_vectors_mapping
+from recommender.errors import RecommenderError
+from recommender.indices import SINGLE_NODE
+from recommender.train.artifacts import ModelArtifacts
+
+if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
+
+MovieInfo = tuple[str | None, int | None, list[str]]
+BULK_CHUNK = 1000
+
+
+class MovieLike(Protocol):
+    """Anything with the catalogue fields, e.g. ``data_loading.readers.Movie``."""
+
+    movie_id: int
+    title: str
+    year: int | None
+    genres: Iterable[str]
+
+
+@dataclass(frozen=True)
+class PublishedVectors:
+    """Which concrete index the alias points at and the model version inside it."""
+
+    index: str
+    version: str
+
+
+def index_name(version: str, alias: str = MOVIE_VECTORS_ALIAS) -> str:
+    """``<alias>-<version>`` in lowercase: Elasticsearch refuses upper-case index names."""
+    return f"{alias}-{version}".lower()
+
+
+def movie_infos(movies: Mapping[int, MovieInfo] | Iterable[MovieLike]) -> dict[int, MovieInfo]:
+    """Accept the predictor's ``{movie_id: (title, year, genres)}`` or ``Movie`` objects."""
+    if isinstance(movies, Mapping):
+        return {int(m): (t, y, list(g or [])) for m, (t, y, g) in movies.items()}
+    return {int(m.movie_id): (m.title, m.year, list(m.genres)) for m in movies}
+
+
+def publish_movie_vectors(es: Elasticsearch, artifacts: ModelArtifacts,
+                          movies: Mapping[int, MovieInfo] | Iterable[MovieLike], *,
+                          alias: str = MOVIE_VECTORS_ALIAS,
+                          index_settings: Mapping[str, Any] | None = None) -> str:
+    """Index ``artifacts``' item factors, switch ``alias`` to them atomically, drop older ones.
+
+    Movies missing from ``movies`` are still indexed (title None, no genres): the model can
+    recommend them, the catalogue just lacks their details. Rebuilding an existing version's
+    index starts from scratch, so a publish interrupted half-way can simply be rerun.
+    Returns the new index name.
+    """
+    from elasticsearch import helpers
+
+    infos = movie_infos(movies)
+    index = index_name(artifacts.version, alias)
+    if es.indices.exists(index=alias) and not es.indices.exists_alias(name=alias):
+        raise RecommenderError(f"{alias!r} is a concrete index, not an alias: delete or rename "
+                               "it before publishing movie vectors")
+    mappings = {**movie_vectors_mapping(artifacts.rank),
+                "_meta": {"model_version": artifacts.version}}
+    es.indices.delete(index=index, ignore_unavailable=True)
+    es.indices.create(index=index, mappings=mappings,
+                      settings={**(index_settings or SINGLE_NODE), "refresh_interval": "-1"})
+    helpers.bulk(es, _actions(index, artifacts, infos), chunk_size=BULK_CHUNK,
+                 request_timeout=120)
+    es.indices.put_settings(index=index, settings={"refresh_interval": "1s"})
+    es.indices.refresh(index=index)
+    old = _alias_targets(es, alias)
+    actions: list[dict[str, Any]] = [{"remove": {"index": i, "alias": alias}}
+                                     for i in old if i != index]
+    actions.append({"add": {"index": index, "alias": alias}})
+    es.indices.update_aliases(actions=actions)
+    stale = [i for i in es.indices.get(index=f"{alias}-*", expand_wildcards="all")
+             if i != index]
+    if stale:
+        es.indices.delete(index=",".join(stale))
+    return index
+
+
+def published_vectors(es: Elasticsearch,
+                      alias: str = MOVIE_VECTORS_ALIAS) -> PublishedVectors | None:
+    """The index behind ``alias`` and its model version; None before the first publish."""
+    targets = _alias_targets(es, alias)
+    if not targets:
+        return None
+    index = sorted(targets)[-1]  # publish keeps exactly one; be deterministic if not
+    meta = es.indices.get_mapping(index=index)[index]["mappings"].get("_meta") or {}
+    version = meta.get("model_version")
+    if not version:
+        raise RecommenderError(f"index {index} has no _meta.model_version: republish it with "
+                               "`recommender es publish-vectors`")
+    return PublishedVectors(index=index, version=str(version))
+
+
+def load_catalogue(es: Elasticsearch, index: str) -> dict[int, MovieInfo]:
+    """``{movie_id: (title, year, genres)}`` of every movie in a vectors index (no vectors)."""
+    from elasticsearch import helpers
+
+    out: dict[int, MovieInfo] = {}
+    for hit in helpers.scan(es, index=index, query={"query": {"match_all": {}}},
+                            _source=["movie_id", "title", "year", "genres"], size=2000):
+        src = hit["_source"]
+        out[int(src["movie_id"])] = (src.get("title"), src.get("year"),
+                                     list(src.get("genres") or []))
+    return out
+
+
+def knn_candidates(es: Elasticsearch, index: str, vector: np.ndarray, k: int, *,
+                   exclude: Iterable[int] = (), genre: str | None = None,
+                   num_candidates: int | None = None) -> list[dict[str, Any]]:
+    """Up to ``k`` hits (``_source`` without the vector) nearest to ``vector`` by inner product.
+
+    Genre and excluded ids go in the kNN ``filter`` so that they are applied while the graph
+    is searched: post-filtering would return fewer than ``k`` hits for a narrow genre. The
+    default index type quantizes vectors to int8, so ``rescore_vector`` re-scores the
+    oversampled candidates with the float vectors; callers wanting the model's exact order
+    re-rank the hits with the model's own factors.
+    """
+    filters: dict[str, Any] = {"bool": {}}
+    if genre:
+        filters["bool"]["filter"] = [{"term": {"genres": genre}}]
+    excluded = sorted({int(m) for m in exclude})
+    if excluded:
+        filters["bool"]["must_not"] = [{"terms": {"movie_id": excluded}}]
+    knn: dict[str, Any] = {
+        "field": "vector", "query_vector": [float(x) for x in np.asarray(vector).ravel()],
+        "k": k, "num_candidates": num_candidates or min(10_000, max(10 * k, 500)),
+        "rescore_vector": {"oversample": 3.0},
+    }
+    if filters["bool"]:
+        knn["filter"] = filters
+    response = es.search(index=index, knn=knn, size=k, source={"excludes": ["vector"]})
+    return list(response["hits"]["hits"])
+
+
+def _actions(index: str, artifacts: ModelArtifacts,
+             infos: Mapping[int, MovieInfo]) -> Iterator[dict[str, Any]]:
+    factors = artifacts.item_factors.astype(np.float32)
+    for row, movie_id in enumerate(artifacts.item_ids):
+        movie = int(movie_id)
+        title, year, genres = infos.get(movie, (None, None, []))
+        yield {"_index": index, "_id": str(movie), "_source": {
+            "movie_id": movie, "title": title, "year": year, "genres": list(genres),
+            "model_version": artifacts.version, "vector": factors[row].tolist()}}
+
+
+def _alias_targets(es: Elasticsearch, alias: str) -> list[str]:
+    if not es.indices.exists_alias(name=alias):
+        return []
+    return list(es.indices.get_alias(name=alias))
