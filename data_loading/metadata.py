@@ -43,18 +43,19 @@ class MetadataResult:
 
 def movie_documents(movies: list[Movie], tags: list[Tag],
                     stats: dict[int, tuple[int, float]]) -> Iterator[dict[str, Any]]:
-    """One ``movies`` index document per movie: catalogue fields, its distinct tags (first
-    spelling wins, case-insensitively) and the count and mean of its ratings in the dataset.
-    Movies nobody rated get ``rating_count`` 0 and no mean."""
-    tags_of: dict[int, dict[str, str]] = {}
+    """One ``movies`` index document per movie: catalogue fields, its distinct tags in lower
+    case (users write "Pixar" and "pixar"; a keyword field matches exactly) and the count and
+    mean of its ratings in the dataset. Movies nobody rated get ``rating_count`` 0, no mean."""
+    tags_of: dict[int, set[str]] = {}
     for t in tags:
-        tags_of.setdefault(t.movie_id, {}).setdefault(t.tag.strip().lower(), t.tag.strip())
+        if tag := t.tag.strip().lower():
+            tags_of.setdefault(t.movie_id, set()).add(tag)
     for m in movies:
         count, mean = stats.get(m.movie_id, (0, None))
         yield {
             "movie_id": m.movie_id, "title": m.title, "year": m.year, "genres": list(m.genres),
             "imdb_id": m.imdb_id, "tmdb_id": m.tmdb_id,
-            "tags": sorted(tags_of.get(m.movie_id, {}).values()),
+            "tags": sorted(tags_of.get(m.movie_id, ())),
             "rating_count": count, "rating_mean": None if mean is None else round(mean, 4),
         }
 

@@ -62,9 +62,13 @@ class ReplayProgress:
 
 @dataclass(frozen=True)
 class ReplayResult:
+    """``sent`` and ``acked`` count this run (equal on success), ``skipped`` the events an
+    earlier run had delivered, ``acked_total`` both together."""
+
     topic: str
     source: str
     sent: int
+    acked: int
     skipped: int
     acked_total: int
     seconds: float
@@ -150,7 +154,7 @@ def connect(settings: Settings, attempts: int = 3, **overrides: Any) -> KafkaPro
             last = exc
             time.sleep(min(2**attempt, 5))
     raise BackendUnavailable(f"Kafka at {settings.kafka.bootstrap_servers} did not answer "
-                             f"after {attempts} attempts ({last}); 0 events sent")
+                             f"after {attempts} attempts ({last})")
 
 
 def replay(settings: Settings, events: Iterable[RatingEvent], topic: str | None = None, *,
@@ -174,6 +178,8 @@ def replay(settings: Settings, events: Iterable[RatingEvent], topic: str | None 
     from kafka.errors import KafkaError
     from kafka.partitioner.default import murmur2
 
+    if limit is not None and limit < 1:
+        raise ValueError("limit must be at least 1 (None: no limit)")
     topic = topic or settings.kafka.ratings_topic
     stream: Iterator[RatingEvent] = iter(events)
     first = next(stream, None)
@@ -190,9 +196,13 @@ def replay(settings: Settings, events: Iterable[RatingEvent], topic: str | None 
             f"events of {source} are acknowledged and recorded in {state.path}; rerun to "
             "resume")
 
-    ensure_topics(settings, topic)
-    own = producer is None
-    producer = producer or connect(settings)
+    try:
+        ensure_topics(settings, topic)
+        own = producer is None
+        producer = producer or connect(settings)
+    except BackendUnavailable as exc:
+        raise BackendUnavailable(f"{exc}; 0 events sent in this run ({skipped} of {source} "
+                                 f"acknowledged earlier, recorded in {state.path})") from exc
     sent = acked = 0
     pending: list[Any] = []  # futures since the last flush
     last_sent_id = last_id
@@ -217,8 +227,6 @@ def replay(settings: Settings, events: Iterable[RatingEvent], topic: str | None 
         pacer = Pacer(rate, speedup)
         send, dumps = producer.send, orjson.dumps
         for event in stream:
-            if limit is not None and sent >= limit:
-                break
             if pacer.active:
                 pacer.wait(event.event_time)
             key = event.key()
@@ -234,8 +242,13 @@ def replay(settings: Settings, events: Iterable[RatingEvent], topic: str | None 
             if progress is not None and sent % 1000 == 0:
                 progress(ReplayProgress(sent, skipped + acked, skipped,
                                         time.monotonic() - start))
-        exhausted = limit is None or sent < limit or next(stream, None) is None
+            if sent == limit:
+                break
+        exhausted = sent != limit or next(stream, None) is None
         commit()
+    except KeyboardInterrupt:  # record what Kafka already has, so a rerun resends little
+        commit()
+        raise
     except KafkaError as exc:
         raise stopped(exc) from exc
     finally:
@@ -244,7 +257,7 @@ def replay(settings: Settings, events: Iterable[RatingEvent], topic: str | None 
     seconds = time.monotonic() - start
     if progress is not None:
         progress(ReplayProgress(sent, skipped + acked, skipped, seconds))
-    return ReplayResult(topic, source, sent, skipped, skipped + acked, seconds,
+    return ReplayResult(topic, source, sent, acked, skipped, skipped + acked, seconds,
                         sent / seconds if seconds > 0 else 0.0, exhausted, str(state.path))
 
 

@@ -130,9 +130,14 @@ def spark_session(settings: Settings, app_name: str | None = None) -> SparkSessi
     Jars come from the local Maven cache instead of ``--packages`` so that jobs start without
     the network; on a cluster the same list ships to executors through ``spark.jars``.
     """
+    import os
+    import sys
+
     from pyspark.sql import SparkSession
 
     spark = settings.spark
+    # PySpark starts its Python workers with $PYSPARK_PYTHON (the conf alone is not read).
+    os.environ.setdefault("PYSPARK_PYTHON", spark.python or sys.executable)
     cass = settings.cassandra
     builder = (
         SparkSession.builder.master(spark.master)
@@ -143,6 +148,7 @@ def spark_session(settings: Settings, app_name: str | None = None) -> SparkSessi
         .config("spark.sql.shuffle.partitions", str(spark.sql_shuffle_partitions))
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.ui.enabled", "false")
+        .config("spark.pyspark.python", spark.python or sys.executable)
         .config("spark.sql.extensions", "com.datastax.spark.connector.CassandraSparkExtensions")
         .config("spark.cassandra.connection.host", ",".join(cass.contact_points))
         .config("spark.cassandra.connection.port", str(cass.port))

@@ -95,6 +95,9 @@ class SparkSettings(BaseModel):
     checkpoint_dir: Path = _xdg("XDG_STATE_HOME", ".local/state") / "checkpoints"
     max_offsets_per_trigger: int = Field(20000, ge=1)
     trigger_interval: str = "2 seconds"
+    python: str | None = Field(
+        None, description="Python of the executors (spark.pyspark.python); default: this one. "
+        "On a cluster, point it at an environment that has this package installed.")
     extra_conf: dict[str, str] = {}
 
 

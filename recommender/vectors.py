@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 
 MovieInfo = tuple[str | None, int | None, list[str]]
 BULK_CHUNK = 1000
+# Exact kNN: a catalogue of 10k-100k movies is brute-forced in about a millisecond, and the
+# API's ranking must equal the model's. Elasticsearch's default for float vectors
+# (int8_hnsw) is approximate: it missed movies of a top-100 in the integration test.
+VECTOR_INDEX_OPTIONS = {"type": "flat"}
 
 
 class MovieLike(Protocol):
@@ -85,11 +89,12 @@ def publish_movie_vectors(es: Elasticsearch, artifacts: ModelArtifacts,
                                "it before publishing movie vectors")
     mappings = {**movie_vectors_mapping(artifacts.rank),
                 "_meta": {"model_version": artifacts.version}}
+    mappings["properties"]["vector"].setdefault("index_options", VECTOR_INDEX_OPTIONS)
     es.indices.delete(index=index, ignore_unavailable=True)
     es.indices.create(index=index, mappings=mappings,
                       settings={**(index_settings or SINGLE_NODE), "refresh_interval": "-1"})
-    helpers.bulk(es, _actions(index, artifacts, infos), chunk_size=BULK_CHUNK,
-                 request_timeout=120)
+    helpers.bulk(es.options(request_timeout=120), _actions(index, artifacts, infos),
+                 chunk_size=BULK_CHUNK)
     es.indices.put_settings(index=index, settings={"refresh_interval": "1s"})
     es.indices.refresh(index=index)
     old = _alias_targets(es, alias)
@@ -138,10 +143,10 @@ def knn_candidates(es: Elasticsearch, index: str, vector: np.ndarray, k: int, *,
     """Up to ``k`` hits (``_source`` without the vector) nearest to ``vector`` by inner product.
 
     Genre and excluded ids go in the kNN ``filter`` so that they are applied while the graph
-    is searched: post-filtering would return fewer than ``k`` hits for a narrow genre. The
-    default index type quantizes vectors to int8, so ``rescore_vector`` re-scores the
-    oversampled candidates with the float vectors; callers wanting the model's exact order
-    re-rank the hits with the model's own factors.
+    is searched: post-filtering would return fewer than ``k`` hits for a narrow genre. On a
+    quantized index (ES's int8_hnsw default) ``rescore_vector`` re-scores the oversampled
+    candidates with the float vectors; on the flat index ``publish_movie_vectors`` builds it
+    is a no-op. Callers wanting the model's exact tie order re-rank with the model's factors.
     """
     filters: dict[str, Any] = {"bool": {}}
     if genre:
@@ -175,3 +180,9 @@ def _alias_targets(es: Elasticsearch, alias: str) -> list[str]:
     if not es.indices.exists_alias(name=alias):
         return []
     return list(es.indices.get_alias(name=alias))
+
+
+def movies_from_cassandra(session: Any, keyspace: str) -> dict[int, MovieInfo]:
+    """The catalogue from ``<keyspace>.movies`` (the system of record the predictor reads)."""
+    rows = session.execute(f"SELECT movie_id, title, year, genres FROM {keyspace}.movies")
+    return {int(r.movie_id): (r.title, r.year, list(r.genres or [])) for r in rows}

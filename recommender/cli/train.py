@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from recommender.train.pipeline import TrainOptions, TrainResult
     from recommender.train.registry import GateDecision, ModelRegistry
 
-METRICS = ("rmse", "mae", "precision_at_10", "recall_at_10", "ndcg_at_10", "map_at_10",
-           "coverage")
+METRICS = {"rmse": "RMSE", "mae": "MAE", "precision_at_10": "P@10", "recall_at_10": "R@10",
+           "ndcg_at_10": "NDCG@10", "map_at_10": "MAP@10", "coverage": "coverage"}
 
 models = typer.Typer(help="List, inspect, promote and roll back trained model versions.",
                      no_args_is_help=True)
@@ -183,7 +183,7 @@ def prune_models(json: bool = JsonOption) -> None:
 
 
 def metrics_table(rows: dict[str, dict[str, Any]]) -> Table:
-    table = Table("model", *METRICS)
+    table = Table("model", *METRICS.values())
     for name, metrics in rows.items():
         table.add_row(name, *(_fmt(metrics.get(m)) for m in METRICS))
     return table

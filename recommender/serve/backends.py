@@ -46,14 +46,23 @@ class Backends:
     def __init__(self, settings: Settings, timeout_s: float = BACKEND_TIMEOUT_S) -> None:
         self.settings = settings
         self.timeout_s = timeout_s
-        es = settings.elasticsearch
-        self.es: Elasticsearch = elasticsearch_client(
-            es, request_timeout=min(es.request_timeout, timeout_s), max_retries=0,
-            retry_on_timeout=False)
         self._lock = threading.Lock()
+        self._es: Elasticsearch | None = None
         self._cassandra: Session | None = None
         self._producer: KafkaProducer | None = None
         self._admin: KafkaAdminClient | None = None
+
+    @property
+    def es(self) -> Elasticsearch:
+        """The Elasticsearch client (no connection is made until a request). One retry, for
+        a pooled connection the server dropped; a timeout is not retried."""
+        with self._lock:
+            if self._es is None:
+                es = self.settings.elasticsearch
+                self._es = elasticsearch_client(
+                    es, request_timeout=min(es.request_timeout, self.timeout_s), max_retries=1,
+                    retry_on_timeout=False)
+            return self._es
 
     def cassandra(self) -> Session:
         """The shared session (keyspace-qualified queries, so no default keyspace)."""
@@ -62,7 +71,9 @@ class Backends:
                 with cassandra_errors(self.settings):
                     session = cassandra_session(self.settings.cassandra,
                                                 connect_timeout=self.timeout_s)
-                session.default_timeout = self.timeout_s
+                from cassandra.cluster import EXEC_PROFILE_DEFAULT
+
+                session.get_execution_profile(EXEC_PROFILE_DEFAULT).request_timeout = self.timeout_s
                 self._cassandra = session
             return self._cassandra
 
@@ -100,6 +111,7 @@ class Backends:
             _quietly(admin.close)
 
     def close(self) -> None:
+        """Close every client; a later call opens them again (an app may be started twice)."""
         with self._lock:
             if self._producer is not None:
                 _quietly(self._producer.close, timeout=self.timeout_s)
@@ -107,8 +119,9 @@ class Backends:
                 _quietly(self._admin.close)
             if self._cassandra is not None:
                 _quietly(self._cassandra.cluster.shutdown)
-            self._producer = self._admin = self._cassandra = None
-        _quietly(self.es.close)
+            if self._es is not None:
+                _quietly(self._es.close)
+            self._producer = self._admin = self._cassandra = self._es = None
 
 
 @contextmanager
@@ -122,7 +135,7 @@ def es_errors(settings: Settings) -> Iterator[None]:
     except TransportError as exc:
         raise BackendUnavailable(
             f"Elasticsearch at {settings.elasticsearch.url} is unavailable: "
-            f"{type(exc).__name__}") from exc
+            f"{type(exc).__name__}: {exc.message}") from exc
     except ApiError as exc:
         raise BackendUnavailable(
             f"Elasticsearch at {settings.elasticsearch.url} answered {exc.meta.status}: "

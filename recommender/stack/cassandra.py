@@ -153,7 +153,8 @@ class CassandraService(Service):
             load_balancing_policy=WhiteListRoundRobinPolicy([self.host]), request_timeout=5
         )
         cluster = Cluster(
-            [self.host], port=self.port, connect_timeout=3, control_connection_timeout=3,
+            [self.host], port=self.port, protocol_version=5, connect_timeout=3,
+            control_connection_timeout=3,
             execution_profiles={EXEC_PROFILE_DEFAULT: profile},
             schema_metadata_enabled=False, token_metadata_enabled=False,
         )

@@ -111,8 +111,8 @@ def fit(train: DataFrame, params: AlsParams) -> ALSModel:
 
 def factors(model: ALSModel, implicit: bool) -> Factors:
     """User and item factors of a fitted model as numpy arrays, rows sorted by id."""
-    users = model.userFactors.orderBy("id").toPandas()
-    items = model.itemFactors.orderBy("id").toPandas()
+    users = model.userFactors.toPandas().sort_values("id")
+    items = model.itemFactors.toPandas().sort_values("id")
     return Factors(user_ids=users["id"].to_numpy(np.int64),
                    user_factors=_stack(users["features"], model.rank),
                    item_ids=items["id"].to_numpy(np.int64),

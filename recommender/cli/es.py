@@ -1,0 +1,115 @@
+"""``recommender es``: Elasticsearch templates, the movie-vectors index, and retention."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import typer
+
+from recommender.cli.common import JsonOption, console, exits_cleanly, print_json
+from recommender.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from recommender.vectors import MovieInfo
+
+app = typer.Typer(help="Set up and maintain the Elasticsearch indices.", no_args_is_help=True)
+
+
+@app.command()
+@exits_cleanly
+def setup(json: bool = JsonOption) -> None:
+    """Install the index templates (ratings-*, predictions-*) and create the fixed indices.
+
+    Idempotent; every stage that writes to Elasticsearch also runs it on start.
+    """
+    from recommender.clients import elasticsearch_client
+    from recommender.indices import setup as setup_indices
+    from recommender.serve.backends import es_errors
+
+    settings = get_settings()
+    with es_errors(settings):
+        created = setup_indices(elasticsearch_client(settings.elasticsearch))
+    if json:
+        print_json({"created": created})
+    else:
+        console.print(f"templates installed; created {', '.join(created) or 'no new index'}")
+
+
+@app.command("publish-vectors")
+@exits_cleanly
+def publish_vectors(
+    version: str = typer.Option(None, "--version", help="Model version (default: CURRENT)."),
+    json: bool = JsonOption,
+) -> None:
+    """Index a model version's item factors for kNN and switch the movie-vectors alias to it.
+
+    Builds movie-vectors-<version> with titles, years and genres (Cassandra movies table,
+    else the dataset files), then moves the alias atomically and deletes older indices.
+    Promotion and rollback do this themselves; use it after a manual change or a failure.
+    """
+    from recommender.clients import elasticsearch_client
+    from recommender.errors import ModelError
+    from recommender.serve.backends import es_errors
+    from recommender.train.registry import ModelRegistry
+    from recommender.vectors import publish_movie_vectors
+
+    settings = get_settings()
+    registry = ModelRegistry.from_settings(settings.model)
+    version = version or registry.current_version()
+    if version is None:
+        raise ModelError(f"no model is promoted in {registry.root}: run `recommender train` "
+                         "or give --version")
+    artifacts = registry.load(version)
+    movies = _movies(settings)
+    with es_errors(settings):
+        index = publish_movie_vectors(elasticsearch_client(settings.elasticsearch), artifacts,
+                                      movies)
+    if json:
+        print_json({"index": index, "version": version, "movies": len(artifacts.item_ids)})
+    else:
+        console.print(f"published {len(artifacts.item_ids)} movie vectors of {version} "
+                      f"as {index}")
+
+
+@app.command()
+@exits_cleanly
+def retention(
+    days: int = typer.Option(..., "--days", min=0, help="Keep this many days of predictions."),
+    json: bool = JsonOption,
+) -> None:
+    """Delete daily predictions-YYYY.MM.DD indices older than --days (by the index's day)."""
+    from recommender.clients import elasticsearch_client
+    from recommender.contracts import PREDICTIONS_INDEX_PREFIX
+    from recommender.indices import delete_older_than
+    from recommender.serve.backends import es_errors
+
+    settings = get_settings()
+    with es_errors(settings):
+        deleted = delete_older_than(elasticsearch_client(settings.elasticsearch),
+                                    PREDICTIONS_INDEX_PREFIX, days)
+    if json:
+        print_json({"deleted": deleted})
+    else:
+        console.print(f"deleted {len(deleted)} index(es) older than {days} days: "
+                      f"{', '.join(deleted) or '-'}")
+
+
+def _movies(settings: Settings) -> dict[int, MovieInfo]:
+    """The catalogue from Cassandra; the dataset files when the table is empty."""
+    from recommender.clients import cassandra_session
+    from recommender.serve.backends import cassandra_errors
+    from recommender.vectors import movie_infos, movies_from_cassandra
+
+    with cassandra_errors(settings):
+        session = cassandra_session(settings.cassandra)
+        try:
+            movies = movies_from_cassandra(session, settings.cassandra.keyspace)
+        finally:
+            session.cluster.shutdown()
+    if movies:
+        return movies
+    from data_loading.datasets import locate
+
+    console.print(f"{settings.cassandra.keyspace}.movies is empty: reading titles from "
+                  f"the {settings.data.dataset} files")
+    return movie_infos(locate(settings.data.dataset, settings.data.data_dir).movies())

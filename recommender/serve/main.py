@@ -1,0 +1,73 @@
+"""The API app, assembled: settings -> backends and services -> routers, handlers, middleware.
+
+Nothing connects here. Elasticsearch answers per request; Cassandra and Kafka connect on first
+use. The app therefore starts while a backend is down and ``/health`` says which one (503),
+instead of crash-looping; every route fails fast with a 503 naming the backend.
+
+    uvicorn --factory recommender.serve.main:create_app     # or: recommender serve
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from recommender.serve import handlers, movies, ops, requests, sessions, users
+from recommender.serve.backends import Backends, IndexNames
+from recommender.serve.deps import ApiContext
+from recommender.serve.metrics import Metrics, MetricsMiddleware
+from recommender.serve.model_cache import ModelCache
+from recommender.serve.recommend import Recommender
+from recommender.serve.schemas import ErrorResponse
+from recommender.serve.session_store import SessionStore
+from recommender.settings import Settings, get_settings
+from recommender.train.registry import ModelRegistry
+
+DASHBOARD = "recommender.dashboard.routes"
+ERRORS = {code: {"model": ErrorResponse} for code in (404, 422, 503)}
+
+
+def build_context(settings: Settings, indices: IndexNames) -> ApiContext:
+    backends = Backends(settings)
+    models = ModelCache(ModelRegistry.from_settings(settings.model))
+    recommender = Recommender(backends, models, indices)
+    return ApiContext(settings=settings, indices=indices, backends=backends, models=models,
+                      recommender=recommender, sessions=SessionStore(recommender),
+                      metrics=Metrics())
+
+
+def create_app(settings: Settings | None = None, *,
+               indices: IndexNames | None = None) -> FastAPI:
+    """A new app for ``settings`` (default: the process settings); ``indices`` overrides the
+    Elasticsearch names read (tests use private ones)."""
+    settings = settings or get_settings()
+    ctx = build_context(settings, indices or IndexNames())
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        ctx.backends.close()
+
+    app = FastAPI(
+        title="Movie recommender API",
+        summary="Live and streamed movie recommendations over Kafka, Cassandra and "
+                "Elasticsearch.",
+        version="0.1.0", lifespan=lifespan, responses=ERRORS,  # type: ignore[arg-type]
+    )
+    app.state.context = ctx
+    app.state.metrics = ctx.metrics
+    handlers.install(app)
+    if settings.api.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.api.cors_origins,
+                           allow_methods=["GET", "POST"],
+                           allow_headers=["Content-Type", "X-API-Key"])
+    app.add_middleware(MetricsMiddleware, metrics=ctx.metrics)
+    for module in (users, requests, movies, sessions, ops):
+        app.include_router(module.router)
+    if importlib.util.find_spec("recommender.dashboard") and importlib.util.find_spec(DASHBOARD):
+        app.include_router(importlib.import_module(DASHBOARD).router)
+    return app

@@ -1,0 +1,201 @@
+"""Live recommendations: a user vector from the model, the movies from Elasticsearch kNN.
+
+Strategy, as in the streaming predictor: the model's own user factor (``als``); else a vector
+folded in from the user's Cassandra ratings (``fold-in``); else the most-rated movies
+(``popular``). Movies the user rated are always excluded.
+
+The model used is the one whose item vectors the ``movie-vectors`` alias serves, so user and
+item factors always come from the same version, also in the seconds between a promotion and
+the alias switch. kNN does the retrieval with genre and exclusions inside the ``filter``; the
+candidates (a few more than ``k``) are then re-ranked with the model's exact dot products,
+because the index quantizes vectors and the ranking must equal ``foldin.recommend``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+from recommender.contracts import RATING_MAX, RATING_MIN, Strategy
+from recommender.errors import ModelError, NotFound
+from recommender.serve import store
+from recommender.serve.backends import Backends, IndexNames, es_errors
+from recommender.serve.model_cache import ModelCache
+from recommender.train.artifacts import ModelArtifacts
+from recommender.train.foldin import fold_in, recommend_popular, similar_items
+from recommender.vectors import (
+    MovieInfo,
+    PublishedVectors,
+    knn_candidates,
+    load_catalogue,
+    published_vectors,
+)
+
+ALIAS_REFRESH_S = 2.0  # how stale the alias -> index resolution may be
+
+
+@dataclass(frozen=True)
+class Scored:
+    movie_id: int
+    score: float
+    info: MovieInfo
+
+
+@dataclass(frozen=True)
+class Live:
+    """What ``for_user`` made and how."""
+
+    strategy: Strategy
+    model_version: str
+    items: list[Scored]
+    predicts_ratings: bool  # explicit model and not the popularity fallback
+    rated: frozenset[int] = frozenset()  # the user's rated movies, all excluded
+
+
+class Recommender:
+    """Serving logic over the backends and the model cache; one per app, thread-safe."""
+
+    def __init__(self, backends: Backends, models: ModelCache, indices: IndexNames) -> None:
+        self.backends = backends
+        self.models = models
+        self.indices = indices
+        self._lock = threading.Lock()
+        self._published: tuple[float, PublishedVectors | None] | None = None
+        self._catalogues: OrderedDict[str, dict[int, MovieInfo]] = OrderedDict()
+
+    # --- what is published --------------------------------------------------------------
+
+    def published(self, fresh: bool = False) -> PublishedVectors | None:
+        """The vectors index behind the alias, re-resolved at most every ``ALIAS_REFRESH_S``."""
+        with self._lock:
+            cached = self._published
+        if not fresh and cached is not None and time.monotonic() - cached[0] < ALIAS_REFRESH_S:
+            return cached[1]
+        with es_errors(self.backends.settings):
+            value = published_vectors(self.backends.es, self.indices.movie_vectors)
+        with self._lock:
+            self._published = (time.monotonic(), value)
+        return value
+
+    def serving(self) -> tuple[PublishedVectors, ModelArtifacts]:
+        """The published vectors and the model they came from (503 before the first publish)."""
+        published = self.published()
+        if published is None:
+            raise ModelError(f"no movie vectors are published under {self.indices.movie_vectors!r}"
+                             ": run `recommender es publish-vectors`")
+        return published, self.models.get(published.version)
+
+    def catalogue(self, index: str) -> dict[int, MovieInfo]:
+        """Title, year and genres of every movie in a vectors index, loaded once per index."""
+        with self._lock:
+            if index in self._catalogues:
+                return self._catalogues[index]
+        with es_errors(self.backends.settings):
+            movies = load_catalogue(self.backends.es, index)
+        with self._lock:
+            self._catalogues[index] = movies
+            while len(self._catalogues) > 2:
+                self._catalogues.popitem(last=False)
+        return movies
+
+    # --- recommendations ---------------------------------------------------------------
+
+    def user_ratings(self, user_id: int) -> dict[int, float]:
+        return store.user_ratings(self.backends.cassandra(), self.backends.settings, user_id)
+
+    def for_user(self, user_id: int, k: int, exclude: Iterable[int] = (),
+                 genre: str | None = None) -> Live:
+        """Top ``k`` for the user, best first, never a movie the user rated."""
+        ratings = self.user_ratings(user_id)
+        excluded = set(ratings) | {int(m) for m in exclude}
+        try:
+            return self._for_user(user_id, k, ratings, excluded, genre)
+        except _Republished:  # the alias moved on between resolving and searching: once more
+            self.published(fresh=True)
+        try:
+            return self._for_user(user_id, k, ratings, excluded, genre)
+        except _Republished as exc:
+            raise ModelError("movie vectors are being republished: retry shortly") from exc
+
+    def _for_user(self, user_id: int, k: int, ratings: dict[int, float], excluded: set[int],
+                  genre: str | None) -> Live:
+        published, art = self.serving()
+        strategy: Strategy = "als"
+        vector = art.user_vector(user_id)
+        if vector is None and ratings:
+            vector, strategy = fold_in(art, ratings), "fold-in"
+        if vector is None:
+            items = self.popular(published, art, k, excluded, genre)
+            return Live("popular", art.version, items, False, frozenset(ratings))
+        items = self._knn(published, art, vector, k, excluded, genre)
+        return Live(strategy, art.version, items, not art.implicit, frozenset(ratings))
+
+    def popular(self, published: PublishedVectors, art: ModelArtifacts, k: int,
+                excluded: set[int], genre: str | None = None) -> list[Scored]:
+        """Most-rated movies in training, optionally only those of ``genre``."""
+        catalogue = self.catalogue(published.index)
+        if genre is None:
+            ranked = recommend_popular(art, k, excluded)
+        else:
+            ranked = []
+            for row in art.popularity_order:
+                movie = int(art.item_ids[row])
+                if movie not in excluded and genre in catalogue.get(movie, (None, None, []))[2]:
+                    ranked.append((movie, float(art.item_counts[row])))
+                    if len(ranked) == k:
+                        break
+        return [Scored(m, s, catalogue.get(m, (None, None, []))) for m, s in ranked]
+
+    def similar(self, movie_id: int, k: int) -> tuple[str, list[Scored]]:
+        """Movies closest by cosine of item factors, with the catalogue's details."""
+        published = self.published()
+        if published is None:
+            art, catalogue = self.models.current(), {}
+        else:
+            art, catalogue = self.models.get(published.version), self.catalogue(published.index)
+        if movie_id not in art.item_index:
+            raise NotFound(f"movie {movie_id} is not in model {art.version} (unknown movie, "
+                           "or it had no ratings when the model was trained)")
+        return art.version, [Scored(m, s, catalogue.get(m, (None, None, [])))
+                             for m, s in similar_items(art, movie_id, k)]
+
+    def _knn(self, published: PublishedVectors, art: ModelArtifacts, vector: np.ndarray,
+             k: int, excluded: set[int], genre: str | None) -> list[Scored]:
+        from elasticsearch import NotFoundError
+
+        fetch = min(len(art.item_ids), k + max(10, k // 2))
+        vector = np.asarray(vector, dtype=np.float32)
+        with es_errors(self.backends.settings):
+            try:
+                hits = knn_candidates(self.backends.es, published.index, vector, fetch,
+                                      exclude=excluded, genre=genre)
+            except NotFoundError as exc:
+                raise _Republished(published.index) from exc
+        rows, infos = [], {}
+        for hit in hits:
+            src = hit["_source"]
+            movie = int(src["movie_id"])
+            row = art.item_index.get(movie)
+            if row is not None:
+                rows.append(row)
+                infos[movie] = (src.get("title"), src.get("year"), list(src.get("genres") or []))
+        if not rows:
+            return []
+        index = np.asarray(rows, dtype=np.int64)
+        scores = (art.item_factors[index] @ vector).astype(np.float64)
+        order = np.lexsort((index, -scores))[:k]  # as foldin._top_k: score desc, then row
+        return [Scored(int(art.item_ids[index[i]]), float(scores[i]),
+                       infos[int(art.item_ids[index[i]])]) for i in order]
+
+
+class _Republished(Exception):
+    """The resolved vectors index was deleted by a newer publish."""
+
+
+def predicted_rating(score: float, predicts_ratings: bool) -> float | None:
+    return min(max(score, RATING_MIN), RATING_MAX) if predicts_ratings else None

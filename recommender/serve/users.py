@@ -1,0 +1,79 @@
+"""``/users/{user_id}/...``: shipped predictions, live recommendations, profiles."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from recommender.serve import store
+from recommender.serve.deps import BackendsDep, EsDep, IndicesDep, RecommenderDep, SettingsDep, TopK
+from recommender.serve.recommend import predicted_rating
+from recommender.serve.schemas import (
+    INT32_MAX,
+    MAX_EXCLUDE,
+    Genre,
+    GenreTaste,
+    PositiveId,
+    PredictionOut,
+    Recommendations,
+    RecommendedMovie,
+    SimilarUser,
+    UserPredictions,
+    UserTaste,
+)
+
+router = APIRouter(prefix="/users", tags=["users"])
+UserId = Annotated[int, Path(gt=0, le=INT32_MAX, description="MovieLens user id.")]
+
+
+@router.get("/{user_id}/predictions", response_model=UserPredictions)
+def user_predictions(user_id: UserId, k: TopK, es: EsDep, settings: SettingsDep,
+                     indices: IndicesDep) -> UserPredictions:
+    """The user's top predicted movies as the streaming predictor answered them.
+
+    Reads the ``predictions`` alias; only the newest prediction of each movie counts, then
+    movies are ordered by predicted rating, then score. Empty before anything was shipped.
+    """
+    docs = store.user_predictions(es, settings, indices.predictions, user_id, k)
+    return UserPredictions(user_id=user_id,
+                           predictions=[PredictionOut.model_validate(d) for d in docs])
+
+
+@router.get("/{user_id}/recommendations", response_model=Recommendations)
+def recommendations(
+    user_id: UserId, k: TopK, recommender: RecommenderDep,
+    exclude: Annotated[list[PositiveId] | None, Query(
+        max_length=MAX_EXCLUDE, description="Movie ids not to recommend (repeat the parameter)."
+    )] = None,
+    genre: Annotated[Genre | None, Query(description="Only movies of this genre, exact "
+                                                     "MovieLens spelling, e.g. Sci-Fi.")] = None,
+) -> Recommendations:
+    """Live top-k from the current model through Elasticsearch kNN over the movie vectors.
+
+    ``strategy`` says how the user was scored: ``als`` (the model knows the user),
+    ``fold-in`` (new to the model, scored from their Cassandra ratings) or ``popular`` (no
+    history). Movies the user rated are never recommended.
+    """
+    live = recommender.for_user(user_id, k, exclude or (), genre)
+    items = [RecommendedMovie(rank=i, movie_id=s.movie_id, title=s.info[0], year=s.info[1],
+                              genres=s.info[2], score=s.score,
+                              predicted_rating=predicted_rating(s.score, live.predicts_ratings))
+             for i, s in enumerate(live.items, start=1)]
+    return Recommendations(user_id=user_id, strategy=live.strategy,
+                           model_version=live.model_version, genre=genre, items=items)
+
+
+@router.get("/{user_id}/similar-users", response_model=SimilarUser)
+def similar_users(user_id: UserId, backends: BackendsDep) -> SimilarUser:
+    """The user's nearest neighbour by ALS user factors and the movie it suggests
+    (Cassandra ``similar_users``, written after training)."""
+    row = store.similar_user(backends.cassandra(), backends.settings, user_id)
+    return SimilarUser.model_validate(row)
+
+
+@router.get("/{user_id}/taste", response_model=UserTaste)
+def taste(user_id: UserId, backends: BackendsDep) -> UserTaste:
+    """The user's genre profile, strongest genre first (Cassandra ``user_taste``)."""
+    rows = store.user_taste(backends.cassandra(), backends.settings, user_id)
+    return UserTaste(user_id=user_id, genres=[GenreTaste.model_validate(r) for r in rows])

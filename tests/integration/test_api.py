@@ -1,0 +1,385 @@
+"""The HTTP API against the real stack: Kafka, Cassandra and Elasticsearch, no mocks.
+
+A small model (random factors over ml-latest-small's movies, real rating counts) is saved
+through the registry and its vectors published under private index names; Cassandra gets a
+private keyspace with two users' real ratings. Then kNN recommendations must equal the
+model's own in-process ranking, and every endpoint is checked for its contract.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import hypothesis
+import numpy as np
+import pytest
+import schemathesis
+from fastapi.testclient import TestClient
+
+from data_loading.datasets import Dataset, locate
+from recommender.clients import cassandra_session, elasticsearch_client, kafka_consumer
+from recommender.contracts import CASSANDRA_TABLES, PREDICTIONS_MAPPING, keyspace_cql
+from recommender.serve.backends import IndexNames
+from recommender.serve.main import create_app
+from recommender.settings import ApiSettings, Settings
+from recommender.train.artifacts import ModelArtifacts
+from recommender.train.foldin import fold_in, recommend, recommend_popular, similar_items
+from recommender.train.registry import ModelRegistry
+from recommender.vectors import publish_movie_vectors
+
+KNOWN, NEW, NOBODY = 1, 2, 999_999  # in the model / rated but not in it / no history
+RANK = 10
+
+
+def save_model(registry: ModelRegistry, dataset: Dataset, seed: int) -> ModelArtifacts:
+    """Random factors for every catalogue movie, real training counts, user 2 left out."""
+    frame = dataset.ratings_frame
+    items = np.array(sorted(m.movie_id for m in dataset.movies()), dtype=np.int64)
+    counts = frame.groupby("movie_id").size().reindex(items, fill_value=0).to_numpy()
+    users = np.unique(frame["user_id"].to_numpy()).astype(np.int64)
+    users = users[users != NEW]
+    rng = np.random.default_rng(seed)
+    version = registry.new_version()
+    art = ModelArtifacts(
+        version=version, item_ids=items, item_counts=counts.astype(np.int64),
+        item_factors=rng.normal(0, 0.6, (len(items), RANK)).astype(np.float32),
+        user_ids=users, user_factors=rng.normal(0.2, 0.6, (len(users), RANK)).astype(np.float32),
+        params={"rank": RANK, "reg_param": 0.1, "implicit_prefs": False})
+    with registry.staging(version) as tmp:
+        art.save(tmp, {"metrics": {"ndcg_at_10": 0.1}, "created_at": version})
+    registry.publish(version, force=True)
+    return art
+
+
+@pytest.fixture(scope="module")
+def dataset(data_dir: Path) -> Dataset:
+    return locate("ml-latest-small", data_dir, download=False)
+
+
+@pytest.fixture(scope="module")
+def model(settings: Settings, dataset: Dataset) -> ModelArtifacts:
+    return save_model(ModelRegistry.from_settings(settings.model), dataset, seed=7)
+
+
+@pytest.fixture(scope="module")
+def rated(settings: Settings, stack, dataset: Dataset) -> Iterator[dict[int, dict[int, float]]]:
+    """Users 1 and 2 with their real ratings, plus profiles for user 1, in Cassandra."""
+    frame = dataset.ratings_frame
+    ratings = {u: {int(m): float(r) for m, r in frame.loc[frame.user_id == u,
+                                                          ["movie_id", "rating"]].to_numpy()}
+               for u in (KNOWN, NEW)}
+    session = cassandra_session(settings.cassandra)
+    ks = settings.cassandra.keyspace
+    session.execute(keyspace_cql(ks, 1))
+    for table in ("ratings", "user_taste", "similar_users"):
+        session.execute(CASSANDRA_TABLES[table].format(ks=ks))
+    insert = session.prepare(f"INSERT INTO {ks}.ratings (user_id, movie_id, rating) "
+                             "VALUES (?, ?, ?)")
+    for user, movies in ratings.items():
+        for movie, rating in movies.items():
+            session.execute(insert, (user, movie, rating))
+    session.execute(f"INSERT INTO {ks}.user_taste (user_id, genre, score, percentile, ratings) "
+                    "VALUES (%s, %s, %s, %s, %s)", (KNOWN, "Drama", 0.2, 50.0, 40))
+    session.execute(f"INSERT INTO {ks}.user_taste (user_id, genre, score, percentile, ratings) "
+                    "VALUES (%s, %s, %s, %s, %s)", (KNOWN, "Action", 0.4, 90.0, 60))
+    session.execute(f"INSERT INTO {ks}.similar_users (user_id, neighbour_id, similarity, "
+                    "suggested_movie_id, model_version) VALUES (%s, %s, %s, %s, %s)",
+                    (KNOWN, 42, 0.9, 260, "v-test"))
+    yield ratings
+    session.execute(f"DROP KEYSPACE IF EXISTS {ks}")
+    session.cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def names(settings: Settings, stack, run_id: str, model: ModelArtifacts,
+          dataset: Dataset) -> Iterator[IndexNames]:
+    """Private index names, with the model's vectors published under the private alias."""
+    names = IndexNames(predictions=f"it-{run_id}-predictions",
+                       movie_vectors=f"it-{run_id}-movie-vectors")
+    es = elasticsearch_client(settings.elasticsearch)
+    publish_movie_vectors(es, model, dataset.movies(), alias=names.movie_vectors)
+    yield names
+    mine = list(es.indices.get(index=f"it-{run_id}-*", expand_wildcards="all"))
+    if mine:  # wildcard deletes are refused (action.destructive_requires_name)
+        es.indices.delete(index=",".join(mine))
+
+
+@pytest.fixture(scope="module")
+def client(settings: Settings, names: IndexNames, rated) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, indices=names)) as test_client:
+        yield test_client
+
+
+def ids(items: list[dict]) -> list[int]:
+    return [item["movie_id"] for item in items]
+
+
+def assert_same_ranking(got: list[dict], want: list[tuple[int, float]]) -> None:
+    """Same movies in the same order, except that near-equal scores may swap."""
+    assert len(got) == len(want)
+    for item, (movie, score) in zip(got, want, strict=True):
+        assert item["movie_id"] == movie or abs(item["score"] - score) < 1e-5, (item, movie)
+        assert item["score"] == pytest.approx(score, abs=1e-4)
+
+
+# --- live recommendations -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k", [10, 100])
+def test_knn_recommendations_equal_the_models_ranking(client, model, rated, k):
+    body = client.get(f"/users/{KNOWN}/recommendations", params={"k": k}).json()
+    assert body["strategy"] == "als" and body["model_version"] == model.version
+    want = recommend(model, model.user_vector(KNOWN), k, exclude=rated[KNOWN])
+    assert_same_ranking(body["items"], want)
+    assert not set(ids(body["items"])) & set(rated[KNOWN])
+    first = body["items"][0]
+    assert first["title"] and first["genres"] and first["rank"] == 1
+    assert first["predicted_rating"] == pytest.approx(min(max(first["score"], 0.5), 5.0))
+
+
+def test_new_user_is_folded_in_from_cassandra_ratings(client, model, rated):
+    body = client.get(f"/users/{NEW}/recommendations", params={"k": 20}).json()
+    assert body["strategy"] == "fold-in"
+    want = recommend(model, fold_in(model, rated[NEW]), 20, exclude=rated[NEW])
+    assert_same_ranking(body["items"], want)
+
+
+def test_user_without_history_gets_popular_movies(client, model):
+    body = client.get(f"/users/{NOBODY}/recommendations", params={"k": 15}).json()
+    assert body["strategy"] == "popular"
+    assert ids(body["items"]) == [m for m, _ in recommend_popular(model, 15)]
+    assert all(item["predicted_rating"] is None for item in body["items"])
+
+
+def test_genre_and_exclude_filter_inside_knn(client, model, rated, dataset):
+    plain = ids(client.get(f"/users/{KNOWN}/recommendations", params={"k": 5}).json()["items"])
+    body = client.get(f"/users/{KNOWN}/recommendations",
+                      params={"k": 10, "genre": "Comedy", "exclude": plain}).json()
+    assert len(body["items"]) == 10 and body["genre"] == "Comedy"
+    assert all("Comedy" in item["genres"] for item in body["items"])
+    comedies = {m.movie_id for m in dataset.movies() if "Comedy" in m.genres}
+    ranked = recommend(model, model.user_vector(KNOWN), len(model.item_ids),
+                       exclude=set(rated[KNOWN]) | set(plain) | (set(model.item_index) - comedies))
+    assert_same_ranking(body["items"], ranked[:10])
+
+
+# --- sessions --------------------------------------------------------------------------------
+
+
+def test_session_never_repeats_and_falls_back_within_the_genre(client, rated):
+    top30 = ids(client.get(f"/users/{KNOWN}/recommendations", params={"k": 30}).json()["items"])
+    sid = f"s-{uuid.uuid4().hex[:8]}"
+    served = [client.get(f"/sessions/{sid}/next", params={"user_id": KNOWN}).json()
+              for _ in range(40)]
+    movies = [s["movie"]["movie_id"] for s in served]
+    assert len(set(movies)) == 40, "a movie was served twice in one session"
+    assert sorted(movies[:30]) == sorted(top30) and {s["source"] for s in served[:30]} == {"top"}
+    genre = served[29]["movie"]["genres"][0]
+    for item in served[30:]:
+        assert item["source"] == "genre-fallback" and item["genre"] == genre
+        assert genre in item["movie"]["genres"]
+        assert item["movie"]["movie_id"] not in rated[KNOWN]
+    assert served[-1]["served"] == 40
+    other = client.get(f"/sessions/{sid}/next", params={"user_id": NEW})
+    assert other.status_code == 422 and other.json()["error"] == "invalid request"
+
+
+# --- prediction requests ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("body", [
+    {"user_id": 1, "movie_id": 2, "k": 3},
+    {"user_id": 1},
+    {"user_id": 0, "k": 5},
+    {"user_id": 1, "k": 0},
+    {"user_id": 1, "k": 101},
+    {"user_id": 1, "k": 5, "exclude": list(range(1, 1002))},
+    {"user_id": 1, "k": 5, "surprise": True},
+    [],
+    [{"user_id": 1, "k": 5}, {"user_id": -3, "k": 5}],
+])
+def test_invalid_prediction_requests_are_422_json(client, body):
+    response = client.post("/prediction-requests", json=body)
+    assert response.status_code == 422, response.text
+    payload = response.json()
+    assert payload["error"] == "invalid request" and payload["detail"]
+
+
+def test_prediction_requests_reach_the_topic(client, settings):
+    given = uuid.uuid4().hex
+    response = client.post("/prediction-requests", json=[
+        {"user_id": 7, "k": 5, "exclude": [1, 2]}, {"user_id": 8, "movie_id": 260,
+                                                      "request_id": given}])
+    assert response.status_code == 202, response.text
+    request_ids = response.json()["request_ids"]
+    assert request_ids[1] == given and len(request_ids[0]) == 32
+    consumer = kafka_consumer(settings.kafka, settings.kafka.requests_topic, group_id=None,
+                              consumer_timeout_ms=10_000)
+    got = {}
+    for record in consumer:
+        value = json.loads(record.value)
+        got[value["request_id"]] = (record.key, value)
+        if set(request_ids) <= set(got):
+            break
+    consumer.close()
+    key, first = got[request_ids[0]]
+    assert key == b"7" and first["k"] == 5 and first["exclude"] == [1, 2]
+    assert abs(first["requested_at"] - time.time() * 1000) < 60_000
+    assert got[given][1]["movie_id"] == 260 and got[given][1]["k"] is None
+
+
+def test_write_endpoints_require_the_api_key_when_set(settings, names, rated):
+    locked = settings.model_copy(update={"api": ApiSettings.model_validate(
+        {**settings.api.model_dump(), "api_key": "s3cret"})})
+    with TestClient(create_app(locked, indices=names)) as c:
+        body = {"user_id": 1, "k": 3}
+        assert c.post("/prediction-requests", json=body).status_code == 401
+        assert c.post("/prediction-requests", json=body,
+                      headers={"X-API-Key": "wrong"}).status_code == 401
+        ok = c.post("/prediction-requests", json=body, headers={"X-API-Key": "s3cret"})
+        assert ok.status_code == 202
+
+
+def test_predictions_are_read_back_from_elasticsearch(client, settings, names):
+    es = elasticsearch_client(settings.elasticsearch)
+    index = f"{names.predictions}-2024.01.01"
+    es.indices.create(index=index, mappings=PREDICTIONS_MAPPING,
+                      aliases={names.predictions: {}})
+    rid = uuid.uuid4().hex
+    assert client.get(f"/prediction-requests/{rid}").status_code == 404
+
+    def doc(request_id, movie, rank, rating, at):
+        return {"request_id": request_id, "user_id": 5, "movie_id": movie, "rank": rank,
+                "predicted_rating": rating, "score": rating, "title": f"m{movie}",
+                "year": 2000, "genres": ["Drama"], "model_version": "v", "strategy": "als",
+                "requested_at": at - 5, "predicted_at": at}
+
+    docs = [doc(rid, 10, 1, 4.5, 2000), doc(rid, 11, 2, 4.0, 2000), doc(rid, 12, 3, 3.0, 2000),
+            doc("older", 12, 1, 5.0, 1000)]  # movie 12's newest prediction is 3.0
+    for d in docs:
+        es.index(index=index, id=f"{d['request_id']}:{d['movie_id']}", document=d)
+    es.indices.refresh(index=index)
+    by_request = client.get(f"/prediction-requests/{rid}").json()
+    assert [p["rank"] for p in by_request["predictions"]] == [1, 2, 3]
+    top = client.get("/users/5/predictions", params={"k": 2}).json()["predictions"]
+    assert [(p["movie_id"], p["predicted_rating"]) for p in top] == [(10, 4.5), (11, 4.0)]
+    latest = client.get("/users/5/predictions", params={"k": 10}).json()["predictions"]
+    assert {p["movie_id"]: p["predicted_rating"] for p in latest}[12] == 3.0
+
+
+# --- profiles, similar movies ----------------------------------------------------------------
+
+
+def test_profiles_from_cassandra(client):
+    taste = client.get(f"/users/{KNOWN}/taste").json()
+    assert [g["genre"] for g in taste["genres"]] == ["Action", "Drama"]
+    assert client.get(f"/users/{KNOWN}/similar-users").json()["neighbour_id"] == 42
+    missing = client.get(f"/users/{NOBODY}/taste")
+    assert missing.status_code == 404 and "taste" in missing.json()["detail"]
+
+
+def test_similar_movies_match_the_model(client, model):
+    body = client.get("/movies/1/similar", params={"k": 5}).json()
+    assert ids(body["items"]) == [m for m, _ in similar_items(model, 1, 5)]
+    assert client.get("/movies/2147483000/similar").status_code == 404
+
+
+# --- operations ------------------------------------------------------------------------------
+
+
+def test_health_and_metrics(client, model):
+    health = client.get("/health")
+    assert health.status_code == 200, health.text
+    body = health.json()
+    assert body["model_version"] == model.version == body["vectors_version"]
+    assert all(check["ok"] for check in body["checks"].values())
+    text = client.get("/metrics").text
+    assert 'route="/users/{user_id}/recommendations"' in text
+    assert "recommender_api_request_duration_seconds_bucket" in text
+
+
+def test_elasticsearch_down_is_a_quick_503(settings, names, rated):
+    down = settings.model_copy(update={"elasticsearch": settings.elasticsearch.model_copy(
+        update={"url": "http://127.0.0.1:1"})})
+    with TestClient(create_app(down, indices=names)) as c:
+        started = time.monotonic()
+        response = c.get(f"/users/{KNOWN}/recommendations")
+        assert response.status_code == 503 and "Elasticsearch" in response.json()["detail"]
+        health = c.get("/health")
+        assert health.status_code == 503 and not health.json()["checks"]["elasticsearch"]["ok"]
+        assert time.monotonic() - started < 10
+
+
+def test_model_reload_follows_current(settings, dataset, names, rated, tmp_path):
+    """A promotion is served without restart: CURRENT and the published alias move."""
+    isolated = settings.model_copy(update={"model": settings.model.model_copy(
+        update={"models_dir": tmp_path / "models"})})
+    registry = ModelRegistry.from_settings(isolated.model)
+    alias = IndexNames(predictions=names.predictions,
+                       movie_vectors=f"{names.movie_vectors}-reload")
+    es = elasticsearch_client(settings.elasticsearch)
+    first = save_model(registry, dataset, seed=1)
+    publish_movie_vectors(es, first, dataset.movies(), alias=alias.movie_vectors)
+    with TestClient(create_app(isolated, indices=alias)) as c:
+        assert c.get(f"/users/{KNOWN}/recommendations").json()["model_version"] == first.version
+        second = save_model(registry, dataset, seed=2)
+        assert c.get("/health").json()["model_version"] == second.version
+        publish_movie_vectors(es, second, dataset.movies(), alias=alias.movie_vectors)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            body = c.get(f"/users/{KNOWN}/recommendations").json()
+            if body["model_version"] == second.version:
+                break
+        assert body["model_version"] == second.version
+        assert list(es.indices.get_alias(name=alias.movie_vectors)) == [
+            f"{alias.movie_vectors}-{second.version}".lower()]
+
+
+# --- the whole schema ------------------------------------------------------------------------
+
+
+OPERATIONS = [
+    ("GET", "/users/{user_id}/predictions"), ("GET", "/users/{user_id}/recommendations"),
+    ("GET", "/users/{user_id}/similar-users"), ("GET", "/users/{user_id}/taste"),
+    ("POST", "/prediction-requests"), ("GET", "/prediction-requests/{request_id}"),
+    ("GET", "/movies/{movie_id}/similar"), ("GET", "/sessions/{session_id}/next"),
+    ("GET", "/health"), ("GET", "/metrics"),
+]
+
+
+@pytest.fixture(scope="module")
+def api_schema(client):
+    return schemathesis.openapi.from_asgi("/openapi.json", client.app)
+
+
+def test_every_operation_is_fuzzed(client):
+    paths = client.get("/openapi.json").json()["paths"]
+    documented = {(method.upper(), path) for path, ops in paths.items() for method in ops}
+    assert documented == set(OPERATIONS)
+
+
+@pytest.mark.parametrize(("method", "path"), OPERATIONS)
+def test_openapi_operation_has_no_server_errors(api_schema, method, path):
+    """Schemathesis-generated requests (valid and invalid) never get a 5xx and every answer
+    matches the documented status codes, content types and response schemas."""
+    from schemathesis.checks import (
+        content_type_conformance,
+        not_a_server_error,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    checks = [not_a_server_error, status_code_conformance, content_type_conformance,
+              response_schema_conformance]
+
+    @hypothesis.given(case=api_schema[path][method].as_strategy())
+    @hypothesis.settings(max_examples=50, deadline=None, database=None,
+                         suppress_health_check=list(hypothesis.HealthCheck))
+    def fuzz(case):
+        case.call_and_validate(checks=checks)
+
+    fuzz()
