@@ -198,6 +198,9 @@ def locate(name: str, data_dir: Path | None = None, *, cache_dir: Path | None = 
     cache_root = (cache_dir or settings.stack.cache_dir) / "datasets"
     custom = Path(name).expanduser()
     if name not in REGISTRY and (custom / "ratings.csv").is_file():
+        missing = [f for f in REQUIRED["csv"] if not (custom / f).is_file()]
+        if missing:
+            raise DatasetError(f"{custom} has ratings.csv but no {', '.join(missing)}")
         return Dataset(custom.resolve().name, custom, "csv")
     spec = REGISTRY.get(name)
     if spec is None:
@@ -243,13 +246,19 @@ def fetch(spec: DatasetSpec, root: Path, searched: str = "",
             raise DatasetError(f"{spec.url}: sha256 {got} differs from the expected "
                                f"{spec.sha256}; the download is corrupt or was altered")
         os.replace(part, zip_path)
-    with tempfile.TemporaryDirectory(dir=root) as tmp, zipfile.ZipFile(zip_path) as zf:
-        if (bad := zf.testzip()) is not None:
-            raise DatasetError(f"{zip_path}: member {bad} fails its CRC; delete the file")
-        zf.extractall(tmp)
-        target = root / spec.name
-        if not target.exists():
-            os.replace(Path(tmp) / spec.name, target)
+    target = root / spec.name
+    try:
+        with tempfile.TemporaryDirectory(dir=root) as tmp, zipfile.ZipFile(zip_path) as zf:
+            if (bad := zf.testzip()) is not None:
+                raise DatasetError(f"{zip_path}: member {bad} fails its CRC; delete the file")
+            zf.extractall(tmp)
+            if not (Path(tmp) / spec.name).is_dir():
+                raise DatasetError(f"{zip_path} has no {spec.name}/ folder; is it a MovieLens "
+                                   "release?")
+            if not target.exists():
+                os.replace(Path(tmp) / spec.name, target)
+    except zipfile.BadZipFile as exc:
+        raise DatasetError(f"{zip_path} is not a valid zip ({exc}); delete it and retry") from exc
     return target
 
 

@@ -25,8 +25,9 @@ RATING_MIN, RATING_MAX = 0.5, 5.0
 class RatingEvent:
     """Topic ``ratings``; key = ``user_id`` as UTF-8. ``tag`` is set for ``event_type='tag'``.
 
-    ``event_id`` is ``<source>:<user_id>:<movie_id>:<event_time>`` so that a replayed event
-    is recognisably the same event and lands on the same Cassandra row and ES document.
+    ``event_id`` is ``<source>:<user_id>:<movie_id>:<event_time>`` (tags append
+    ``:tag:<crc32 of the tag>``, since one user may tag a movie several times in a second) so
+    that a replayed event is recognisably the same event.
     """
 
     event_id: str

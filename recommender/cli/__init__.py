@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from recommender.cli import ingest, predict, ship, stack
+from recommender.cli import generate, ingest, load, predict, ship, stack
 
 app = typer.Typer(
     name="recommender",
@@ -16,6 +16,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(stack.app, name="stack")
+app.add_typer(load.app, name="load")
+app.command("generate")(generate.generate)
 app.command()(ingest.ingest)
 app.command()(predict.predict)
 app.command()(predict.rollover)

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from recommender.cli.common import JsonOption, console, exits_cleanly, print_json
+from recommender.contracts import MOVIE_VECTORS_ALIAS
 from recommender.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -39,6 +40,8 @@ def setup(json: bool = JsonOption) -> None:
 @exits_cleanly
 def publish_vectors(
     version: str = typer.Option(None, "--version", help="Model version (default: CURRENT)."),
+    alias: str = typer.Option(MOVIE_VECTORS_ALIAS, help="Alias to publish under (tests and "
+                              "deployments sharing a cluster use their own)."),
     json: bool = JsonOption,
 ) -> None:
     """Index a model version's item factors for kNN and switch the movie-vectors alias to it.
@@ -63,7 +66,7 @@ def publish_vectors(
     movies = _movies(settings)
     with es_errors(settings):
         index = publish_movie_vectors(elasticsearch_client(settings.elasticsearch), artifacts,
-                                      movies)
+                                      movies, alias=alias)
     if json:
         print_json({"index": index, "version": version, "movies": len(artifacts.item_ids)})
     else:

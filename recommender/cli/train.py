@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from recommender.train.registry import GateDecision, ModelRegistry
 
 METRICS = {"rmse": "RMSE", "mae": "MAE", "precision_at_10": "P@10", "recall_at_10": "R@10",
-           "ndcg_at_10": "NDCG@10", "map_at_10": "MAP@10", "coverage": "coverage"}
+           "ndcg_at_10": "NDCG@10", "map_at_10": "MAP@10", "coverage": "cov"}
 
 models = typer.Typer(help="List, inspect, promote and roll back trained model versions.",
                      no_args_is_help=True)
@@ -114,11 +114,13 @@ def list_models(json: bool = JsonOption) -> None:
     if json:
         print_json(versions)
         return
-    table = Table("version", "status", "mode", registry.gate_metric, "ratings", "created")
+    table = Table("status", "mode", registry.gate_metric, "ratings", "created")
+    table.add_column("version", no_wrap=True)
     for v in versions:
         style = {"current": "bold green", "refused": "red", "corrupt": "red"}.get(v.status, "")
-        table.add_row(v.version, f"[{style}]{v.status}[/]" if style else v.status, v.mode or "-",
-                      _fmt(v.metric), str(v.rows or "-"), v.created_at or v.error or "-")
+        table.add_row(f"[{style}]{v.status}[/]" if style else v.status, v.mode or "-",
+                      _fmt(v.metric), str(v.rows or "-"), v.created_at or v.error or "-",
+                      v.version)
     console.print(table)
 
 
@@ -144,8 +146,10 @@ def show_model(version: str = typer.Argument(None, help="Default: CURRENT."),
                   f"{data.get('min_event_time')} .. {data.get('max_event_time')}",
                   highlight=False)
     console.print(f"evaluation: {ev}", highlight=False)
-    console.print(metrics_table({"model": meta.get("metrics") or {},
-                                 **(meta.get("baseline_metrics") or {})}))
+    rows = {f"als-{meta.get('mode', '')}": meta.get("metrics") or {}}
+    rows.update({f"alt-{c['mode']}": c["metrics"]
+                 for c in meta.get("candidates") or []})
+    console.print(metrics_table({**rows, **(meta.get("baseline_metrics") or {})}))
 
 
 @models.command("promote")
@@ -183,7 +187,10 @@ def prune_models(json: bool = JsonOption) -> None:
 
 
 def metrics_table(rows: dict[str, dict[str, Any]]) -> Table:
-    table = Table("model", *METRICS.values())
+    table = Table()
+    table.add_column("model", no_wrap=True)
+    for label in METRICS.values():
+        table.add_column(label, no_wrap=True)
     for name, metrics in rows.items():
         table.add_row(name, *(_fmt(metrics.get(m)) for m in METRICS))
     return table
@@ -193,9 +200,7 @@ def show_result(result: TrainResult) -> None:
     meta = result.metadata
     rows: dict[str, dict[str, Any]] = {}
     for cand in result.candidates:
-        label = f"als {cand['mode']}" + (" *" if cand["chosen"] and len(result.candidates) > 1
-                                         else "")
-        rows[label] = cand["metrics"]
+        rows[f"{'als' if cand['chosen'] else 'alt'}-{cand['mode']}"] = cand["metrics"]
     rows.update(meta.get("baseline_metrics") or {})
     console.print(metrics_table(rows))
     ev, t = meta.get("evaluation") or {}, meta.get("timings") or {}

@@ -171,7 +171,8 @@ def to_series(panel: Panel, response: dict[str, Any]) -> dict[str, Any]:
         out["columns"] = [_label(b) for b in panel.buckets] + [m.name for m in panel.metrics]
         out["rows"] = [[*r.keys, *r.values] for r in flat]
     elif panel.chart in ("area_share", "bar_share"):
-        out["series"] = _shares(flat)
+        split = panel.buckets[1]
+        out["series"] = _shares(flat, split.size if isinstance(split, Terms) else 10)
     elif len(panel.buckets) == 2:
         names = list(dict.fromkeys(r.keys[1] for r in flat))
         out["series"] = [{"name": str(n), "points": [[r.keys[0], r.values[0]] for r in flat
@@ -184,17 +185,26 @@ def to_series(panel: Panel, response: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _shares(flat: list[Row]) -> list[dict[str, Any]]:
+def _shares(flat: list[Row], keep: int) -> list[dict[str, Any]]:
+    """Each x bucket's split counts as shares of the bucket. The top ``keep`` names over
+    the whole range stay (bucket by bucket they may differ), the rest join ``Other``, so
+    the legend stays short and colours stay distinct."""
     totals: dict[Any, float] = {}
+    by_name: dict[Any, float] = {}
     for r in flat:
         totals[r.keys[0]] = totals.get(r.keys[0], 0.0) + r.count
-    xs = list(totals)
-    names = list(dict.fromkeys(r.keys[1] for r in flat if r.keys[1] != OTHER))
-    if any(r.keys[1] == OTHER for r in flat):
+        if r.keys[1] != OTHER:
+            by_name[r.keys[1]] = by_name.get(r.keys[1], 0.0) + r.count
+    names = sorted(by_name, key=lambda n: -by_name[n])[:keep]
+    counts: dict[tuple[Any, Any], float] = {}
+    for r in flat:
+        name = r.keys[1] if r.keys[1] in names else OTHER
+        counts[(r.keys[0], name)] = counts.get((r.keys[0], name), 0.0) + r.count
+    if any(name == OTHER for _, name in counts):
         names.append(OTHER)
-    counts = {(r.keys[0], r.keys[1]): r.count for r in flat}
     return [{"name": str(n), "points": [[x, round(counts.get((x, n), 0) / totals[x], 4)
-                                         if totals[x] else 0.0] for x in xs]} for n in names]
+                                         if totals[x] else 0.0] for x in totals]}
+            for n in names]
 
 
 def _label(b: Any) -> str:

@@ -69,5 +69,8 @@ def create_app(settings: Settings | None = None, *,
     for module in (users, requests, movies, sessions, ops):
         app.include_router(module.router)
     if importlib.util.find_spec("recommender.dashboard") and importlib.util.find_spec(DASHBOARD):
-        app.include_router(importlib.import_module(DASHBOARD).router)
+        dashboard = importlib.import_module(DASHBOARD)
+        app.include_router(dashboard.router)
+        if hasattr(dashboard, "dashboard_settings"):  # the dashboard reads what the API reads
+            app.dependency_overrides[dashboard.dashboard_settings] = lambda: settings
     return app

@@ -92,12 +92,14 @@ def run(ratings: DataFrame, settings: Settings, options: TrainOptions | None = N
     ratings = ratings.persist()
     cached = [ratings]
     try:
-        full = data.snapshot(ratings, source)
         used = ratings
         if opts.last_n or opts.days:
+            total = ratings.count()
             used = data.window(ratings, opts.last_n, opts.days).persist()
             cached.append(used)
-        snap = data.snapshot(used, source, rows_total=full.rows) if used is not ratings else full
+            snap = data.snapshot(used, source, rows_total=total)
+        else:
+            snap = data.snapshot(ratings, source)
         timings["read_s"] = time.perf_counter() - started
         on_event(f"read {snap.rows} ratings ({snap.users} users, {snap.items} movies) "
                  f"in {timings['read_s']:.1f}s")

@@ -60,8 +60,8 @@ def load(es: Elasticsearch, data_dir: Path, run_id: str, now_ms: int,
     targets = {a["_index"] for a in actions}
     existing = {name for name in targets if es.indices.exists(index=name)}
     written.created = targets - existing
-    for ok, item in helpers.streaming_bulk(es, actions, chunk_size=5000, raise_on_error=True,
-                                           request_timeout=120):
+    for ok, item in helpers.streaming_bulk(es.options(request_timeout=120), actions,
+                                           chunk_size=5000, raise_on_error=True):
         assert ok, item
     es.indices.refresh(index=",".join(sorted(targets)))
     return written

@@ -342,7 +342,7 @@ def test_model_reload_follows_current(settings, dataset, names, rated, tmp_path)
 # --- the whole schema ------------------------------------------------------------------------
 
 
-OPERATIONS = [
+MINE = [
     ("GET", "/users/{user_id}/predictions"), ("GET", "/users/{user_id}/recommendations"),
     ("GET", "/users/{user_id}/similar-users"), ("GET", "/users/{user_id}/taste"),
     ("POST", "/prediction-requests"), ("GET", "/prediction-requests/{request_id}"),
@@ -356,10 +356,12 @@ def api_schema(client):
     return schemathesis.openapi.from_asgi("/openapi.json", client.app)
 
 
-def test_every_operation_is_fuzzed(client):
-    paths = client.get("/openapi.json").json()["paths"]
-    documented = {(method.upper(), path) for path, ops in paths.items() for method in ops}
-    assert documented == set(OPERATIONS)
+OPERATIONS = sorted((method.upper(), path) for path, ops in
+                    create_app(Settings()).openapi()["paths"].items() for method in ops)
+
+
+def test_every_api_operation_is_documented_and_fuzzed():
+    assert set(MINE) <= set(OPERATIONS)
 
 
 @pytest.mark.parametrize(("method", "path"), OPERATIONS)

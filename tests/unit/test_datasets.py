@@ -240,6 +240,16 @@ def test_failed_download_is_a_dataset_error(tmp_path):
         fetch(DatasetSpec("ml-x", "csv"), tmp_path, opener=opener)
 
 
+def test_a_broken_zip_or_folder_is_a_dataset_error(tmp_path):
+    (tmp_path / "ml-x.zip").write_bytes(b"not a zip")
+    with pytest.raises(DatasetError, match="not a valid zip"):
+        fetch(DatasetSpec("ml-x", "csv"), tmp_path)
+    half = tmp_path / "half"
+    write(half / "ratings.csv", [HEADER, "1,1,4.0,5"])
+    with pytest.raises(DatasetError, match=r"no movies\.csv"):
+        locate(str(half))
+
+
 # --- replay: payload, pacing and resume bookkeeping ----------------------------------------
 
 def test_fast_payload_is_the_contract_json():
@@ -285,3 +295,4 @@ def test_skip_drops_exactly_the_acknowledged_prefix(tmp_path):
 def test_skip_refuses_a_changed_stream(tmp_path):
     with pytest.raises(DatasetError, match="the stream changed"):
         list(_skip(iter(_events(10)), 4, "s:9:9:9", tmp_path))
+

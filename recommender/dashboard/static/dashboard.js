@@ -41,11 +41,10 @@ function frame(box) {
 }
 
 function niceMax(v) {
-  // The smallest 1/2/2.5/5 x 10^n step that fits four grid lines over v.
+  // The smallest "round" number (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8 x 10^n) at or above v.
   if (!(v > 0)) return 1;
-  const raw = v / 4, mag = Math.pow(10, Math.floor(Math.log10(raw)));
-  const step = [1, 2, 2.5, 5, 10].map(m => m * mag).find(s => s >= raw);
-  return step * 4;
+  const mag = Math.pow(10, Math.floor(Math.log10(v)));
+  return [1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10].map(m => m * mag).find(s => s >= v * 0.999);
 }
 
 function yAxis(svg, max, percent) {
@@ -171,7 +170,7 @@ function barChart(box, p, horizontal) {
     el("svg:title", {}, r, `${label}: ${fmt(v)}`);
     if (pts.length <= 24 || j % Math.ceil(pts.length / 12) === 0) {
       el("svg:text", { x: x + bw / 2, y: H - 8, "text-anchor": "middle" }, svg,
-        typeof label === "number" ? fmt(label) : String(label));
+        typeof label === "number" ? String(+label.toPrecision(3)) : String(label));
     }
   });
 }
