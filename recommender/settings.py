@@ -183,6 +183,24 @@ class Settings(BaseSettings):
         )
 
 
+def as_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
+    """``RECOMMENDER_*`` variables that give a child process exactly these settings (the
+    launcher and rollover start jobs as separate processes)."""
+    import json
+
+    env = dict(os.environ if base is None else base)
+    for section, model in settings:
+        for name, value in model:
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            if isinstance(value, list | dict):
+                value = json.dumps(value)
+            env[f"RECOMMENDER_{section.upper()}__{name.upper()}"] = str(value)
+    return env
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, read once."""

@@ -53,21 +53,3 @@ def settings(tmp_path_factory: pytest.TempPathFactory, run_id: str, data_dir: Pa
         data={"data_dir": data_dir},
     )
 
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """``RECOMMENDER_*`` variables that give a subprocess exactly these settings."""
-    import json
-
-    from pydantic import SecretStr
-
-    env = dict(os.environ)
-    for section, model in settings:
-        for name, value in model:
-            if value is None:
-                continue
-            if isinstance(value, SecretStr):
-                value = value.get_secret_value()
-            if isinstance(value, list | dict):
-                value = json.dumps(value)
-            env[f"RECOMMENDER_{section.upper()}__{name.upper()}"] = str(value)
-    return env

@@ -98,21 +98,26 @@ def retention(
 
 
 def _movies(settings: Settings) -> dict[int, MovieInfo]:
-    """The catalogue from Cassandra; the dataset files when the table is empty."""
+    """The catalogue from Cassandra; the dataset files when the table is missing or empty."""
+    from cassandra import InvalidRequest
+
     from recommender.clients import cassandra_session
     from recommender.serve.backends import cassandra_errors
     from recommender.vectors import movie_infos, movies_from_cassandra
 
+    movies: dict[int, MovieInfo] = {}
     with cassandra_errors(settings):
         session = cassandra_session(settings.cassandra)
         try:
             movies = movies_from_cassandra(session, settings.cassandra.keyspace)
+        except InvalidRequest:  # no keyspace or table yet: nothing was ingested
+            movies = {}
         finally:
             session.cluster.shutdown()
     if movies:
         return movies
     from data_loading.datasets import locate
 
-    console.print(f"{settings.cassandra.keyspace}.movies is empty: reading titles from "
-                  f"the {settings.data.dataset} files")
+    console.print(f"no movies in Cassandra {settings.cassandra.keyspace}.movies: reading "
+                  f"titles from the {settings.data.dataset} files")
     return movie_infos(locate(settings.data.dataset, settings.data.data_dir).movies())

@@ -29,7 +29,7 @@ from pathlib import Path
 from recommender.clients import kafka_admin
 from recommender.errors import RecommenderError
 from recommender.predict.job import InstanceState
-from recommender.settings import Settings
+from recommender.settings import Settings, as_env
 from recommender.stack.base import pid_alive
 
 
@@ -68,7 +68,7 @@ def committed_offsets(settings: Settings) -> dict[int, int]:
             if tp.topic == settings.kafka.requests_topic and meta.offset >= 0}
 
 
-def start_predictor(instance: str, version: str | None, log_file: Path,
+def start_predictor(settings: Settings, instance: str, version: str | None, log_file: Path,
                     from_group: bool = True) -> subprocess.Popen:
     """A detached ``recommender predict`` process (survives the command that started it)."""
     cmd = [sys.executable, "-m", "recommender", "predict", "--instance", instance]
@@ -79,7 +79,8 @@ def start_predictor(instance: str, version: str | None, log_file: Path,
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as log:
         return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                env=as_env(settings))
 
 
 def caught_up(successor: InstanceState | None, predecessors: list[InstanceState]) -> bool:
@@ -112,7 +113,7 @@ def rollover(settings: Settings, version: str | None, timeout_s: float = 300.0) 
     started = time.monotonic()
     instance = f"p{time.strftime('%Y%m%dT%H%M%S')}"
     log_file = settings.spark.checkpoint_dir / "predict" / instance / "predict.log"
-    proc = start_predictor(instance, target, log_file)
+    proc = start_predictor(settings, instance, target, log_file)
     while not caught_up(read_state(settings, instance), _refreshed(settings, predecessors)):
         if proc.poll() is not None:
             raise RecommenderError(f"the new predictor exited with {proc.returncode}; "

@@ -48,10 +48,13 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def route_label(scope: Scope) -> str:
-    """The matched route's template; ``unmatched`` for 404s on unknown paths."""
-    route = scope.get("route")
-    return getattr(route, "path", None) or "unmatched"
+def route_label(scope: Scope, status: int | None = None) -> str:
+    """The matched route's template; the path of the framework's own pages (/docs,
+    /openapi.json), which set no route; ``unmatched`` for unknown paths (404)."""
+    route = getattr(scope.get("route"), "path", None)
+    if route:
+        return route
+    return "unmatched" if status in (None, 404, 405) else scope.get("path", "unmatched")
 
 
 class MetricsMiddleware:
@@ -78,6 +81,6 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_with_status)
         finally:
             self.metrics.in_flight.dec()
-            route, method = route_label(scope), scope.get("method", "")
+            route, method = route_label(scope, status["code"]), scope.get("method", "")
             self.metrics.requests.labels(method, route, str(status["code"])).inc()
             self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)

@@ -111,6 +111,7 @@ class Recommender:
     def for_user(self, user_id: int, k: int, exclude: Iterable[int] = (),
                  genre: str | None = None) -> Live:
         """Top ``k`` for the user, best first, never a movie the user rated."""
+        self.serving()  # no model or vectors: say so before asking Cassandra anything
         ratings = self.user_ratings(user_id)
         excluded = set(ratings) | {int(m) for m in exclude}
         try:

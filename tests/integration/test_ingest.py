@@ -19,9 +19,8 @@ from recommender.clients import (
 )
 from recommender.ingest import start_ingest
 from recommender.schema import ensure_schema
-from recommender.settings import Settings
+from recommender.settings import Settings, as_env
 from recommender.topics import ensure_topics
-from tests.conftest import settings_env
 
 CASSANDRA = "org.apache.spark.sql.cassandra"
 ML_SMALL_RATINGS = 100_836
@@ -130,7 +129,7 @@ def test_ingest_killed_mid_stream_and_restarted_loses_and_duplicates_nothing(
     prepare(own)
     dataset = locate("ml-latest-small", data_dir)
     replay(own, dataset.ratings(), resume=False, limit=60_000)
-    env = settings_env(own)
+    env = as_env(own)
     log = tmp_path / "ingest.log"
 
     def start() -> subprocess.Popen:
