@@ -7,6 +7,7 @@ running (a developer's, or a demo's) is left running.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
@@ -38,3 +39,51 @@ def spark(settings: Settings, stack: dict[str, ServiceStatus]) -> Iterator[objec
     session = spark_session(settings, app_name="recommender-tests")
     yield session
     session.stop()
+
+
+@dataclass(frozen=True)
+class Ingested:
+    settings: Settings
+    replayed: int
+    started_ms: int
+
+
+@pytest.fixture(scope="session")
+def ml_small(spark, settings: Settings, data_dir) -> Ingested:
+    """ml-latest-small replayed into the session's ratings topic and ingested into its
+    keyspace (ratings, and movies metadata for enrichment)."""
+    import time
+    import uuid
+
+    from data_loading.datasets import locate
+    from data_loading.metadata import load_metadata
+    from data_loading.replay import replay
+    from recommender.clients import cassandra_session
+    from recommender.ingest import start_ingest
+    from recommender.schema import ensure_schema
+    from recommender.topics import ensure_topics
+
+    ensure_topics(settings, settings.kafka.ratings_topic, settings.kafka.ratings_dlq_topic)
+    session = cassandra_session(settings.cassandra)
+    ensure_schema(session, settings)
+    session.cluster.shutdown()
+    started_ms = int(time.time() * 1000)
+    dataset = locate("ml-latest-small", data_dir)
+    load_metadata(settings, dataset)
+    result = replay(settings, dataset.ratings(), resume=False)
+    start_ingest(spark, settings, available_now=True,
+                 query_name=f"ingest-{uuid.uuid4().hex[:6]}").awaitTermination()
+    return Ingested(settings, result.acked, started_ms)
+
+
+@pytest.fixture(scope="session")
+def trained(spark, ml_small: Ingested) -> str:
+    """An explicit ALS model trained on the ingested ratings and promoted: its version."""
+    from recommender.train import data, pipeline
+
+    settings = ml_small.settings
+    ratings = data.read_cassandra(spark, settings.cassandra.keyspace)
+    result = pipeline.run(ratings, settings, pipeline.TrainOptions(mode="explicit"),
+                          source="cassandra")
+    assert result.decision.accepted, result.decision
+    return result.version

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from fastapi import FastAPI
 
 from recommender.clients import elasticsearch_client
 from recommender.dashboard import data, kibana, kibana_check, kibana_query, report
-from recommender.dashboard.panels import PANELS, THROUGHPUT
+from recommender.dashboard.panels import PANELS, THROUGHPUT, Source
 from recommender.dashboard.routes import dashboard_settings, router
 from recommender.settings import Settings
 from tests.integration import dashboard_data
@@ -91,6 +92,13 @@ def test_an_empty_window_is_no_data_not_an_error(es, loaded):
     results = data.fetch_panels(es, [p for p in PANELS if p.dashboard == "predictions"],
                                 now_ms=future)
     assert {r["status"] for r in results} == {"empty"}
+
+
+def test_a_missing_index_is_no_data_not_an_error(es, run_id):
+    """user-taste before its first write: the histogram's range request and its buckets."""
+    missing = Source("missing", "Missing", f"it-{run_id}-no-such-index", None)
+    panels = [replace(p, source=missing) for p in PANELS if p.dashboard == "users"]
+    assert {r["status"] for r in data.fetch_panels(es, panels)} == {"empty"}
 
 
 @contextmanager

@@ -55,13 +55,9 @@ def drain(spark, settings: Settings) -> None:
 
 
 def test_ml_latest_small_lands_exactly_once_in_cassandra_and_elasticsearch(
-        spark, settings: Settings, data_dir, stack):
-    prepare(settings)
-    started_ms = int(time.time() * 1000)
-    dataset = locate("ml-latest-small", data_dir)
-    result = replay(settings, dataset.ratings(), resume=False)
-    assert result.acked == ML_SMALL_RATINGS
-    drain(spark, settings)
+        spark, ml_small, data_dir):
+    settings = ml_small.settings
+    assert ml_small.replayed == ML_SMALL_RATINGS
     assert cassandra_count(spark, settings) == ML_SMALL_RATINGS
     [row] = (spark.read.format(CASSANDRA)
              .options(keyspace=settings.cassandra.keyspace, table="ratings").load()
@@ -72,10 +68,10 @@ def test_ml_latest_small_lands_exactly_once_in_cassandra_and_elasticsearch(
     es.indices.refresh(index="ratings-*")
     indexed = es.count(index="ratings-*", query={"bool": {"filter": [
         {"term": {"source": "ml-latest-small"}},
-        {"range": {"ingested_at": {"gte": started_ms}}}]}})["count"]
+        {"range": {"ingested_at": {"gte": ml_small.started_ms}}}]}})["count"]
     assert indexed == ML_SMALL_RATINGS
     # Replaying the same events again changes nothing downstream.
-    replay(settings, dataset.ratings(), resume=False, limit=1000)
+    replay(settings, locate("ml-latest-small", data_dir).ratings(), resume=False, limit=1000)
     drain(spark, settings)
     assert cassandra_count(spark, settings) == ML_SMALL_RATINGS
 

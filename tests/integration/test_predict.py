@@ -1,0 +1,255 @@
+"""The real-time predictor against the real stack: requests in, enriched predictions out."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import defaultdict
+
+import pytest
+
+from recommender.clients import cassandra_session, kafka_consumer, kafka_producer
+from recommender.predict.job import Predictor
+from recommender.predict.rollover import rollover, running_instances, stop_instance
+from recommender.settings import Settings, as_env
+from recommender.topics import ensure_topics
+from recommender.train.registry import ModelRegistry
+
+TOY_STORY = 1
+NEW_USER, NO_HISTORY_USER = 900_001, 900_002
+
+
+def private(settings: Settings, name: str) -> Settings:
+    """Own request/prediction topics, consumer group and checkpoints for one test."""
+    suffix = f"{name}-{uuid.uuid4().hex[:6]}"
+    kafka = settings.kafka.model_copy(update={
+        "requests_topic": f"it-{suffix}-requests", "requests_dlq_topic": f"it-{suffix}-rdlq",
+        "predictions_topic": f"it-{suffix}-predictions", "predictor_group": f"it-{suffix}"})
+    spark = settings.spark.model_copy(update={
+        "checkpoint_dir": settings.spark.checkpoint_dir / suffix,
+        "max_offsets_per_trigger": 2000})
+    own = settings.model_copy(update={"kafka": kafka, "spark": spark})
+    ensure_topics(own, kafka.requests_topic, kafka.requests_dlq_topic, kafka.predictions_topic)
+    return own
+
+
+def send(settings: Settings, requests: list[dict | bytes]) -> None:
+    producer = kafka_producer(settings.kafka)
+    for req in requests:
+        value = req if isinstance(req, bytes) else json.dumps(
+            {"requested_at": int(time.time() * 1000), **req}).encode()
+        producer.send(settings.kafka.requests_topic, key=b"k", value=value)
+    producer.flush()
+    producer.close()
+
+
+def collect(settings: Settings, topic: str, until, timeout_s: float = 240) -> list[dict]:
+    """Read ``topic`` from the start until ``until(records)`` holds."""
+    consumer = kafka_consumer(settings.kafka, topic, group_id=None, consumer_timeout_ms=1000)
+    records: list[dict] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not until(records):
+            assert time.monotonic() < deadline, f"gave up waiting on {topic}: {records[-3:]}"
+            for message in consumer:
+                value = json.loads(message.value)
+                value["_kafka_ts"] = message.timestamp
+                records.append(value)
+    finally:
+        consumer.close()
+    return records
+
+
+def answered(ids: set[str]):
+    return lambda records: ids <= {r["request_id"] for r in records}
+
+
+@pytest.fixture(scope="module")
+def live(spark, ml_small, trained):
+    """A predictor running in this process on its own topics, with a new user and a
+    history-less user prepared in Cassandra."""
+    own = private(ml_small.settings, "live")
+    session = cassandra_session(own.cassandra, keyspace=own.cassandra.keyspace)
+    for movie, rating in ((TOY_STORY, 5.0), (260, 5.0), (1196, 4.5)):
+        session.execute("INSERT INTO ratings (user_id, movie_id, rating) VALUES (%s, %s, %s)",
+                        (NEW_USER, movie, rating))
+    session.cluster.shutdown()
+    predictor = Predictor(spark, own)
+    query = predictor.start()
+    yield own, predictor
+    query.stop()
+
+
+def test_pair_and_top_k_requests_are_answered_with_enrichment(live, trained):
+    settings, _ = live
+    send(settings, [{"request_id": "pair", "user_id": 1, "movie_id": TOY_STORY},
+                    {"request_id": "top", "user_id": 1, "k": 5, "exclude": [2571]}])
+    records = collect(settings, settings.kafka.predictions_topic, answered({"pair", "top"}))
+    [pair] = [r for r in records if r["request_id"] == "pair"]
+    assert (pair["title"], pair["year"]) == ("Toy Story", 1995)
+    assert "Animation" in pair["genres"]
+    assert 0.5 <= pair["predicted_rating"] <= 5.0
+    assert (pair["strategy"], pair["model_version"], pair["rank"]) == ("als", trained, None)
+    assert pair["requested_at"] <= pair["predicted_at"]
+    top = sorted((r for r in records if r["request_id"] == "top"), key=lambda r: r["rank"])
+    assert [r["rank"] for r in top] == [1, 2, 3, 4, 5]
+    scores = [r["score"] for r in top]
+    assert scores == sorted(scores, reverse=True)
+    seen = seen_movies(settings, 1) | {2571}
+    assert not {r["movie_id"] for r in top} & seen
+    assert all(r["title"] and r["model_version"] == trained for r in top)
+
+
+def seen_movies(settings: Settings, user_id: int) -> set[int]:
+    session = cassandra_session(settings.cassandra, keyspace=settings.cassandra.keyspace)
+    rows = session.execute("SELECT movie_id FROM ratings WHERE user_id = %s", (user_id,))
+    seen = {r.movie_id for r in rows}
+    session.cluster.shutdown()
+    return seen
+
+
+def test_cold_start_paths_fold_in_popular_and_unknown_movie(live):
+    settings, _ = live
+    send(settings, [{"request_id": "new", "user_id": NEW_USER, "k": 3},
+                    {"request_id": "none", "user_id": NO_HISTORY_USER, "k": 3},
+                    {"request_id": "ghost", "user_id": 1, "movie_id": 99_999_999}])
+    records = collect(settings, settings.kafka.predictions_topic,
+                      answered({"new", "none", "ghost"}))
+    by_id = defaultdict(list)
+    for r in records:
+        by_id[r["request_id"]].append(r)
+    assert {r["strategy"] for r in by_id["new"]} == {"fold-in"}
+    assert not {r["movie_id"] for r in by_id["new"]} & {TOY_STORY, 260, 1196}
+    assert {r["strategy"] for r in by_id["none"]} == {"popular"}
+    assert len(by_id["none"]) == 3
+    [ghost] = by_id["ghost"]
+    assert ghost["predicted_rating"] is None and "unknown movie_id" in ghost["reason"]
+
+
+BAD_REQUESTS = {
+    b"nope": "malformed JSON",
+    b'{"request_id": "b1", "user_id": 1}': "movie_id or k",
+    b'{"request_id": "b2", "user_id": 1, "k": -3}': "k must be between",
+    b'{"request_id": "b3", "user_id": 1, "k": 100000}': "k must be between",
+    b'{"request_id": "b4", "user_id": "x", "k": 3}': "wrong type",
+    b'{"request_id": "b5", "user_id": 1, "k": 3, "movieId": 5}': "unknown field",
+    b'{"request_id": "b6", "user_id": 1, "movie_id": 3, "k": 3}': "not both",
+    b'{"user_id": 1, "k": 3}': "missing field: request_id",
+    (b'{"request_id": "b7", "user_id": 1, "k": 3, "exclude": ['
+     + b",".join(b"%d" % i for i in range(1, 2002)) + b"]}"): "exclude lists at most",
+}
+
+
+def test_malformed_requests_go_to_the_dead_letter_topic(live):
+    settings, _ = live
+    send(settings, [*BAD_REQUESTS, {"request_id": "after-bad", "user_id": 1, "k": 1}])
+    collect(settings, settings.kafka.predictions_topic, answered({"after-bad"}))
+    letters = collect(settings, settings.kafka.requests_dlq_topic,
+                      lambda rs: len(rs) >= len(BAD_REQUESTS))
+    assert len(letters) == len(BAD_REQUESTS)
+    for letter in letters:
+        expected = BAD_REQUESTS[letter["raw"].encode()]
+        assert expected in letter["reason"], (letter["raw"][:80], letter["reason"])
+
+
+def test_hot_reload_switches_model_version_without_restart(live, trained):
+    settings, _ = live
+    registry = ModelRegistry(settings.model.models_dir)
+    successor = registry.new_version()
+    shutil.copytree(registry.version_dir(trained), registry.path(successor))
+    meta_path = registry.path(successor) / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "version": successor}))
+    registry.promote(successor, force=True)
+    try:
+        send(settings, [{"request_id": "after-promote", "user_id": 1, "movie_id": TOY_STORY}])
+        records = collect(settings, settings.kafka.predictions_topic, answered({"after-promote"}))
+        [after] = [r for r in records if r["request_id"] == "after-promote"]
+        assert after["model_version"] == successor
+    finally:
+        registry.promote(trained, force=True)
+
+
+def predictor_process(settings: Settings, log, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "recommender", "predict", *args],
+                            env=as_env(settings), stdout=open(log, "ab"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def test_killed_predictor_restarted_answers_every_request(ml_small, trained, tmp_path):
+    settings = private(ml_small.settings, "kill")
+    ids = [f"k{i}" for i in range(3000)]
+    send(settings, [{"request_id": i, "user_id": 1 + n % 600, "movie_id": TOY_STORY}
+                    for n, i in enumerate(ids)])
+    log = tmp_path / "predict.log"
+    job = predictor_process(settings, log)
+    collect(settings, settings.kafka.predictions_topic, lambda rs: len(rs) > 0, timeout_s=300)
+    job.send_signal(signal.SIGKILL)
+    job.wait()
+    job = predictor_process(settings, log)
+    try:
+        records = collect(settings, settings.kafka.predictions_topic, answered(set(ids)),
+                          timeout_s=300)
+    finally:
+        job.send_signal(signal.SIGTERM)
+        job.wait(timeout=120)
+    assert {r["request_id"] for r in records} == set(ids)
+
+
+def test_rollover_under_steady_load_answers_everything_and_switches_version(
+        ml_small, trained, tmp_path):
+    settings = private(ml_small.settings, "roll")
+    registry = ModelRegistry(settings.model.models_dir)
+    target = registry.new_version()
+    shutil.copytree(registry.version_dir(trained), registry.path(target))
+    meta_path = registry.path(target) / "metadata.json"
+    meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "version": target}))
+    old = predictor_process(settings, tmp_path / "old.log", "--instance", "old")
+    sent: list[str] = []
+    switched_at: list[int] = []
+    stop = threading.Event()
+
+    def steady_stream() -> None:
+        n = 0
+        while not stop.is_set():
+            batch = [f"r{n + i}" for i in range(20)]
+            send(settings, [{"request_id": i, "user_id": 1, "movie_id": TOY_STORY}
+                            for i in batch])
+            sent.extend(batch)
+            n += len(batch)
+            time.sleep(0.2)
+
+    stream = threading.Thread(target=steady_stream)
+    try:
+        collect(settings, settings.kafka.predictions_topic, lambda rs: len(rs) > 0,
+                timeout_s=300)
+        stream.start()
+        report = rollover(settings, target, timeout_s=400)
+        switched_at.append(len(sent))
+        time.sleep(10)
+    finally:
+        stop.set()
+        if stream.is_alive():
+            stream.join()
+        if old.poll() is None:
+            old.terminate()
+    assert report.predecessors == ["old"] and report.version == target
+    records = collect(settings, settings.kafka.predictions_topic, answered(set(sent)),
+                      timeout_s=300)
+    final = {}
+    for r in sorted(records, key=lambda r: r["_kafka_ts"]):
+        final[r["request_id"]] = r
+    assert set(final) == set(sent)
+    after_switch = sent[switched_at[0]:]
+    assert after_switch, "no request was sent after the switch"
+    assert {final[i]["model_version"] for i in after_switch} == {target}
+    assert registry.current_version() == target
+    for state in running_instances(settings):
+        stop_instance(state)
+    registry.promote(trained, force=True)
