@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from recommender.cli import generate, ingest, load, predict, ship, stack
+from recommender.cli import demo, generate, ingest, load, predict, ship, stack
 
 app = typer.Typer(
     name="recommender",
@@ -22,6 +22,7 @@ app.command()(ingest.ingest)
 app.command()(predict.predict)
 app.command()(predict.rollover)
 app.command()(ship.ship)
+app.command()(demo.demo)
 
 
 def main() -> None:

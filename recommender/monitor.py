@@ -1,0 +1,111 @@
+"""Live pipeline figures from the systems themselves: Kafka offsets, consumer-group lag,
+Elasticsearch aggregations and the model registry. Used by the demo's terminal view.
+
+Rates are deltas of topic end offsets between two samples, so they count what really
+reached Kafka, whichever process produced it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from recommender import contracts
+from recommender.clients import elasticsearch_client, kafka_admin, kafka_consumer
+from recommender.settings import Settings
+
+
+@dataclass
+class Sample:
+    at: float
+    end_offsets: dict[str, int]
+    predictor_lag: int | None
+    latency_ms: dict[str, float | None]
+    predictions_indexed: int | None
+    ratings_indexed: int | None
+    model_version: str | None
+
+
+@dataclass
+class Rates:
+    ratings_per_s: float = 0.0
+    requests_per_s: float = 0.0
+    predictions_per_s: float = 0.0
+
+
+@dataclass
+class PipelineMonitor:
+    settings: Settings
+    previous: Sample | None = None
+    rates: Rates = field(default_factory=Rates)
+
+    def sample(self) -> Sample:
+        kafka = self.settings.kafka
+        topics = [kafka.ratings_topic, kafka.requests_topic, kafka.predictions_topic]
+        ends = self.end_offsets(topics)
+        now = time.monotonic()
+        current = Sample(now, ends, self.predictor_lag(ends.get(kafka.requests_topic)),
+                         *self.elasticsearch_figures(), self.model_version())
+        if self.previous is not None:
+            dt = max(now - self.previous.at, 1e-6)
+            delta = {t: ends.get(t, 0) - self.previous.end_offsets.get(t, 0) for t in topics}
+            self.rates = Rates(delta[kafka.ratings_topic] / dt, delta[kafka.requests_topic] / dt,
+                               delta[kafka.predictions_topic] / dt)
+        self.previous = current
+        return current
+
+    def end_offsets(self, topics: list[str]) -> dict[str, int]:
+        from kafka import TopicPartition
+
+        consumer = kafka_consumer(self.settings.kafka, group_id=None)
+        try:
+            totals = {}
+            for topic in topics:
+                parts = consumer.partitions_for_topic(topic) or set()
+                offsets = consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+                totals[topic] = sum(offsets.values())
+            return totals
+        finally:
+            consumer.close()
+
+    def predictor_lag(self, requests_end: int | None) -> int | None:
+        if requests_end is None:
+            return None
+        kafka = self.settings.kafka
+        admin = kafka_admin(kafka)
+        try:
+            groups = admin.list_group_offsets({kafka.predictor_group: None})
+        except Exception:  # noqa: BLE001 - no group yet: lag unknown, not an error
+            return None
+        finally:
+            admin.close()
+        committed = groups.get(kafka.predictor_group, groups)
+        done = sum(m.offset for tp, m in committed.items()
+                   if tp.topic == kafka.requests_topic and m.offset >= 0)
+        return requests_end - done
+
+    def elasticsearch_figures(self) -> tuple[dict[str, float | None], int | None, int | None]:
+        es = elasticsearch_client(self.settings.elasticsearch, request_timeout=5)
+        try:
+            body: dict[str, Any] = es.search(
+                index=contracts.PREDICTIONS_ALIAS, size=0, ignore_unavailable=True,
+                query={"range": {"predicted_at": {"gte": "now-1m"}}},
+                aggs={"latency": {"percentiles": {"field": "latency_ms",
+                                                  "percents": [50, 95, 99]}}})
+            values = body.get("aggregations", {}).get("latency", {}).get("values", {})
+            latency = {f"p{int(float(k))}": v for k, v in values.items()}
+            predictions = es.count(index=contracts.PREDICTIONS_ALIAS,
+                                   ignore_unavailable=True)["count"]
+            ratings = es.count(index=f"{contracts.RATINGS_INDEX_PREFIX}*",
+                               ignore_unavailable=True)["count"]
+            return latency, predictions, ratings
+        except Exception:  # noqa: BLE001 - the view shows "-" while ES is unavailable
+            return {}, None, None
+        finally:
+            es.close()
+
+    def model_version(self) -> str | None:
+        from recommender.train.registry import ModelRegistry
+
+        return ModelRegistry(self.settings.model.models_dir).current_version()
