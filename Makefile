@@ -5,6 +5,8 @@ BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.installed
 DATA_DIR  ?= $(abspath ../shared/data)
 export RECOMMENDER_DATA__DATA_DIR ?= $(DATA_DIR)
+CHROMIUM  := /usr/bin/chromium
+SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help bootstrap stack-up stack-down demo test lint bench clean
 
@@ -17,8 +19,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev,bench]'
 	touch $(STAMP)
 
-bootstrap: $(STAMP)  ## virtualenv, pip install, and the Maven fetch of service and Spark jars
+bootstrap: $(STAMP) $(CHROMIUM)  ## venv, pip install, Maven fetch of the jars, Chromium for the dashboard tests
 	$(BIN)/recommender stack fetch
+
+$(CHROMIUM):
+	$(SUDO) apt-get update
+	$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
 
 stack-up: bootstrap  ## start Kafka, Cassandra and Elasticsearch
 	$(BIN)/recommender stack up

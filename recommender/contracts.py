@@ -209,7 +209,8 @@ def movie_vectors_mapping(rank: int) -> dict[str, Any]:
         "properties": {
             "movie_id": _ID, "title": _TITLE, "year": {"type": "integer"}, "genres": _ID,
             "model_version": _ID,
+            # flat: exact kNN, so ES ranks exactly like the model (HNSW missed items in tests)
             "vector": {"type": "dense_vector", "dims": rank, "index": True,
-                       "similarity": "max_inner_product"},
+                       "similarity": "max_inner_product", "index_options": {"type": "flat"}},
         },
     }

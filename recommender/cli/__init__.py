@@ -1,28 +1,47 @@
-"""The ``recommender`` command: one sub-command per pipeline stage. This module only
-assembles; each command group lives in its own module of this package."""
+"""The ``recommender`` command: one sub-command per pipeline stage, listed in pipeline order.
+This module only assembles; each command group lives in its own module of this package."""
 
 from __future__ import annotations
 
 import typer
 
-from recommender.cli import demo, generate, ingest, load, predict, ship, stack
+from recommender.cli import (
+    dashboards,
+    demo,
+    es,
+    generate,
+    ingest,
+    load,
+    predict,
+    report,
+    serve,
+    ship,
+    stack,
+    train,
+)
 
 app = typer.Typer(
     name="recommender",
     help="Real-time movie recommendations: Kafka -> Spark -> Cassandra/Elasticsearch.\n\n"
-    "Start with `recommender stack up`, then `recommender demo`. Settings come from "
-    "RECOMMENDER_* environment variables or recommender.toml (see README).",
+    "New here? `recommender demo` runs everything. Settings come from RECOMMENDER_* "
+    "environment variables or recommender.toml (see README).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+app.command()(demo.demo)
 app.add_typer(stack.app, name="stack")
 app.add_typer(load.app, name="load")
 app.command("generate")(generate.generate)
 app.command()(ingest.ingest)
+app.command()(train.train)
+app.add_typer(train.models, name="models")
 app.command()(predict.predict)
 app.command()(predict.rollover)
 app.command()(ship.ship)
-app.command()(demo.demo)
+app.add_typer(es.app, name="es")
+app.command()(serve.serve)
+app.add_typer(dashboards.app, name="dashboards")
+app.command()(report.report)
 
 
 def main() -> None:

@@ -201,9 +201,11 @@ class ElasticsearchService(Service):
             es.close()
 
     def server_version(self) -> str:
+        """From the node itself: this distribution has no ``GET /`` (the rest-root module)."""
         es = self.client()
         try:
-            return es.info()["version"]["number"]
+            nodes = es.nodes.info(node_id="_local", metric="_none")["nodes"]
+            return next(iter(nodes.values()))["version"]
         except Exception:  # noqa: BLE001 - went down between ready() and now
             return self.version
         finally:
