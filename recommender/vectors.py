@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -31,6 +32,10 @@ from recommender.train.artifacts import ModelArtifacts
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
+
+    from recommender.settings import Settings
+
+log = logging.getLogger(__name__)
 
 MovieInfo = tuple[str | None, int | None, list[str]]
 BULK_CHUNK = 1000
@@ -186,3 +191,49 @@ def movies_from_cassandra(session: Any, keyspace: str) -> dict[int, MovieInfo]:
     """The catalogue from ``<keyspace>.movies`` (the system of record the predictor reads)."""
     rows = session.execute(f"SELECT movie_id, title, year, genres FROM {keyspace}.movies")
     return {int(r.movie_id): (r.title, r.year, list(r.genres or [])) for r in rows}
+
+
+def catalogue(settings: Settings) -> dict[int, MovieInfo]:
+    """The catalogue from Cassandra; the dataset files when the table is missing or empty."""
+    from cassandra import InvalidRequest
+
+    from recommender.clients import cassandra_session
+    from recommender.serve.backends import cassandra_errors
+
+    movies: dict[int, MovieInfo] = {}
+    with cassandra_errors(settings):
+        session = cassandra_session(settings.cassandra)
+        try:
+            movies = movies_from_cassandra(session, settings.cassandra.keyspace)
+        except InvalidRequest:  # no keyspace or table yet: nothing was ingested
+            movies = {}
+        finally:
+            session.cluster.shutdown()
+    if movies:
+        return movies
+    from data_loading.datasets import locate
+
+    log.warning("no movies in Cassandra %s.movies: titles come from the %s files",
+                settings.cassandra.keyspace, settings.data.dataset)
+    return movie_infos(locate(settings.data.dataset, settings.data.data_dir).movies())
+
+
+def publish_version(settings: Settings, version: str | None = None,
+                    alias: str = MOVIE_VECTORS_ALIAS) -> tuple[str, str, int]:
+    """Publish ``version`` (default CURRENT) for kNN: every promotion path calls this, so
+    the API's kNN ranks with the model that is current. Returns (version, index, movies)."""
+    from recommender.clients import elasticsearch_client
+    from recommender.errors import ModelError
+    from recommender.serve.backends import es_errors
+    from recommender.train.registry import ModelRegistry
+
+    registry = ModelRegistry.from_settings(settings.model)
+    version = version or registry.current_version()
+    if version is None:
+        raise ModelError(f"no model is promoted in {registry.root}: run `recommender train` "
+                         "or give --version")
+    artifacts = registry.load(version)
+    with es_errors(settings):
+        index = publish_movie_vectors(elasticsearch_client(settings.elasticsearch), artifacts,
+                                      catalogue(settings), alias=alias)
+    return version, index, len(artifacts.item_ids)

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import typer
 
 from recommender.cli.common import JsonOption, console, exits_cleanly, print_json
 from recommender.contracts import MOVIE_VECTORS_ALIAS
-from recommender.settings import Settings, get_settings
-
-if TYPE_CHECKING:
-    from recommender.vectors import MovieInfo
+from recommender.settings import get_settings
 
 app = typer.Typer(help="Set up and maintain the Elasticsearch indices.", no_args_is_help=True)
 
@@ -50,28 +45,14 @@ def publish_vectors(
     else the dataset files), then moves the alias atomically and deletes older indices.
     Promotion and rollback do this themselves; use it after a manual change or a failure.
     """
-    from recommender.clients import elasticsearch_client
-    from recommender.errors import ModelError
-    from recommender.serve.backends import es_errors
-    from recommender.train.registry import ModelRegistry
-    from recommender.vectors import publish_movie_vectors
+    from recommender.vectors import publish_version
 
     settings = get_settings()
-    registry = ModelRegistry.from_settings(settings.model)
-    version = version or registry.current_version()
-    if version is None:
-        raise ModelError(f"no model is promoted in {registry.root}: run `recommender train` "
-                         "or give --version")
-    artifacts = registry.load(version)
-    movies = _movies(settings)
-    with es_errors(settings):
-        index = publish_movie_vectors(elasticsearch_client(settings.elasticsearch), artifacts,
-                                      movies, alias=alias)
+    version, index, count = publish_version(settings, version, alias=alias)
     if json:
-        print_json({"index": index, "version": version, "movies": len(artifacts.item_ids)})
+        print_json({"index": index, "version": version, "movies": count})
     else:
-        console.print(f"published {len(artifacts.item_ids)} movie vectors of {version} "
-                      f"as {index}")
+        console.print(f"published {count} movie vectors of {version} as {index}")
 
 
 @app.command()
@@ -95,29 +76,3 @@ def retention(
     else:
         console.print(f"deleted {len(deleted)} index(es) older than {days} days: "
                       f"{', '.join(deleted) or '-'}")
-
-
-def _movies(settings: Settings) -> dict[int, MovieInfo]:
-    """The catalogue from Cassandra; the dataset files when the table is missing or empty."""
-    from cassandra import InvalidRequest
-
-    from recommender.clients import cassandra_session
-    from recommender.serve.backends import cassandra_errors
-    from recommender.vectors import movie_infos, movies_from_cassandra
-
-    movies: dict[int, MovieInfo] = {}
-    with cassandra_errors(settings):
-        session = cassandra_session(settings.cassandra)
-        try:
-            movies = movies_from_cassandra(session, settings.cassandra.keyspace)
-        except InvalidRequest:  # no keyspace or table yet: nothing was ingested
-            movies = {}
-        finally:
-            session.cluster.shutdown()
-    if movies:
-        return movies
-    from data_loading.datasets import locate
-
-    console.print(f"no movies in Cassandra {settings.cassandra.keyspace}.movies: reading "
-                  f"titles from the {settings.data.dataset} files")
-    return movie_infos(locate(settings.data.dataset, settings.data.data_dir).movies())
