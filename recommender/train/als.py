@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import itertools
 import random
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -105,7 +107,19 @@ def build(params: AlsParams) -> ALS:
                numUserBlocks=_blocks(), numItemBlocks=_blocks())
 
 
-def fit(train: DataFrame, params: AlsParams) -> ALSModel:
+def fit(train: DataFrame, params: AlsParams,
+        checkpoint_dir: Path | str | None = None) -> ALSModel:
+    """Fit ALS on ``train``.
+
+    Spark ALS checkpoints its factor RDDs every 10 iterations, but only when the context has
+    a checkpoint directory; without one the lineage of 15-20 iterations overflows the JVM
+    stack and kills the driver. So one is always set: ``checkpoint_dir``, else a temp dir.
+    """
+    sc = train.sparkSession.sparkContext
+    if sc.getCheckpointDir() is None:
+        target = Path(checkpoint_dir) if checkpoint_dir else Path(tempfile.mkdtemp(prefix="als-"))
+        target.mkdir(parents=True, exist_ok=True)
+        sc.setCheckpointDir(str(target))
     return build(params).fit(train)
 
 
@@ -121,9 +135,9 @@ def factors(model: ALSModel, implicit: bool) -> Factors:
 
 def tune(train: DataFrame, score: Callable[[Factors], float], base: AlsParams,
          space: SearchSpace | None = None, method: SearchMethod = "grid", trials: int = 8,
-         higher_is_better: bool = True,
-         metric: str = "score",
-         on_trial: Callable[[Trial], None] | None = None) -> TuneResult:
+         higher_is_better: bool = True, metric: str = "score",
+         on_trial: Callable[[Trial], None] | None = None,
+         checkpoint_dir: Path | str | None = None) -> TuneResult:
     """Fit every candidate (``grid``) or ``trials`` seeded random ones (``random``) on
     ``train`` and keep the one ``score`` rates best on the validation data it closes over."""
     candidates = (space or SearchSpace()).candidates(base)
@@ -132,7 +146,7 @@ def tune(train: DataFrame, score: Callable[[Factors], float], base: AlsParams,
     results: list[Trial] = []
     for params in candidates:
         started = time.perf_counter()
-        model = fit(train, params)
+        model = fit(train, params, checkpoint_dir)
         trial = Trial(params, score(factors(model, params.implicit_prefs)),
                       time.perf_counter() - started)
         results.append(trial)

@@ -153,9 +153,9 @@ def _candidate(train: DataFrame, holdout: evaluate.HoldOut, settings: Settings,
     tic = time.perf_counter()
     tuning = None
     if opts.tune:
-        tuning = _tune(train, params, opts, settings.model.seed, users, on_event)
+        tuning = _tune(train, params, opts, settings, users, on_event)
         params = tuning.best
-    model = als.fit(train, params)
+    model = als.fit(train, params, settings.spark.checkpoint_dir / "als")
     factors = als.factors(model, implicit)
     fit_s = time.perf_counter() - tic
     tic = time.perf_counter()
@@ -168,10 +168,11 @@ def _candidate(train: DataFrame, holdout: evaluate.HoldOut, settings: Settings,
     return Candidate(params, model, factors, metrics, results, tuning, fit_s, eval_s)
 
 
-def _tune(train: DataFrame, base: als.AlsParams, opts: TrainOptions, seed: int, users: int,
-          on_event: Callable[[str], None]) -> als.TuneResult:
+def _tune(train: DataFrame, base: als.AlsParams, opts: TrainOptions, settings: Settings,
+          users: int, on_event: Callable[[str], None]) -> als.TuneResult:
     """Search on a validation split carved out of the training split (the test split stays
     untouched until the final evaluation)."""
+    seed = settings.model.seed
     metric = opts.tune_metric or ("rmse" if not base.implicit_prefs else f"ndcg_at_{opts.k}")
     sub, valid = data.split(train, opts.split, opts.test_fraction, seed + 1)
     sub = sub.persist()
@@ -188,7 +189,8 @@ def _tune(train: DataFrame, base: als.AlsParams, opts: TrainOptions, seed: int, 
                         on_trial=lambda t: on_event(
                             f"  trial rank={t.params.rank} reg={t.params.reg_param} "
                             f"iter={t.params.max_iter} alpha={t.params.alpha}: "
-                            f"{metric}={t.score:.4f} ({t.seconds:.1f}s)"))
+                            f"{metric}={t.score:.4f} ({t.seconds:.1f}s)"),
+                        checkpoint_dir=settings.spark.checkpoint_dir / "als")
     finally:
         sub.unpersist()
 

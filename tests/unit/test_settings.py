@@ -1,0 +1,36 @@
+"""Settings: defaults in code, the reference TOML, and environment binding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from recommender.settings import Settings, as_env
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "recommender.example.toml"
+
+
+def test_reference_config_holds_the_defaults(monkeypatch):
+    monkeypatch.setenv("RECOMMENDER_CONFIG", str(EXAMPLE))
+    assert Settings() == Settings(_env_file=None)
+
+
+def test_toml_overrides_defaults_and_environment_overrides_toml(monkeypatch, tmp_path):
+    config = tmp_path / "recommender.toml"
+    config.write_text('[kafka]\nbootstrap_servers = "b1:9092,b2:9092"\n'
+                      '[spark]\nmaster = "spark://m:7077"\n')
+    monkeypatch.setenv("RECOMMENDER_CONFIG", str(config))
+    monkeypatch.setenv("RECOMMENDER_SPARK__MASTER", "yarn")
+    monkeypatch.setenv("RECOMMENDER_CASSANDRA__CONTACT_POINTS", '["c1", "c2"]')
+    settings = Settings()
+    assert settings.kafka.bootstrap_servers == "b1:9092,b2:9092"
+    assert settings.spark.master == "yarn"
+    assert settings.cassandra.contact_points == ["c1", "c2"]
+    assert settings.cassandra.keyspace == "movielens"
+
+
+def test_as_env_round_trips_through_a_child_process_environment(monkeypatch):
+    original = Settings(kafka={"ratings_topic": "t", "sasl_password": "s3cret"},
+                        spark={"extra_conf": {"spark.x": "1"}}, api={"cors_origins": ["a"]})
+    for key, value in as_env(original, base={}).items():
+        monkeypatch.setenv(key, value)
+    assert Settings() == original
