@@ -1,0 +1,462 @@
+"""What every benchmark shares: private names and their cleanup, machine facts and versions,
+peak memory of the processes involved, targets and the result envelope.
+
+Private names: a run owns Kafka topics ``bench-<name>-<run>-*``, Cassandra keyspaces
+``bench_<name>_<run>``, Elasticsearch indices ``bench-<name>-<run>-*``, consumer groups, Spark
+checkpoints and model registries under one temp directory. ``Workspace.close`` removes all of
+them, so a benchmark never reads or writes a demo's data and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from recommender.settings import Settings
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO / "bench" / "results"
+DEFAULT_DATA_DIR = REPO.parent / "shared" / "data"
+MIB = 1024 * 1024
+
+
+def base_settings() -> Settings:
+    """The process settings (env, TOML, defaults), with the shared MovieLens copy beside the
+    checkout as the data directory when none is configured."""
+    settings = Settings()
+    if settings.data.data_dir is None and (DEFAULT_DATA_DIR / "ml-latest-small").is_dir():
+        settings = settings.model_copy(update={
+            "data": settings.data.model_copy(update={"data_dir": DEFAULT_DATA_DIR})})
+    return settings
+
+
+def log(message: str) -> None:
+    print(f"[{datetime.now():%H:%M:%S}] {message}", flush=True)
+
+
+# --- private names and cleanup ------------------------------------------------------------
+
+
+class Workspace:
+    """One benchmark run's private names, scratch directory, Spark session and processes.
+
+    ``shared`` carries fixtures between benchmarks of one run (the ml-latest-small keyspace,
+    a trained model), so ``run_all`` loads and trains once; a benchmark run alone makes its own.
+    """
+
+    def __init__(self, base: Settings) -> None:
+        self.base = base
+        self.run_id = uuid.uuid4().hex[:8]
+        self.tmp = Path(tempfile.mkdtemp(prefix=f"bench-{self.run_id}-"))
+        self.topics: list[str] = []
+        self.keyspaces: list[str] = []
+        self.files: list[Path] = []
+        self.processes: list[subprocess.Popen] = []
+        self.on_close: list[Callable[[], None]] = []
+        self.shared: dict[str, Any] = {}
+        self._spark: SparkSession | None = None
+
+    def prefix(self, name: str) -> str:
+        return f"bench-{name}-{self.run_id}"
+
+    def settings(self, name: str, **sections: dict[str, Any]) -> Settings:
+        """``base`` with private topics, consumer groups, keyspace, checkpoints and registry;
+        ``sections`` updates further fields, e.g. ``spark={"max_offsets_per_trigger": 1}``."""
+        prefix = self.prefix(name)
+        topics = {"ratings_topic": f"{prefix}-ratings", "ratings_dlq_topic": f"{prefix}-ratings-dlq",
+                  "requests_topic": f"{prefix}-requests",
+                  "requests_dlq_topic": f"{prefix}-requests-dlq",
+                  "predictions_topic": f"{prefix}-predictions",
+                  "predictions_dlq_topic": f"{prefix}-predictions-dlq"}
+        self.topics += [t for t in topics.values() if t not in self.topics]
+        keyspace = f"bench_{name}_{self.run_id}".replace("-", "_")
+        if keyspace not in self.keyspaces:
+            self.keyspaces.append(keyspace)
+        root = self.tmp / name
+        updates: dict[str, dict[str, Any]] = {
+            "kafka": {**topics, "predictor_group": prefix, "shipper_group": prefix},
+            "cassandra": {"keyspace": keyspace},
+            "spark": {"checkpoint_dir": root / "checkpoints"},
+            "model": {"models_dir": root / "models"},
+        }
+        for section, fields in sections.items():
+            updates[section] = {**updates.get(section, {}), **fields}
+        return self.base.model_copy(update={
+            section: getattr(self.base, section).model_copy(update=fields)
+            for section, fields in updates.items()})
+
+    def topic(self, name: str, role: str) -> str:
+        """A further private topic name (registered for deletion)."""
+        topic = f"{self.prefix(name)}-{role}"
+        if topic not in self.topics:
+            self.topics.append(topic)
+        return topic
+
+    def spark(self) -> SparkSession:
+        """One SparkSession per run, started before any timing (the JVM start is not measured)."""
+        if self._spark is None:
+            from recommender.clients import spark_session
+
+            log("starting the Spark session (not measured)")
+            self._spark = spark_session(self.base, app_name="recommender-bench")
+        return self._spark
+
+    def start(self, cmd: list[str], log_file: Path, env: dict[str, str] | None = None,
+              ) -> subprocess.Popen:
+        """A child process in its own session (so it and its JVM stop together at close)."""
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_file, "ab") as out:
+            proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+        self.processes.append(proc)
+        return proc
+
+    def close(self) -> None:
+        """Stop what this run started and delete every private topic, keyspace and index."""
+        for hook in reversed(self.on_close):
+            _quietly(hook)
+        for proc in self.processes:
+            _quietly(lambda p=proc: stop_process(p))
+        if self._spark is not None:
+            _quietly(self._spark.stop)
+            self._spark = None
+        _quietly(self._delete_topics)
+        _quietly(self._drop_keyspaces)
+        _quietly(self._delete_es)
+        for path in self.files:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def _delete_topics(self) -> None:
+        from recommender.topics import delete_topics
+
+        deleted = delete_topics(self.base, *self.topics)
+        log(f"cleanup: deleted {len(deleted)} topics")
+
+    def _drop_keyspaces(self) -> None:
+        from recommender.clients import cassandra_session
+
+        session = cassandra_session(self.base.cassandra)
+        try:
+            for keyspace in self.keyspaces:
+                session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
+        finally:
+            session.cluster.shutdown()
+        log(f"cleanup: dropped keyspaces {', '.join(self.keyspaces) or 'none'}")
+
+    def _delete_es(self) -> None:
+        from recommender.clients import elasticsearch_client
+
+        es = elasticsearch_client(self.base.elasticsearch)
+        try:
+            pattern = f"bench-*-{self.run_id}*"
+            indices = list(es.indices.get(index=pattern, expand_wildcards="all",
+                                          ignore_unavailable=True, allow_no_indices=True))
+            if indices:  # destructive wildcards are refused: delete by name
+                es.indices.delete(index=",".join(indices))
+            templates = es.indices.get_index_template(name=pattern, ignore=404)
+            for template in templates.get("index_templates", []):
+                es.indices.delete_index_template(name=template["name"])
+            log(f"cleanup: deleted {len(indices)} Elasticsearch indices")
+        finally:
+            es.close()
+
+
+def _quietly(action: Callable[[], None]) -> None:
+    try:
+        action()
+    except Exception as exc:  # cleanup goes on; the reason is printed
+        log(f"cleanup step failed: {exc!r}")
+
+
+def stop_process(proc: subprocess.Popen, timeout_s: float = 60.0) -> None:
+    """SIGTERM the child's process group (it was started in its own session), then SIGKILL."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+
+
+_current: Workspace | None = None
+
+
+def workspace(settings: Settings | None = None) -> Workspace:
+    """The run's workspace, created on first use; ``close_workspace`` ends it."""
+    global _current
+    if _current is None:
+        _current = Workspace(settings or base_settings())
+    return _current
+
+
+def close_workspace() -> None:
+    global _current
+    if _current is not None:
+        _current.close()
+        _current = None
+
+
+def main(name: str) -> None:
+    """``python -m bench.<name> [--quick]``: one benchmark through ``run_all`` (its JSON
+    written, BENCHMARKS.md regenerated, everything private cleaned up)."""
+    import sys
+
+    from bench import run_all
+
+    raise SystemExit(run_all.main(["--only", name, *(a for a in sys.argv[1:] if a == "--quick")]))
+
+
+# --- machine, versions ----------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def machine() -> dict[str, Any]:
+    import psutil
+
+    model = None
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu_model": model or platform.processor() or None,
+        "cores_logical": os.cpu_count(),
+        "cores_physical": psutil.cpu_count(logical=False),
+        "ram_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "os": platform.platform(),
+    }
+
+
+@lru_cache(maxsize=1)
+def _versions(settings_json: str) -> dict[str, Any]:
+    settings = Settings.model_validate_json(settings_json)
+    out: dict[str, Any] = {"python": platform.python_version()}
+    with contextlib.suppress(Exception):
+        from recommender.stack.base import find_java
+
+        java = find_java(settings.stack)
+        text = subprocess.run([str(java), "-version"], capture_output=True, text=True,
+                              timeout=30).stderr
+        match = re.search(r'version "([^"]+)"', text)
+        out["java"] = match.group(1) if match else text.splitlines()[0]
+    with contextlib.suppress(Exception):
+        import pyspark
+
+        out["spark"] = pyspark.__version__
+    with contextlib.suppress(Exception):
+        from recommender.stack import manager
+
+        for status in manager.status(settings.stack):
+            out[status.name] = status.version
+    with contextlib.suppress(Exception):  # what actually answers, when it differs from the pin
+        from recommender.clients import elasticsearch_client
+
+        es = elasticsearch_client(settings.elasticsearch)
+        out["elasticsearch"] = es.info()["version"]["number"]
+        es.close()
+    with contextlib.suppress(Exception):
+        from recommender.clients import cassandra_session
+
+        session = cassandra_session(settings.cassandra)
+        out["cassandra"] = session.execute("SELECT release_version FROM system.local").one()[0]
+        session.cluster.shutdown()
+    for dist in ("kafka-python", "cassandra-driver", "elasticsearch", "numpy", "implicit",
+                 "fastapi", "uvicorn", "httpx", "psutil"):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            out[f"py:{dist}"] = importlib.metadata.version(dist)
+    return out
+
+
+def versions(settings: Settings) -> dict[str, Any]:
+    return dict(_versions(settings.model_dump_json()))
+
+
+# --- peak RSS -------------------------------------------------------------------------------
+
+
+class RssMonitor:
+    """Samples the resident set size of labelled process trees in a background thread and
+    keeps each label's peak. A tree excludes sub-trees tracked under another label, so the
+    benchmark process does not also count the predictor it started."""
+
+    def __init__(self, interval_s: float = 0.5) -> None:
+        self.interval_s = interval_s
+        self.roots: dict[str, tuple[int, bool]] = {}
+        self.peaks: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def track(self, label: str, pid: int, children: bool = True) -> None:
+        with self._lock:
+            self.roots[label] = (pid, children)
+
+    def track_stack(self, settings: Settings) -> None:
+        """Kafka, Cassandra and Elasticsearch, by the pids the stack manager knows."""
+        from recommender.stack import manager
+
+        for status in manager.status(settings.stack):
+            if status.pid:
+                self.track(status.name, status.pid)
+
+    def sample(self) -> None:
+        import psutil
+
+        with self._lock:
+            roots = dict(self.roots)
+        trees: dict[str, dict[int, Any]] = {}
+        for label, (pid, children) in roots.items():
+            try:
+                root = psutil.Process(pid)
+                procs = [root, *(root.children(recursive=True) if children else [])]
+            except psutil.Error:
+                continue
+            trees[label] = {p.pid: p for p in procs}
+        for label, tree in trees.items():
+            own = dict(tree)
+            for other, other_tree in trees.items():
+                if other != label and roots[other][0] in tree and roots[other][0] != roots[label][0]:
+                    for pid in other_tree:
+                        own.pop(pid, None)
+            rss = 0
+            for proc in own.values():
+                with contextlib.suppress(psutil.Error):
+                    rss += proc.memory_info().rss
+            if rss:
+                self.peaks[label] = max(self.peaks.get(label, 0), rss)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def __enter__(self) -> RssMonitor:
+        self.sample()
+        self._thread = threading.Thread(target=self._loop, name="rss-monitor", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.sample()
+
+    def result(self) -> dict[str, float]:
+        """Peak RSS per label in MiB."""
+        return {label: round(peak / MIB, 1) for label, peak in sorted(self.peaks.items())}
+
+
+# --- numbers, targets, envelope -------------------------------------------------------------
+
+
+def percentiles(values: Any) -> dict[str, float | int | None]:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.size == 0:
+        return {"n": 0, "p50": None, "p95": None, "p99": None, "max": None, "mean": None}
+    p50, p95, p99 = np.percentile(arr, [50, 95, 99])
+    return {"n": int(arr.size), "p50": round(float(p50), 2), "p95": round(float(p95), 2),
+            "p99": round(float(p99), 2), "max": round(float(arr.max()), 2),
+            "mean": round(float(arr.mean()), 2)}
+
+
+def target(name: str, value: float | None, goal: float, op: str = ">=", unit: str = "",
+           note: str | None = None) -> dict[str, Any]:
+    """One target from the issues: ``value op goal``; ``met`` is None when not measured."""
+    if op not in (">=", "<="):
+        raise ValueError(f"op must be >= or <=, not {op!r}")
+    met = None if value is None else bool(value >= goal if op == ">=" else value <= goal)
+    ratio = None if value is None or not goal else round(value / goal, 3)
+    return {"name": name, "value": None if value is None else round(float(value), 4),
+            "op": op, "goal": goal, "unit": unit, "met": met, "ratio": ratio, "note": note}
+
+
+def table(title: str, columns: list[str], rows: list[list[Any]]) -> dict[str, Any]:
+    return {"title": title, "columns": columns, "rows": rows}
+
+
+class Clock:
+    """Wall time of a benchmark and the machine load around it (others share this host)."""
+
+    def __init__(self) -> None:
+        self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
+        self.t0 = time.monotonic()
+        self.load_before = [round(x, 2) for x in os.getloadavg()]
+
+
+def envelope(name: str, settings: Settings, quick: bool, clock: Clock, *,
+             dataset: dict[str, Any], config: dict[str, Any], metrics: dict[str, Any],
+             targets: list[dict[str, Any]], tables: list[dict[str, Any]],
+             rss: dict[str, float], notes: list[str] | None = None) -> dict[str, Any]:
+    """The JSON a benchmark returns; ``bench.report`` renders it."""
+    return {
+        "benchmark": name, "quick": quick, "started_at": clock.started_at,
+        "duration_s": round(time.monotonic() - clock.t0, 1),
+        "load_average": {"before": clock.load_before,
+                         "after": [round(x, 2) for x in os.getloadavg()]},
+        "machine": machine(), "versions": versions(settings), "dataset": dataset,
+        "config": config, "metrics": metrics, "targets": targets, "tables": tables,
+        "peak_rss_mib": rss, "notes": notes or [],
+    }
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float, what: str,
+               poll_s: float = 0.5) -> float:
+    """Poll a real signal until it holds; seconds waited. ``TimeoutError`` naming ``what``."""
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout_s:
+            raise TimeoutError(f"gave up after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(poll_s)
+    return time.monotonic() - started
+
+
+def topic_end_offsets(settings: Settings, topic: str) -> dict[int, int]:
+    """partition -> end offset (how many records each partition holds since creation)."""
+    from kafka import TopicPartition
+
+    from recommender.clients import kafka_consumer
+
+    consumer = kafka_consumer(settings.kafka, group_id=None)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+        return {tp.partition: off for tp, off in ends.items()}
+    finally:
+        consumer.close()
+
+
+@contextlib.contextmanager
+def timed() -> Iterator[dict[str, float]]:
+    out: dict[str, float] = {}
+    start = time.perf_counter()
+    try:
+        yield out
+    finally:
+        out["s"] = time.perf_counter() - start

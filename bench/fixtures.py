@@ -1,0 +1,191 @@
+"""Data and models several benchmarks need, made once per run and shared through
+``Workspace.shared``: ml-latest-small in a private keyspace, a 1M-rating synthetic keyspace, a
+trained model. A benchmark run alone makes whichever it needs; a run of all of them reuses the
+ingest benchmark's keyspace and the train benchmark's model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from itertools import islice
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from bench.common import Workspace, log
+from recommender.settings import Settings
+
+if TYPE_CHECKING:
+    from data_loading.datasets import Dataset
+
+ML_SMALL = "ml-latest-small"
+SYNTHETIC_SEED = 7
+
+
+def ml_small(settings: Settings) -> Dataset:
+    from data_loading.datasets import locate
+
+    return locate(ML_SMALL, settings.data.data_dir)
+
+
+def prepare_keyspace(settings: Settings, dataset: Dataset) -> None:
+    """Keyspace, tables and the movie catalogue (ingest enriches from it, the predictor names
+    its answers from it)."""
+    from data_loading.metadata import write_cassandra
+    from recommender.clients import cassandra_session
+    from recommender.schema import ensure_schema
+
+    session = cassandra_session(settings.cassandra)
+    try:
+        ensure_schema(session, settings)
+    finally:
+        session.cluster.shutdown()
+    write_cassandra(settings, dataset.movies(), [])
+
+
+def synthetic_events(dataset: Dataset, n: int) -> Iterator[Any]:
+    """The first ``n`` events of a seeded synthetic stream over the dataset's catalogue."""
+    from data_loading.synthetic import Catalogue, generate
+
+    catalogue = Catalogue.from_dataset(dataset)
+    return islice(generate(catalogue, users=10 * n, seed=SYNTHETIC_SEED), n)
+
+
+def write_ratings(ws: Workspace, settings: Settings, frame: pd.DataFrame, source: str) -> int:
+    """Bulk-load a ratings frame (user_id, movie_id, rating, event_time ms) into the keyspace
+    through the Spark Cassandra connector: the fast path for fixtures, not what is measured."""
+    from pyspark.sql import functions as F
+
+    spark = ws.spark()
+    df = spark.createDataFrame(frame[["user_id", "movie_id", "rating", "event_time"]])
+    (df.select(F.col("user_id").cast("int"), F.col("movie_id").cast("int"),
+               F.col("rating").cast("float"),
+               F.timestamp_millis(F.col("event_time").cast("long")).alias("event_time"),
+               F.concat_ws(":", F.lit(source), "user_id", "movie_id", "event_time")
+               .alias("event_id"),
+               F.current_timestamp().alias("ingested_at"))
+     .write.format("org.apache.spark.sql.cassandra").mode("append")
+     .options(keyspace=settings.cassandra.keyspace, table="ratings").save())
+    return len(frame)
+
+
+def ml_small_keyspace(ws: Workspace) -> Settings:
+    """Settings whose keyspace holds ml-latest-small's ratings and movies."""
+    if "ml_small" in ws.shared:
+        return ws.shared["ml_small"]
+    settings = ws.settings("data")
+    dataset = ml_small(settings)
+    log(f"fixture: loading {ML_SMALL} into {settings.cassandra.keyspace}")
+    prepare_keyspace(settings, dataset)
+    write_ratings(ws, settings, dataset.ratings_frame, ML_SMALL)
+    ws.shared["ml_small"] = settings
+    return settings
+
+
+def synthetic_keyspace(ws: Workspace, n: int) -> Settings:
+    """Settings whose keyspace holds ``n`` synthetic ratings (the ingest benchmark's full run
+    leaves exactly this behind)."""
+    key = f"synthetic_{n}"
+    if key in ws.shared:
+        return ws.shared[key]
+    settings = ws.settings("synthetic")
+    dataset = ml_small(settings)
+    log(f"fixture: generating {n:,} synthetic ratings into {settings.cassandra.keyspace}")
+    prepare_keyspace(settings, dataset)
+    events = synthetic_events(dataset, n)
+    frame = pd.DataFrame([(e.user_id, e.movie_id, e.rating, e.event_time) for e in events],
+                         columns=["user_id", "movie_id", "rating", "event_time"])
+    write_ratings(ws, settings, frame, "synthetic")
+    ws.shared[key] = settings
+    return settings
+
+
+def trained_model(ws: Workspace) -> tuple[Settings, str]:
+    """(settings of the registry, version) of an explicit ALS model on ml-latest-small."""
+    if "model" in ws.shared:
+        return ws.shared["model"]
+    from recommender.train import data, pipeline
+    from recommender.train.registry import ModelRegistry
+
+    source = ml_small_keyspace(ws)
+    settings = ws.settings("model", cassandra={"keyspace": source.cassandra.keyspace})
+    log("fixture: training a model on ml-latest-small")
+    ratings = data.read_cassandra(ws.spark(), settings.cassandra.keyspace)
+    result = pipeline.run(ratings, settings, pipeline.TrainOptions(mode="explicit"),
+                          source="cassandra", registry=ModelRegistry.from_settings(settings.model))
+    ws.shared["model"] = (settings, result.version)
+    return ws.shared["model"]
+
+
+def copy_model(model: tuple[Settings, str], settings: Settings, new_name: bool = False) -> str:
+    """Copy a version into ``settings``' registry and make it CURRENT; with ``new_name`` the
+    copy gets a fresh version name (a "new" model with the same factors, for rollover)."""
+    from recommender.train.registry import ModelRegistry
+
+    source_settings, version = model
+    source = ModelRegistry(source_settings.model.models_dir)
+    target = ModelRegistry.from_settings(settings.model)
+    target.root.mkdir(parents=True, exist_ok=True)
+    name = target.new_version() if new_name else version
+    while new_name and name == version:  # same second as the source: take the next name
+        time.sleep(1)
+        name = target.new_version()
+    shutil.copytree(source.version_dir(version), target.path(name))
+    if name != version:
+        meta_path = target.path(name) / "metadata.json"
+        meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "version": name}))
+    if not new_name:
+        target.promote(name, force=True)
+    return name
+
+
+# --- private Elasticsearch names ------------------------------------------------------------
+# The ingest job and the shipper name their indices from fixed prefixes (ratings-<year>,
+# predictions-<day>); there is no setting for them yet. These two context managers point those
+# names at private indices for the duration of a benchmark, with the same mappings and
+# settings as the real index templates, so a benchmark never writes into a demo's indices.
+
+
+@contextmanager
+def private_ratings_indices(settings: Settings, prefix: str) -> Iterator[str]:
+    """Ingest writes ``<prefix>-ratings-<year>`` instead of ``ratings-<year>``."""
+    from recommender import contracts
+    from recommender.clients import elasticsearch_client
+    from recommender.indices import SINGLE_NODE
+
+    index_prefix = f"{prefix}-ratings-"
+    es = elasticsearch_client(settings.elasticsearch)
+    es.indices.put_index_template(
+        name=f"{prefix}-ratings", index_patterns=[f"{index_prefix}*"], priority=200,
+        template={"settings": SINGLE_NODE, "mappings": contracts.RATINGS_MAPPING})
+    es.close()
+    original = contracts.RATINGS_INDEX_PREFIX
+    contracts.RATINGS_INDEX_PREFIX = index_prefix
+    try:
+        yield index_prefix
+    finally:
+        contracts.RATINGS_INDEX_PREFIX = original
+
+
+@contextmanager
+def private_predictions_index(settings: Settings, prefix: str) -> Iterator[tuple[str, str]]:
+    """The shipper writes one private index (same mapping as ``predictions-*``), reachable
+    through a private alias the API is pointed at; yields (index, alias)."""
+    from recommender import contracts, ship
+    from recommender.clients import elasticsearch_client
+    from recommender.indices import SINGLE_NODE
+
+    index, alias = f"{prefix}-predictions-000001", f"{prefix}-predictions"
+    es = elasticsearch_client(settings.elasticsearch)
+    es.indices.create(index=index, settings=SINGLE_NODE, mappings=contracts.PREDICTIONS_MAPPING,
+                      aliases={alias: {}})
+    es.close()
+    original = ship.predictions_index
+    ship.predictions_index = lambda _predicted_at_ms: index
+    try:
+        yield index, alias
+    finally:
+        ship.predictions_index = original

@@ -1,0 +1,147 @@
+"""Replay throughput: ml-latest-small into a fresh 4-partition topic from one process, side by
+side with Kafka's own ``ProducerPerformance`` on the same broker, message size and producer
+settings (acks=all, linger 20 ms, 256 KiB batches, lz4).
+
+``ProducerPerformance`` runs twice: with ``--record-size`` (the average JSON size of a
+``RatingEvent``; its payload is random letters, which lz4 compresses differently from JSON) and
+with ``--payload-file`` holding the real JSON events, so the ratio is read against both.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.common import (
+    Clock,
+    RssMonitor,
+    envelope,
+    log,
+    table,
+    target,
+    topic_end_offsets,
+    workspace,
+)
+from bench.fixtures import ML_SMALL, ml_small
+from recommender.settings import Settings
+
+TARGET_EVENTS_PER_S = 100_000
+PARTITIONS = 4
+PERF_RECORDS = 200_000
+PERF_PROPS = ["acks=all", "linger.ms=20", "batch.size=262144", "compression.type=lz4"]
+PERF_LINE = re.compile(
+    r"(?P<records>\d+) records sent, (?P<rps>[\d.]+) records/sec \((?P<mbps>[\d.]+) MB/sec\), "
+    r"(?P<avg>[\d.]+) ms avg latency, (?P<max>[\d.]+) ms max latency, (?P<p50>\d+) ms 50th, "
+    r"(?P<p95>\d+) ms 95th, (?P<p99>\d+) ms 99th, (?P<p999>\d+) ms 99.9th")
+
+
+def run(settings: Settings, quick: bool) -> dict[str, Any]:
+    from data_loading.replay import PRODUCER_TUNING, replay
+    from recommender.topics import ensure_topics
+
+    ws = workspace(settings)
+    clock = Clock()
+    own = ws.settings("replay", kafka={"num_partitions": PARTITIONS})
+    dataset = ml_small(own)
+    events = dataset.ratings()
+    payloads = [orjson.dumps(e) for e in events]
+    avg_size = sum(map(len, payloads)) / len(payloads)
+    payload_file = ws.tmp / "replay-payloads.jsonl"
+    payload_file.write_bytes(b"\n".join(payloads))
+    repeats = 3 if quick else 5
+    runs: list[dict[str, Any]] = []
+    with RssMonitor(interval_s=0.2) as rss:
+        rss.track("replay process (python)", os.getpid(), children=False)
+        rss.track_stack(own)
+        for i in range(repeats):
+            topic = ws.topic("replay", f"run{i}")
+            ensure_topics(own, topic, partitions=PARTITIONS)
+            result = replay(own, events, topic, resume=False)
+            ws.files.append(Path(result.progress_file))
+            in_topic = sum(topic_end_offsets(own, topic).values())
+            runs.append({"run": i + 1, "events": result.acked, "seconds": round(result.seconds, 3),
+                         "events_per_s": round(result.events_per_s), "in_topic": in_topic})
+            log(f"replay run {i + 1}: {result.acked:,} events in {result.seconds:.2f}s "
+                f"= {result.events_per_s:,.0f}/s ({in_topic:,} in the topic)")
+        perf_size = producer_performance(ws, own, rss, "random", ["--record-size",
+                                                                  str(round(avg_size))])
+        perf_json = producer_performance(ws, own, rss, "json", [
+            "--payload-file", str(payload_file), "--payload-delimiter", "\n"])
+    median = statistics.median(r["events_per_s"] for r in runs)
+    best = max(r["events_per_s"] for r in runs)
+    ratio = round(median / perf_size["records_per_s"], 3) if perf_size else None
+    ratio_json = round(median / perf_json["records_per_s"], 3) if perf_json else None
+    complete = all(r["in_topic"] == r["events"] == len(events) for r in runs)
+    rows = [[f"replay run {r['run']}", f"{r['events_per_s']:,}", r["seconds"], r["events"]]
+            for r in runs]
+    for label, perf in (("ProducerPerformance --record-size", perf_size),
+                        ("ProducerPerformance --payload-file (real JSON)", perf_json)):
+        if perf:
+            rows.append([label, f"{perf['records_per_s']:,.0f}", perf["seconds"], perf["records"]])
+    return envelope(
+        "replay", own, quick, clock,
+        dataset={"name": ML_SMALL, "events": len(events), "avg_message_bytes": round(avg_size, 1),
+                 "partitions": PARTITIONS},
+        config={"repeats": repeats, "producer": {"acks": "all", "compression": "lz4",
+                                                 **{k: v for k, v in PRODUCER_TUNING.items()}},
+                "producer_performance": {"records": PERF_RECORDS, "props": PERF_PROPS}},
+        metrics={"events_per_s_median": median, "events_per_s_best": best, "runs": runs,
+                 "all_events_in_topic": complete, "producer_performance": perf_size,
+                 "producer_performance_json_payload": perf_json,
+                 "ratio_replay_to_producer_performance": ratio,
+                 "ratio_replay_to_producer_performance_json": ratio_json},
+        targets=[target("replay events/s from one process (median)", median,
+                        TARGET_EVENTS_PER_S, ">=", "events/s")],
+        tables=[table("Throughput", ["producer", "records/s", "seconds", "records"], rows),
+                table("Ratio replay (median) / ProducerPerformance", ["payload", "ratio"],
+                      [["random letters, --record-size", ratio],
+                       ["real RatingEvent JSON, --payload-file", ratio_json]])],
+        rss=rss.result(),
+        notes=["replay() times itself from the first send to the last acknowledgement "
+               "(producer bootstrap excluded); events are built from the pandas frame on the fly.",
+               "ProducerPerformance's records/s is its own final summary line; its JVM start is "
+               "not included in its number."],
+    )
+
+
+def producer_performance(ws: Any, settings: Settings, rss: RssMonitor, label: str,
+                         payload_args: list[str]) -> dict[str, Any] | None:
+    """Kafka's producer benchmark into a fresh topic; its final summary line, parsed."""
+    from recommender.stack.base import find_java, maven_classpath
+    from recommender.topics import ensure_topics
+
+    topic = ws.topic("replay", f"perf-{label}")
+    ensure_topics(settings, topic, partitions=PARTITIONS)
+    classpath = os.pathsep.join(str(p) for p in maven_classpath("kafka", settings.stack.cache_dir))
+    cmd = [str(find_java(settings.stack)), "-Xmx256m", "-cp", classpath,
+           "org.apache.kafka.tools.ProducerPerformance", "--topic", topic,
+           "--num-records", str(PERF_RECORDS), *payload_args, "--throughput", "-1",
+           "--producer-props", f"bootstrap.servers={settings.kafka.bootstrap_servers}",
+           *PERF_PROPS]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    rss.track(f"ProducerPerformance JVM ({label})", proc.pid)
+    out, _ = proc.communicate(timeout=600)
+    matches = [m for m in map(PERF_LINE.search, out.splitlines()) if m]
+    if proc.returncode != 0 or not matches:
+        log(f"ProducerPerformance ({label}) failed ({proc.returncode}): {out[-1500:]}")
+        return None
+    m = matches[-1]
+    records, rps = int(m["records"]), float(m["rps"])
+    log(f"ProducerPerformance ({label}): {m.group(0)}")
+    return {"records": records, "records_per_s": rps, "mb_per_s": float(m["mbps"]),
+            "seconds": round(records / rps, 3) if rps else None,
+            "latency_ms": {"avg": float(m["avg"]), "max": float(m["max"]), "p50": int(m["p50"]),
+                           "p95": int(m["p95"]), "p99": int(m["p99"]), "p99.9": int(m["p999"])},
+            "summary_line": m.group(0)}
+
+
+if __name__ == "__main__":
+    from bench.common import main
+
+    main("replay")
