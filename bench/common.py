@@ -42,8 +42,11 @@ MIB = 1024 * 1024
 
 def base_settings() -> Settings:
     """The process settings (env, TOML, defaults), with the shared MovieLens copy beside the
-    checkout as the data directory when none is configured."""
+    checkout as the data directory when none is configured, and no Spark progress bars."""
     settings = Settings()
+    spark = settings.spark
+    settings = settings.model_copy(update={"spark": spark.model_copy(update={
+        "extra_conf": {"spark.ui.showConsoleProgress": "false", **spark.extra_conf}})})
     if settings.data.data_dir is None and (DEFAULT_DATA_DIR / "ml-latest-small").is_dir():
         settings = settings.model_copy(update={
             "data": settings.data.model_copy(update={"data_dir": DEFAULT_DATA_DIR})})
@@ -83,7 +86,8 @@ class Workspace:
         """``base`` with private topics, consumer groups, keyspace, checkpoints and registry;
         ``sections`` updates further fields, e.g. ``spark={"max_offsets_per_trigger": 1}``."""
         prefix = self.prefix(name)
-        topics = {"ratings_topic": f"{prefix}-ratings", "ratings_dlq_topic": f"{prefix}-ratings-dlq",
+        topics = {"ratings_topic": f"{prefix}-ratings",
+                  "ratings_dlq_topic": f"{prefix}-ratings-dlq",
                   "requests_topic": f"{prefix}-requests",
                   "requests_dlq_topic": f"{prefix}-requests-dlq",
                   "predictions_topic": f"{prefix}-predictions",
@@ -186,7 +190,7 @@ class Workspace:
 def _quietly(action: Callable[[], None]) -> None:
     try:
         action()
-    except Exception as exc:  # cleanup goes on; the reason is printed
+    except Exception as exc:  # noqa: BLE001 - cleanup goes on; the reason is printed
         log(f"cleanup step failed: {exc!r}")
 
 
@@ -302,17 +306,30 @@ def versions(settings: Settings) -> dict[str, Any]:
 
 
 class RssMonitor:
-    """Samples the resident set size of labelled process trees in a background thread and
-    keeps each label's peak. A tree excludes sub-trees tracked under another label, so the
-    benchmark process does not also count the predictor it started."""
+    """Samples labelled process trees in a background thread: each label's peak resident set
+    size and the CPU seconds its processes used while monitored, plus how busy the whole host
+    was (the host is shared, so a slow number next to a busy host means contention).
+
+    A tree excludes sub-trees tracked under another label, so the benchmark process does not
+    also count the predictor it started. CPU of processes that exit between two samples is
+    partly missed (short-lived processes); the long-lived JVMs and workers are what counts.
+    """
 
     def __init__(self, interval_s: float = 0.5) -> None:
         self.interval_s = interval_s
         self.roots: dict[str, tuple[int, bool]] = {}
         self.peaks: dict[str, int] = {}
+        self.cpu_first: dict[tuple[int, float], float] = {}
+        self.cpu_last: dict[tuple[int, float], float] = {}
+        self.cpu_owner: dict[tuple[int, float], str] = {}
+        self.discover: Callable[[], dict[str, int]] | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._host0: Any = None
+        self._t0 = 0.0
+        self._born_after = float("inf")
+        self.host: dict[str, float] = {}
 
     def track(self, label: str, pid: int, children: bool = True) -> None:
         with self._lock:
@@ -329,6 +346,10 @@ class RssMonitor:
     def sample(self) -> None:
         import psutil
 
+        if self.discover is not None:
+            with contextlib.suppress(Exception):
+                for label, pid in self.discover().items():
+                    self.track(label, pid)
         with self._lock:
             roots = dict(self.roots)
         trees: dict[str, dict[int, Any]] = {}
@@ -342,13 +363,22 @@ class RssMonitor:
         for label, tree in trees.items():
             own = dict(tree)
             for other, other_tree in trees.items():
-                if other != label and roots[other][0] in tree and roots[other][0] != roots[label][0]:
+                other_root = roots[other][0]
+                if other != label and other_root in tree and other_root != roots[label][0]:
                     for pid in other_tree:
                         own.pop(pid, None)
             rss = 0
             for proc in own.values():
                 with contextlib.suppress(psutil.Error):
-                    rss += proc.memory_info().rss
+                    with proc.oneshot():
+                        rss += proc.memory_info().rss
+                        times = proc.cpu_times()
+                        key = (proc.pid, proc.create_time())
+                    used = times.user + times.system
+                    # born while monitored: all its CPU counts; older: from first sight on
+                    self.cpu_first.setdefault(key, 0.0 if key[1] >= self._born_after else used)
+                    self.cpu_last[key] = used
+                    self.cpu_owner[key] = label
             if rss:
                 self.peaks[label] = max(self.peaks.get(label, 0), rss)
 
@@ -357,20 +387,57 @@ class RssMonitor:
             self.sample()
 
     def __enter__(self) -> RssMonitor:
+        import psutil
+
+        self._born_after = time.time()
+        self._host0, self._t0 = psutil.cpu_times(), time.monotonic()
         self.sample()
         self._thread = threading.Thread(target=self._loop, name="rss-monitor", daemon=True)
         self._thread.start()
         return self
 
     def __exit__(self, *_exc: object) -> None:
+        import psutil
+
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
         self.sample()
+        host1, wall = psutil.cpu_times(), time.monotonic() - self._t0
+        idle = (host1.idle - self._host0.idle) + (host1.iowait - self._host0.iowait)
+        total = sum(host1) - sum(self._host0)
+        steal = getattr(host1, "steal", 0.0) - getattr(self._host0, "steal", 0.0)
+        self.host = {"wall_s": round(wall, 2), "cores": os.cpu_count() or 1,
+                     "busy_pct": round(100 * (1 - idle / total), 1) if total else 0.0,
+                     "busy_cpu_s": round(total - idle, 1),
+                     "steal_pct": round(100 * steal / total, 1) if total else 0.0}
 
     def result(self) -> dict[str, float]:
         """Peak RSS per label in MiB."""
         return {label: round(peak / MIB, 1) for label, peak in sorted(self.peaks.items())}
+
+    def cpu(self) -> dict[str, float]:
+        """CPU seconds (user + system) per label while monitored."""
+        out: dict[str, float] = {}
+        for key, last in self.cpu_last.items():
+            label = self.cpu_owner[key]
+            out[label] = out.get(label, 0.0) + max(0.0, last - self.cpu_first.get(key, 0.0))
+        return {label: round(v, 1) for label, v in sorted(out.items())}
+
+    def cpu_table(self) -> dict[str, Any]:
+        """The CPU seconds per process and the host's busy share, as a report table."""
+        rows: list[list[Any]] = [[label, v] for label, v in self.cpu().items()]
+        tracked = sum(self.cpu().values())
+        if self.host:
+            rows.append(["whole host (all processes, incl. other users')",
+                         self.host["busy_cpu_s"]])
+            rows.append(["of which not tracked here (other jobs on the host)",
+                         round(max(0.0, self.host["busy_cpu_s"] - tracked), 1)])
+        title = "CPU seconds while measured"
+        if self.host:
+            title += (f" ({self.host['wall_s']} s wall x {self.host['cores']} cores; host "
+                      f"{self.host['busy_pct']}% busy, steal {self.host['steal_pct']}%)")
+        return table(title, ["process", "CPU s"], rows)
 
 
 # --- numbers, targets, envelope -------------------------------------------------------------
@@ -413,8 +480,15 @@ class Clock:
 def envelope(name: str, settings: Settings, quick: bool, clock: Clock, *,
              dataset: dict[str, Any], config: dict[str, Any], metrics: dict[str, Any],
              targets: list[dict[str, Any]], tables: list[dict[str, Any]],
-             rss: dict[str, float], notes: list[str] | None = None) -> dict[str, Any]:
-    """The JSON a benchmark returns; ``bench.report`` renders it."""
+             rss: dict[str, float] | RssMonitor,
+             notes: list[str] | None = None) -> dict[str, Any]:
+    """The JSON a benchmark returns; ``bench.report`` renders it. Given a monitor, its peak
+    RSS, CPU seconds and host load are included."""
+    cpu: dict[str, Any] = {}
+    if isinstance(rss, RssMonitor):
+        cpu = {"cpu_s": rss.cpu(), "host": rss.host}
+        tables = [*tables, rss.cpu_table()]
+        rss = rss.result()
     return {
         "benchmark": name, "quick": quick, "started_at": clock.started_at,
         "duration_s": round(time.monotonic() - clock.t0, 1),
@@ -422,7 +496,7 @@ def envelope(name: str, settings: Settings, quick: bool, clock: Clock, *,
                          "after": [round(x, 2) for x in os.getloadavg()]},
         "machine": machine(), "versions": versions(settings), "dataset": dataset,
         "config": config, "metrics": metrics, "targets": targets, "tables": tables,
-        "peak_rss_mib": rss, "notes": notes or [],
+        "peak_rss_mib": rss, **cpu, "notes": notes or [],
     }
 
 

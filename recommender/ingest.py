@@ -139,28 +139,34 @@ def write_batch(batch: DataFrame, batch_id: int, settings: Settings, movies: Mov
     started = time.monotonic()
     events = parse_events(batch).persist()
     try:
+        # One pass counts every kind, so empty sinks cost no Spark job at all.
+        kind = F.when(F.col("error").isNotNull(), "bad").otherwise(F.col("event_type"))
+        counts = {r["kind"]: r["count"] for r in
+                  events.groupBy(kind.alias("kind")).count().collect()}
         good = events.where(F.col("error").isNull())
-        ratings = good.where(F.col("event_type") == "rating").select(
-            "user_id", "movie_id", "rating", "event_time", "event_id", "source",
-        ).persist()
         ks = settings.cassandra.keyspace
-        (ratings.select("user_id", "movie_id", F.col("rating").cast("float").alias("rating"),
-                        F.timestamp_millis("event_time").alias("event_time"), "event_id",
-                        F.current_timestamp().alias("ingested_at"))
-         .write.format(CASSANDRA).mode("append").options(keyspace=ks, table="ratings").save())
-        (good.where(F.col("event_type") == "tag")
-         .select("user_id", "movie_id", F.trim("tag").alias("tag"),
-                 F.timestamp_millis("event_time").alias("event_time"))
-         .write.format(CASSANDRA).mode("append").options(keyspace=ks, table="tags").save())
-        rating_documents(ratings, movies.get()).foreachPartition(
-            es_bulk_partition(settings.elasticsearch))
-        bad = events.where(F.col("error").isNotNull())
-        write_dead_letters(bad, settings.kafka, settings.kafka.ratings_dlq_topic)
-        n_ratings, n_bad = ratings.count(), bad.count()
-        ratings.unpersist()
+        if counts.get("rating"):
+            ratings = good.where(F.col("event_type") == "rating")
+            (ratings.select("user_id", "movie_id", F.col("rating").cast("float").alias("rating"),
+                            F.timestamp_millis("event_time").alias("event_time"), "event_id",
+                            F.current_timestamp().alias("ingested_at"))
+             .write.format(CASSANDRA).mode("append").options(keyspace=ks, table="ratings")
+             .save())
+            rating_documents(ratings, movies.get()).foreachPartition(
+                es_bulk_partition(settings.elasticsearch))
+        if counts.get("tag"):
+            (good.where(F.col("event_type") == "tag")
+             .select("user_id", "movie_id", F.trim("tag").alias("tag"),
+                     F.timestamp_millis("event_time").alias("event_time"))
+             .write.format(CASSANDRA).mode("append").options(keyspace=ks, table="tags").save())
+        if counts.get("bad"):
+            write_dead_letters(events.where(F.col("error").isNotNull()), settings.kafka,
+                               settings.kafka.ratings_dlq_topic)
         elapsed = time.monotonic() - started
-        log.info("batch %d: %d ratings, %d dead letters in %.2fs (%.0f rows/s)", batch_id,
-                 n_ratings, n_bad, elapsed, n_ratings / elapsed if elapsed else 0.0)
+        n_ratings = counts.get("rating", 0)
+        log.info("batch %d: %d ratings, %d tags, %d dead letters in %.2fs (%.0f rows/s)",
+                 batch_id, n_ratings, counts.get("tag", 0), counts.get("bad", 0), elapsed,
+                 n_ratings / elapsed if elapsed else 0.0)
     finally:
         events.unpersist()
 

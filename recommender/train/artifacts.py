@@ -8,11 +8,16 @@ Layout of ``<models_dir>/<version>/``::
 
     metadata.json        version, params, data snapshot, metrics, file checksums
     item_ids.npy         int64 [n_items]        movie ids, row order of item_factors
-    item_factors.npy     float32 [n_items, rank]
+    item_factors.npy     float32 [n_items, rank (+1)]   (+1: the bias column, see below)
     item_counts.npy      int64 [n_items]        training ratings per item (popularity fallback)
     user_ids.npy         int64 [n_users]
-    user_factors.npy     float32 [n_users, rank]
+    user_factors.npy     float32 [n_users, rank (+1)]
     als/                 pyspark.ml.recommendation.ALSModel
+
+In every mode ``item_factors @ user_vector`` is the model's score (explicit: the predicted
+rating). A biased explicit model (``params["user_bias"]``) stores the user's rating level as
+a last column: ``b_u`` in ``user_factors`` against a constant 1 in ``item_factors``. The Spark
+model in ``als/`` was fitted on the residuals and predicts ``rating - b_u``.
 """
 
 from __future__ import annotations
@@ -67,11 +72,27 @@ class ModelArtifacts:
 
     @property
     def rank(self) -> int:
+        """Length of a user vector (latent rank, plus one with the bias column)."""
         return int(self.item_factors.shape[1])
 
     @property
     def implicit(self) -> bool:
         return bool(self.params.get("implicit_prefs", False))
+
+    @property
+    def biased(self) -> bool:
+        """Whether the last factor column is the user bias (b_u against a constant 1)."""
+        return bool(self.params.get("user_bias", False)) and not self.implicit
+
+    @property
+    def latent_item_factors(self) -> np.ndarray:
+        """Item factors without the bias column: for similarity, not for scoring."""
+        return self.item_factors[:, :-1] if self.biased else self.item_factors
+
+    @property
+    def latent_user_factors(self) -> np.ndarray:
+        """User factors without the bias column: taste, not rating level."""
+        return self.user_factors[:, :-1] if self.biased else self.user_factors
 
     @cached_property
     def item_index(self) -> dict[int, int]:
@@ -86,7 +107,7 @@ class ModelArtifacts:
     @cached_property
     def gramian(self) -> np.ndarray:
         """``YᵀY`` over all items (float64): the implicit fold-in's constant term, computed once."""
-        y = self.item_factors.astype(np.float64)
+        y = self.latent_item_factors.astype(np.float64)
         return y.T @ y
 
     @cached_property

@@ -5,7 +5,9 @@ squares problem ALS solves for every user in its user half-step, with the item f
 fixed ("fold-in"). It reproduces Spark's formulation exactly, so a folded-in vector is what the
 next training run would give that user if the item factors did not move:
 
-* explicit:  x = (Y_Iᵀ Y_I + λ·n·I)⁻¹ Y_Iᵀ r                       (ALS-WR, λ scaled by n)
+* explicit:  x = (Y_Iᵀ Y_I + λ·n·I)⁻¹ Y_Iᵀ (r - b)                 (ALS-WR, λ scaled by n)
+  with b the user's mean rating shrunk toward the global mean (0 for unbiased models) and
+  the user vector [x, b] (see ``artifacts`` for the bias column)
 * implicit:  x = (YᵀY + Y_Iᵀ (C_I - I) Y_I + λ·n·I)⁻¹ Y_Iᵀ C_I p   (Hu, Koren, Volinsky 2008)
   with confidence c = 1 + alpha·|r| and preference p = 1 for r > 0, else 0.
 
@@ -46,8 +48,9 @@ def fold_in(artifacts: ModelArtifacts, ratings: Mapping[int, float]) -> np.ndarr
     rows, values = _known(artifacts, ratings)
     if len(rows) == 0:
         return None
-    y = artifacts.item_factors[rows].astype(np.float64)
+    y = artifacts.latent_item_factors[rows].astype(np.float64)
     reg = float(artifacts.params.get("reg_param", 0.1))
+    bias = 0.0
     if artifacts.implicit:
         alpha = float(artifacts.params.get("alpha", 1.0))
         c1 = alpha * np.abs(values)
@@ -56,14 +59,20 @@ def fold_in(artifacts: ModelArtifacts, ratings: Mapping[int, float]) -> np.ndarr
         b = y.T @ np.where(positive, 1.0 + c1, 0.0)
         n = int(positive.sum())
     else:
+        if artifacts.biased:
+            k = float(artifacts.params.get("bias_shrinkage", 5.0))
+            mean = float(artifacts.params.get("global_mean", values.mean()))
+            bias = (values.sum() + k * mean) / (len(values) + k)
         a = y.T @ y
-        b = y.T @ values
+        b = y.T @ (values - bias)
         n = len(rows)
     a[np.diag_indices_from(a)] += reg * max(n, 1)
     try:
         x = np.linalg.solve(a, b)
     except np.linalg.LinAlgError:  # singular only when reg_param is 0 and data is degenerate
         x = np.linalg.lstsq(a, b, rcond=None)[0]
+    if artifacts.biased:
+        x = np.append(x, bias)
     return x.astype(np.float32)
 
 
@@ -136,7 +145,7 @@ def similar_items(artifacts: ModelArtifacts, movie_id: int,
     row = artifacts.item_index.get(int(movie_id))
     if row is None:
         return []
-    factors = artifacts.item_factors.astype(np.float64)
+    factors = artifacts.latent_item_factors.astype(np.float64)
     norms = np.linalg.norm(factors, axis=1)
     norms[norms == 0] = 1.0
     scores = factors @ factors[row] / (norms * norms[row])

@@ -25,7 +25,6 @@ from recommender.train.artifacts import SPARK_MODEL_DIR, ModelArtifacts
 from recommender.train.registry import GateDecision, ModelRegistry
 
 if TYPE_CHECKING:
-    from pyspark.ml.recommendation import ALSModel
     from pyspark.sql import DataFrame
 
 Mode = Literal["explicit", "implicit", "both"]
@@ -60,7 +59,7 @@ class TrainOptions:
 @dataclass
 class Candidate:
     params: als.AlsParams
-    model: ALSModel
+    fitted: als.Fitted
     factors: evaluate.Factors
     metrics: dict[str, float]
     baselines: dict[str, dict[str, float]]
@@ -125,7 +124,7 @@ def run(ratings: DataFrame, settings: Settings, options: TrainOptions | None = N
         tic = time.perf_counter()
         version = registry.new_version()
         with registry.staging(version) as tmp:
-            best.model.write().save(str(tmp / SPARK_MODEL_DIR))
+            best.fitted.model.write().save(str(tmp / SPARK_MODEL_DIR))
             timings["save_s"] = time.perf_counter() - tic
             timings["total_s"] = time.perf_counter() - started
             meta = _metadata(version, best, candidates, snap, holdout, opts, timings, seed)
@@ -155,8 +154,8 @@ def _candidate(train: DataFrame, holdout: evaluate.HoldOut, settings: Settings,
     if opts.tune:
         tuning = _tune(train, params, opts, settings, users, on_event)
         params = tuning.best
-    model = als.fit(train, params, settings.spark.checkpoint_dir / "als")
-    factors = als.factors(model, implicit)
+    fitted = als.fit(train, params, settings.spark.checkpoint_dir / "als")
+    factors = als.factors(fitted)
     fit_s = time.perf_counter() - tic
     tic = time.perf_counter()
     results = evaluate.evaluate(holdout, factors, opts.k, opts.relevance_threshold,
@@ -165,7 +164,7 @@ def _candidate(train: DataFrame, holdout: evaluate.HoldOut, settings: Settings,
     eval_s = time.perf_counter() - tic
     on_event(f"{params.mode} rank={params.rank} reg={params.reg_param} alpha={params.alpha}: "
              f"fit {fit_s:.1f}s, evaluate {eval_s:.1f}s")
-    return Candidate(params, model, factors, metrics, results, tuning, fit_s, eval_s)
+    return Candidate(params, fitted, factors, metrics, results, tuning, fit_s, eval_s)
 
 
 def _tune(train: DataFrame, base: als.AlsParams, opts: TrainOptions, settings: Settings,
@@ -208,9 +207,12 @@ def _artifacts(version: str, best: Candidate, holdout: evaluate.HoldOut) -> Mode
     f = best.factors
     pos = np.searchsorted(holdout.items, f.item_ids).clip(0, max(len(holdout.items) - 1, 0))
     counts = np.where(holdout.items[pos] == f.item_ids, holdout.counts[pos], 0)
+    params = best.params.to_dict()
+    if best.params.biased:
+        params["global_mean"] = best.fitted.global_mean
     return ModelArtifacts(version=version, item_ids=f.item_ids, item_factors=f.item_factors,
                           user_ids=f.user_ids, user_factors=f.user_factors, item_counts=counts,
-                          params=best.params.to_dict())
+                          params=params)
 
 
 _COUNTS = ("users", "rated_pairs")

@@ -5,7 +5,8 @@
   sum to 1 and reward both watching and liking a genre), ``percentile`` = the share of users
   with a profile in that genre whose score is <= this user's (0-100], ``ratings`` = how many
   of the user's movies carry the genre.
-* ``similar_users``: each user's nearest neighbour by cosine of ALS user factors, and the
+* ``similar_users``: each user's nearest neighbour by cosine of ALS user factors (the latent
+  part, without the rating-level bias), and the
   movie that neighbour rated highest among those the user has not rated (newest first on
   ties), stamped with the model version the factors came from.
 
@@ -108,7 +109,8 @@ def similar_users(ratings: DataFrame, artifacts: ModelArtifacts) -> DataFrame:
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    users, neighbours, sim = nearest_neighbours(artifacts.user_ids, artifacts.user_factors)
+    users, neighbours, sim = nearest_neighbours(artifacts.user_ids,
+                                                artifacts.latent_user_factors)
     spark = ratings.sparkSession
     pairs = spark.createDataFrame(
         [(int(u), int(v), float(s)) for u, v, s in zip(users, neighbours, sim, strict=True)],

@@ -56,6 +56,43 @@ def test_explicit_fold_in_minimises_the_als_wr_objective() -> None:
         assert _objective_explicit(x + RNG.normal(scale=1e-2, size=x.shape), y, r, 0.1) > best
 
 
+def _biased(n_items: int = 50, rank: int = 4) -> ModelArtifacts:
+    items = np.hstack([RNG.normal(size=(n_items, rank)), np.ones((n_items, 1))])
+    users = np.hstack([RNG.normal(size=(2, rank)), [[3.5], [4.0]]])
+    return ModelArtifacts(
+        version="vb", item_ids=np.arange(100, 100 + n_items),
+        item_factors=items.astype(np.float32), user_ids=np.array([1, 2]),
+        user_factors=users.astype(np.float32), item_counts=np.ones(n_items, np.int64),
+        params={"rank": rank, "reg_param": 0.1, "implicit_prefs": False, "user_bias": True,
+                "bias_shrinkage": 5.0, "global_mean": 3.5})
+
+
+def test_biased_fold_in_appends_the_shrunk_user_mean() -> None:
+    art = _biased()
+    ratings = {100: 5.0, 107: 5.0, 120: 4.0}
+    vec = fold_in(art, ratings)
+    assert vec.shape == (art.rank,) == (5,)
+    bias = (14.0 + 5 * 3.5) / (3 + 5)
+    assert vec[-1] == pytest.approx(bias)
+    rows = np.array([art.item_index[m] for m in ratings])
+    y = art.latent_item_factors[rows].astype(np.float64)
+    r = np.array(list(ratings.values())) - bias
+    x = vec[:-1].astype(np.float64)
+    best = _objective_explicit(x, y, r, 0.1)
+    for _ in range(20):
+        assert _objective_explicit(x + RNG.normal(scale=1e-2, size=x.shape), y, r, 0.1) > best
+    # the score of a movie is bias + latent dot product
+    expected = bias + float(art.latent_item_factors[5] @ vec[:-1])
+    assert predict_pair(art, vec, 105) == pytest.approx(min(max(expected, 0.5), 5.0), abs=1e-5)
+
+
+def test_similarity_ignores_the_bias_column() -> None:
+    art = _biased()
+    art.latent_item_factors[10] = -art.latent_item_factors[3]  # opposite taste
+    assert 110 not in [m for m, _ in similar_items(art, 103, 5)]
+    assert similar_items(art, 103, 49)[-1][0] == 110
+
+
 def test_implicit_fold_in_minimises_the_hu_koren_volinsky_objective() -> None:
     art = _artifacts(implicit=True)
     ratings = {101: 5.0, 110: 2.0, 140: 4.0}

@@ -1,0 +1,128 @@
+"""Ingest throughput: a pre-loaded private ratings topic drained by the streaming ingest job
+(``start_ingest(available_now=True)``) into Cassandra and Elasticsearch, measured from the
+query start to its end with the Spark JVM already running, then checked: the Cassandra row
+count must equal the number of events.
+
+Quick: ml-latest-small (100,836 ratings). Full: 1,000,000 synthetic ratings
+(``data_loading.synthetic``, seeded). Elasticsearch documents go to private
+``bench-ingest-<run>-ratings-<year>`` indices with the real template's mapping.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import (
+    Clock,
+    RssMonitor,
+    envelope,
+    log,
+    table,
+    target,
+    workspace,
+)
+from bench.fixtures import (
+    ML_SMALL,
+    ml_small,
+    prepare_keyspace,
+    private_ratings_indices,
+    synthetic_events,
+)
+from recommender.settings import Settings
+
+TARGET_ROWS_PER_S = 20_000
+FULL_ROWS = 1_000_000
+MAX_OFFSETS_PER_TRIGGER = 100_000
+
+
+def run(settings: Settings, quick: bool) -> dict[str, Any]:
+    from data_loading.replay import replay
+    from recommender.clients import elasticsearch_client
+    from recommender.ingest import start_ingest
+    from recommender.topics import ensure_topics
+    from recommender.train.data import count_cassandra
+
+    ws = workspace(settings)
+    clock = Clock()
+    own = ws.settings("ingest", spark={"max_offsets_per_trigger": MAX_OFFSETS_PER_TRIGGER})
+    dataset = ml_small(own)
+    ensure_topics(own, own.kafka.ratings_topic, own.kafka.ratings_dlq_topic)
+    prepare_keyspace(own, dataset)
+    if quick:
+        name, events = ML_SMALL, dataset.ratings()
+    else:
+        name, events = f"synthetic {FULL_ROWS:,} (seed 7, {ML_SMALL} catalogue)", \
+            synthetic_events(dataset, FULL_ROWS)
+    log(f"pre-loading {name} into {own.kafka.ratings_topic}")
+    loaded = replay(own, events, resume=False, source=f"bench-{ws.run_id}")
+    ws.files.append(Path(loaded.progress_file))
+    n = loaded.acked
+    spark = ws.spark()
+    with private_ratings_indices(own, ws.prefix("ingest")) as index_prefix, \
+            RssMonitor() as rss:
+        rss.track("bench process (driver, Spark JVM, Python workers)", os.getpid())
+        rss.track_stack(own)
+        log(f"draining {n:,} events with maxOffsetsPerTrigger={MAX_OFFSETS_PER_TRIGGER:,}")
+        started = time.perf_counter()
+        query = start_ingest(spark, own, available_now=True,
+                             query_name=f"bench_ingest_{ws.run_id}")
+        query.awaitTermination()
+        wall = time.perf_counter() - started
+        if query.exception() is not None:
+            raise RuntimeError(f"the ingest query failed: {query.exception()}")
+        progress = list(query.recentProgress)
+    landed = count_cassandra(spark, own.cassandra.keyspace)
+    es = elasticsearch_client(own.elasticsearch)
+    es.indices.refresh(index=f"{index_prefix}*")
+    indexed = es.count(index=f"{index_prefix}*")["count"]
+    es.close()
+    batches = [{"batch": p["batchId"], "rows": p["numInputRows"],
+                "seconds": round(p["durationMs"].get("triggerExecution", 0) / 1000, 2)}
+               for p in progress if p.get("numInputRows")]
+    rate = n / wall
+    steady = batches[1:]
+    steady_rate = (sum(b["rows"] for b in steady) / sum(b["seconds"] for b in steady)
+                   if steady and sum(b["seconds"] for b in steady) else None)
+    if landed == n:  # the train, predict and serve benchmarks read this keyspace
+        ws.shared["ml_small" if quick else f"synthetic_{FULL_ROWS}"] = own
+    log(f"ingest: {n:,} rows in {wall:.1f}s = {rate:,.0f} rows/s; Cassandra {landed:,}, "
+        f"Elasticsearch {indexed:,}")
+    return envelope(
+        "ingest", own, quick, clock,
+        dataset={"name": name, "events": n},
+        config={"max_offsets_per_trigger": MAX_OFFSETS_PER_TRIGGER,
+                "spark_master": own.spark.master,
+                "shuffle_partitions": own.spark.sql_shuffle_partitions,
+                "topic_partitions": own.kafka.num_partitions},
+        metrics={"rows": n, "wall_s": round(wall, 2), "rows_per_s": round(rate),
+                 "rows_per_s_after_first_batch": round(steady_rate) if steady_rate else None,
+                 "cassandra_rows": landed, "cassandra_count_matches": landed == n,
+                 "elasticsearch_docs": indexed, "batches": batches},
+        targets=[target("ingest rows/s into Cassandra (whole drain)", rate, TARGET_ROWS_PER_S,
+                        ">=", "rows/s",
+                        note=None if landed == n else f"Cassandra has {landed:,} rows, not {n:,}")],
+        tables=[table("Drain", ["measure", "value"], [
+                    ["events in the topic", n], ["wall time of the drain (s)", round(wall, 2)],
+                    ["rows/s (whole drain)", round(rate)],
+                    ["rows/s after the first micro-batch", round(steady_rate) if steady_rate
+                     else None],
+                    ["Cassandra rows", landed], ["Cassandra count == events", landed == n],
+                    ["Elasticsearch documents", indexed]]),
+                table("Micro-batches", ["batch", "rows", "seconds"],
+                      [[b["batch"], b["rows"], b["seconds"]] for b in batches])],
+        rss=rss,
+        notes=["Each micro-batch writes Cassandra, then bulk-indexes the same rows into "
+               "Elasticsearch (enriched with the movie catalogue), then dead letters: the rate "
+               "is of the whole job, not of Cassandra alone.",
+               "The Spark JVM is started before timing; the first micro-batch still pays for "
+               "Python worker start-up and connector sessions."],
+    )
+
+
+if __name__ == "__main__":
+    from bench.common import main
+
+    main("ingest")

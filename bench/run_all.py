@@ -1,0 +1,94 @@
+"""Run the benchmarks in sequence, write ``bench/results/<name>.json`` (``<name>.quick.json``
+for ``--quick``) and regenerate ``BENCHMARKS.md``.
+
+    python -m bench.run_all [--quick] [--only replay,ingest,train,predict,serve]
+
+The stack must be reachable (``recommender stack up`` is idempotent and is called here). A
+benchmark that fails is recorded with its traceback and the next one runs; every private
+topic, keyspace, index and process is removed at the end, also after Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import time
+import traceback
+from typing import Any
+
+from bench import report
+from bench.common import (
+    REPO,
+    RESULTS_DIR,
+    Clock,
+    base_settings,
+    close_workspace,
+    log,
+    machine,
+    versions,
+    workspace,
+)
+
+BENCHMARKS = report.ORDER
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run_all", description=__doc__.split(
+        "\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="small sizes and short phases (a few minutes in total)")
+    parser.add_argument("--only", default="", help="comma-separated benchmark names "
+                        f"({', '.join(BENCHMARKS)})")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.only.split(",") if n.strip()] or list(BENCHMARKS)
+    unknown = [n for n in names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")
+    args.names = [n for n in BENCHMARKS if n in names]  # dependency order, not argument order
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    from recommender.stack import manager
+
+    args = parse(argv)
+    settings = base_settings()
+    log("stack up (idempotent: running services are reused)")
+    manager.up(settings.stack, on_event=log)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    workspace(settings)
+    failures = 0
+    try:
+        for name in args.names:
+            log(f"=== {name} ({'quick' if args.quick else 'full'}) ===")
+            module = importlib.import_module(f"bench.{name}")
+            clock = Clock()
+            try:
+                result = module.run(settings, args.quick)
+            except Exception:  # noqa: BLE001 - recorded; the remaining benchmarks still run
+                failures += 1
+                result = failed(name, args.quick, clock, traceback.format_exc(), settings)
+                log(f"{name} failed:\n{result['error']}")
+            result["doc"] = " ".join((module.__doc__ or "").split("\n\n")[0].split())
+            path = RESULTS_DIR / f"{name}{'.quick' if args.quick else ''}.json"
+            path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+            for t in result.get("targets", []):
+                log(f"{name}: {t['name']}: {t['value']} {t['unit']} (goal {t['op']} {t['goal']}) "
+                    f"met={t['met']}")
+            log(f"wrote {path.relative_to(REPO)}")
+    finally:
+        close_workspace()
+        out = report.write(RESULTS_DIR, REPO / "BENCHMARKS.md")
+        log(f"wrote {out.relative_to(REPO)}")
+    return 1 if failures else 0
+
+
+def failed(name: str, quick: bool, clock: Clock, error: str, settings: Any) -> dict[str, Any]:
+    return {"benchmark": name, "quick": quick, "started_at": clock.started_at,
+            "duration_s": round(time.monotonic() - clock.t0, 1), "machine": machine(),
+            "versions": versions(settings), "error": error, "targets": []}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
