@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -129,9 +130,8 @@ def side_by_side(ws: Any, settings: Settings, small: dict[str, Any]) -> list[dic
         frame = train.select("user_id", "movie_id", "rating").toPandas()
         out = [fit_implicit(frame, holdout, params, seed)]
         started = time.perf_counter()
-        spark_params = als.AlsParams(**{**params, "implicit_prefs": True})
-        model = als.fit(train, spark_params)
-        factors = als.factors(model, implicit=True)
+        model = als.build(replace(als.AlsParams(**params), implicit_prefs=True)).fit(train)
+        factors = spark_factors(model)
         fit_s = time.perf_counter() - started
     finally:
         ratings.unpersist()
@@ -139,6 +139,19 @@ def side_by_side(ws: Any, settings: Settings, small: dict[str, Any]) -> list[dic
                 "metrics": _scored(evaluate.evaluate(holdout, factors, K, 4.0, seed)["als"])})
     log(f"side by side: {[(e['model'], e['fit_s'], e['metrics'].get('ndcg_at_10')) for e in out]}")
     return out
+
+
+def spark_factors(model: Any) -> Any:
+    """A fitted Spark ``ALSModel``'s factors as arrays (implicit mode: no bias column)."""
+    from recommender.train import evaluate
+
+    users = model.userFactors.toPandas().sort_values("id")
+    items = model.itemFactors.toPandas().sort_values("id")
+    return evaluate.Factors(
+        user_ids=users["id"].to_numpy(np.int64),
+        user_factors=np.vstack(users["features"].to_list()).astype(np.float32),
+        item_ids=items["id"].to_numpy(np.int64),
+        item_factors=np.vstack(items["features"].to_list()).astype(np.float32), implicit=True)
 
 
 def fit_implicit(frame: Any, holdout: Any, params: dict[str, Any], seed: int) -> dict[str, Any]:

@@ -169,18 +169,24 @@ class Predictor:
         requests = parse_kafka_json(batch, REQUEST_SCHEMA, request_rules(self.settings.api.max_k),
                                     strict=True).persist()
         try:
-            good = requests.where(F.col("error").isNull()).drop("error", "value")
-            predictions = self.score(good)
-            (predictions.select(F.col("request_id").alias("key"),
-                                F.to_json(F.struct(*PREDICTION_SCHEMA.fieldNames())).alias("value"))
-             .write.format("kafka").options(**spark_kafka_options(self.settings.kafka))
-             .option("topic", self.settings.kafka.predictions_topic).save())
-            write_dead_letters(requests.where(F.col("error").isNotNull()), self.settings.kafka,
-                               self.settings.kafka.requests_dlq_topic)
-            ends = {str(r.partition): r.end for r in
-                    requests.groupBy("partition").agg((F.max("offset") + 1).alias("end")).collect()}
+            # One pass gives the offsets to commit and what each sink will receive.
+            per_partition = requests.groupBy("partition").agg(
+                (F.max("offset") + 1).alias("end"), F.count("*").alias("n"),
+                F.count("error").alias("bad")).collect()
+            ends = {str(r.partition): r.end for r in per_partition}
+            n = sum(r.n for r in per_partition)
+            bad = sum(r.bad for r in per_partition)
+            if n > bad:
+                good = requests.where(F.col("error").isNull()).drop("error", "value")
+                (self.score(good)
+                 .select(F.col("request_id").alias("key"),
+                         F.to_json(F.struct(*PREDICTION_SCHEMA.fieldNames())).alias("value"))
+                 .write.format("kafka").options(**spark_kafka_options(self.settings.kafka))
+                 .option("topic", self.settings.kafka.predictions_topic).save())
+            if bad:
+                write_dead_letters(requests.where(F.col("error").isNotNull()),
+                                   self.settings.kafka, self.settings.kafka.requests_dlq_topic)
             self.commit(ends)
-            n = requests.count()
         finally:
             requests.unpersist()
         self.state.batches += 1
