@@ -40,10 +40,10 @@ def train(
     tune: str = typer.Option(None, help="Search hyper-parameters on a validation split: grid "
                              "or random."),
     trials: int = typer.Option(8, min=1, help="Candidates tried by --tune random."),
-    ranks: str = typer.Option("8,12,16", help="--tune values of rank."),
-    reg_params: str = typer.Option("0.05,0.1,0.2", help="--tune values of regParam."),
+    ranks: str = typer.Option("10,20", help="--tune values of rank."),
+    reg_params: str = typer.Option("0.05,0.1,0.15,0.2", help="--tune values of regParam."),
     max_iters: str = typer.Option("10", help="--tune values of maxIter."),
-    alphas: str = typer.Option("1,5,20", help="--tune values of alpha (implicit only)."),
+    alphas: str = typer.Option("0.5,1,5", help="--tune values of alpha (implicit only)."),
     rank: int = typer.Option(None, min=1, help="Override model.rank."),
     reg_param: float = typer.Option(None, min=0.0, help="Override model.reg_param."),
     max_iter: int = typer.Option(None, min=1, help="Override model.max_iter."),

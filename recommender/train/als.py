@@ -76,10 +76,10 @@ class AlsParams:
 class SearchSpace:
     """Values tried by ``tune``; ``alpha`` is searched only for implicit models."""
 
-    rank: Sequence[int] = (8, 12, 16)
-    reg_param: Sequence[float] = (0.05, 0.1, 0.2)
+    rank: Sequence[int] = (10, 20)
+    reg_param: Sequence[float] = (0.05, 0.1, 0.15, 0.2)
     max_iter: Sequence[int] = (10,)
-    alpha: Sequence[float] = (1.0, 5.0, 20.0)
+    alpha: Sequence[float] = (0.5, 1.0, 5.0)
 
     def candidates(self, base: AlsParams) -> list[AlsParams]:
         alphas = self.alpha if base.implicit_prefs else (base.alpha,)

@@ -77,13 +77,16 @@ def ml_small(spark, settings: Settings, data_dir) -> Ingested:
 
 
 @pytest.fixture(scope="session")
-def trained(spark, ml_small: Ingested) -> str:
-    """An explicit ALS model trained on the ingested ratings and promoted: its version."""
+def trained(spark, ml_small: Ingested, tmp_path_factory) -> Settings:
+    """An explicit ALS model trained on the ingested ratings and promoted into a registry of
+    its own; returns the settings that point at it (``settings.model.models_dir``)."""
     from recommender.train import data, pipeline
 
-    settings = ml_small.settings
+    models = ml_small.settings.model.model_copy(
+        update={"models_dir": tmp_path_factory.mktemp("trained-models")})
+    settings = ml_small.settings.model_copy(update={"model": models})
     ratings = data.read_cassandra(spark, settings.cassandra.keyspace)
     result = pipeline.run(ratings, settings, pipeline.TrainOptions(mode="explicit"),
                           source="cassandra")
     assert result.decision.accepted, result.decision
-    return result.version
+    return settings

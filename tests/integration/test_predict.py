@@ -71,10 +71,15 @@ def answered(ids: set[str]):
 
 
 @pytest.fixture(scope="module")
-def live(spark, ml_small, trained):
+def version(trained: Settings) -> str:
+    return ModelRegistry(trained.model.models_dir).current_version()
+
+
+@pytest.fixture(scope="module")
+def live(spark, trained):
     """A predictor running in this process on its own topics, with a new user and a
     history-less user prepared in Cassandra."""
-    own = private(ml_small.settings, "live")
+    own = private(trained, "live")
     session = cassandra_session(own.cassandra, keyspace=own.cassandra.keyspace)
     for movie, rating in ((TOY_STORY, 5.0), (260, 5.0), (1196, 4.5)):
         session.execute("INSERT INTO ratings (user_id, movie_id, rating) VALUES (%s, %s, %s)",
@@ -86,7 +91,7 @@ def live(spark, ml_small, trained):
     query.stop()
 
 
-def test_pair_and_top_k_requests_are_answered_with_enrichment(live, trained):
+def test_pair_and_top_k_requests_are_answered_with_enrichment(live, version):
     settings, _ = live
     send(settings, [{"request_id": "pair", "user_id": 1, "movie_id": TOY_STORY},
                     {"request_id": "top", "user_id": 1, "k": 5, "exclude": [2571]}])
@@ -95,7 +100,7 @@ def test_pair_and_top_k_requests_are_answered_with_enrichment(live, trained):
     assert (pair["title"], pair["year"]) == ("Toy Story", 1995)
     assert "Animation" in pair["genres"]
     assert 0.5 <= pair["predicted_rating"] <= 5.0
-    assert (pair["strategy"], pair["model_version"], pair["rank"]) == ("als", trained, None)
+    assert (pair["strategy"], pair["model_version"], pair["rank"]) == ("als", version, None)
     assert pair["requested_at"] <= pair["predicted_at"]
     top = sorted((r for r in records if r["request_id"] == "top"), key=lambda r: r["rank"])
     assert [r["rank"] for r in top] == [1, 2, 3, 4, 5]
@@ -103,7 +108,7 @@ def test_pair_and_top_k_requests_are_answered_with_enrichment(live, trained):
     assert scores == sorted(scores, reverse=True)
     seen = seen_movies(settings, 1) | {2571}
     assert not {r["movie_id"] for r in top} & seen
-    assert all(r["title"] and r["model_version"] == trained for r in top)
+    assert all(r["title"] and r["model_version"] == version for r in top)
 
 
 def seen_movies(settings: Settings, user_id: int) -> set[int]:
@@ -158,11 +163,11 @@ def test_malformed_requests_go_to_the_dead_letter_topic(live):
         assert expected in letter["reason"], (letter["raw"][:80], letter["reason"])
 
 
-def test_hot_reload_switches_model_version_without_restart(live, trained):
+def test_hot_reload_switches_model_version_without_restart(live, version):
     settings, _ = live
     registry = ModelRegistry(settings.model.models_dir)
     successor = registry.new_version()
-    shutil.copytree(registry.version_dir(trained), registry.path(successor))
+    shutil.copytree(registry.version_dir(version), registry.path(successor))
     meta_path = registry.path(successor) / "metadata.json"
     meta = json.loads(meta_path.read_text())
     meta_path.write_text(json.dumps({**meta, "version": successor}))
@@ -173,7 +178,7 @@ def test_hot_reload_switches_model_version_without_restart(live, trained):
         [after] = [r for r in records if r["request_id"] == "after-promote"]
         assert after["model_version"] == successor
     finally:
-        registry.promote(trained, force=True)
+        registry.promote(version, force=True)
 
 
 def predictor_process(settings: Settings, log, *args: str) -> subprocess.Popen:
@@ -182,8 +187,8 @@ def predictor_process(settings: Settings, log, *args: str) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def test_killed_predictor_restarted_answers_every_request(ml_small, trained, tmp_path):
-    settings = private(ml_small.settings, "kill")
+def test_killed_predictor_restarted_answers_every_request(trained, tmp_path):
+    settings = private(trained, "kill")
     ids = [f"k{i}" for i in range(3000)]
     send(settings, [{"request_id": i, "user_id": 1 + n % 600, "movie_id": TOY_STORY}
                     for n, i in enumerate(ids)])
@@ -203,11 +208,11 @@ def test_killed_predictor_restarted_answers_every_request(ml_small, trained, tmp
 
 
 def test_rollover_under_steady_load_answers_everything_and_switches_version(
-        ml_small, trained, tmp_path):
-    settings = private(ml_small.settings, "roll")
+        trained, version, tmp_path):
+    settings = private(trained, "roll")
     registry = ModelRegistry(settings.model.models_dir)
     target = registry.new_version()
-    shutil.copytree(registry.version_dir(trained), registry.path(target))
+    shutil.copytree(registry.version_dir(version), registry.path(target))
     meta_path = registry.path(target) / "metadata.json"
     meta_path.write_text(json.dumps({**json.loads(meta_path.read_text()), "version": target}))
     old = predictor_process(settings, tmp_path / "old.log", "--instance", "old")
@@ -252,4 +257,4 @@ def test_rollover_under_steady_load_answers_everything_and_switches_version(
     assert registry.current_version() == target
     for state in running_instances(settings):
         stop_instance(state)
-    registry.promote(trained, force=True)
+    registry.promote(version, force=True)

@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import uuid
 
 import pytest
@@ -90,6 +91,7 @@ def test_spark_reads_kafka_and_round_trips_cassandra(spark, settings: Settings):
                     "{'class': 'SimpleStrategy', 'replication_factor': 1}")
     session.execute("CREATE TABLE IF NOT EXISTS it_spark.kv (k int PRIMARY KEY, v text)")
     try:
+        wait_until_spark_sees(spark, "it_spark", "kv")
         (df.write.format("org.apache.spark.sql.cassandra").mode("append")
          .options(keyspace="it_spark", table="kv").save())
         back = (spark.read.format("org.apache.spark.sql.cassandra")
@@ -99,6 +101,21 @@ def test_spark_reads_kafka_and_round_trips_cassandra(spark, settings: Settings):
         session.execute("DROP KEYSPACE IF EXISTS it_spark")
         session.cluster.shutdown()
         kafka_admin(settings.kafka).delete_topics([topic])
+
+
+def wait_until_spark_sees(spark, keyspace: str, table: str, timeout_s: float = 60) -> None:
+    """The connector learns about new schema from Cassandra's events: poll, don't sleep."""
+    from pyspark.errors import AnalysisException
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return spark.read.format("org.apache.spark.sql.cassandra").options(
+                keyspace=keyspace, table=table).load().printSchema()
+        except AnalysisException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def test_up_refuses_a_busy_port_and_starts_nothing(stack, tmp_path):
