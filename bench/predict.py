@@ -70,6 +70,7 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     n = size["throughput_requests"]
     log(f"pre-loading {n:,} pair requests into {kafka.requests_topic}")
     send_requests(own, pairs, "tp", n)
+    create_group(own)
     ws.on_close.append(lambda: [stop_instance(s) for s in running_instances(own)])
     log_file = ws.tmp / "predict" / "predictor-old.log"
     started = time.monotonic()
@@ -168,6 +169,37 @@ def send_requests(settings: Settings, pairs: Pairs, prefix: str, n: int) -> None
              "requested_at": now}))
     producer.flush(timeout=300)
     producer.close()
+
+
+def create_group(settings: Settings, timeout_s: float = 60.0) -> None:
+    """Make the predictor group known to its coordinator before the predictor commits to it.
+
+    The predictor commits after each micro-batch and does not retry a retriable
+    ``CoordinatorNotAvailable``, which a brand-new group can get from a busy broker (seen on
+    this shared host); committing the earliest offsets first, with retries, avoids that.
+    """
+    from kafka import TopicPartition
+    from kafka.errors import KafkaError
+    from kafka.structs import OffsetAndMetadata
+
+    from recommender.clients import kafka_admin
+
+    topic = settings.kafka.requests_topic
+    offsets = {TopicPartition(topic, p): OffsetAndMetadata(0, "bench", -1)
+               for p in topic_end_offsets(settings, topic)}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        admin = kafka_admin(settings.kafka)
+        try:
+            admin.alter_group_offsets(settings.kafka.predictor_group, offsets)
+            return
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                raise
+            log(f"predictor group not ready yet ({exc!r}); retrying")
+            time.sleep(1)
+        finally:
+            admin.close()
 
 
 def measure_throughput(settings: Settings, proc: Any, log_file: Any, n: int,

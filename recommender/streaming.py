@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 CORRUPT = "_corrupt_record"
 Rule = tuple[Column, Column | str]
+KEEP_NULLS = {"ignoreNullFields": "false"}  # a contract field is present even when null
 
 
 def read_topic(spark: SparkSession, settings: Settings, topic: str,
@@ -101,7 +102,7 @@ def write_dead_letters(bad: DataFrame, kafka: KafkaSettings, topic: str) -> None
         F.unix_millis(F.current_timestamp()).alias("failed_at"),
     )
     (bad.select(F.concat_ws(":", "topic", "partition", "offset").alias("key"),
-                F.to_json(record).alias("value"))
+                F.to_json(record, KEEP_NULLS).alias("value"))
      .write.format("kafka").options(**spark_kafka_options(kafka)).option("topic", topic).save())
 
 

@@ -289,14 +289,19 @@ def _train_once(spark: SparkSession, settings: Settings, opts: TrainOptions,
     from recommender.train import profiles as prof
 
     ratings, source = _read(spark, settings, ratings_csv)
-    result = pipeline.run(ratings, settings, opts, source=source, registry=registry,
-                          on_event=lambda m: console.print(m, highlight=False))
-    if result.decision.accepted and write_profiles:
-        if ratings_csv is not None:
-            movies = prof.read_movies_csv(spark, ratings_csv.parent / "movies.csv")
-        else:
-            movies = prof.read_movies_cassandra(spark, settings.cassandra.keyspace)
-        stats = prof.build(ratings, movies, registry.load(result.version), settings)
-        console.print(f"profiles: {stats.taste_rows} user_taste rows, {stats.similar_rows} "
-                      f"similar_users rows in {settings.cassandra.keyspace}", highlight=False)
-    return result
+    ratings = ratings.persist()  # read once: training and then the profiles use it
+    try:
+        result = pipeline.run(ratings, settings, opts, source=source, registry=registry,
+                              on_event=lambda m: console.print(m, highlight=False))
+        if result.decision.accepted and write_profiles:
+            if ratings_csv is not None:
+                movies = prof.read_movies_csv(spark, ratings_csv.parent / "movies.csv")
+            else:
+                movies = prof.read_movies_cassandra(spark, settings.cassandra.keyspace)
+            stats = prof.build(ratings, movies, registry.load(result.version), settings)
+            console.print(f"profiles: {stats.taste_rows} user_taste rows, "
+                          f"{stats.similar_rows} similar_users rows in "
+                          f"{settings.cassandra.keyspace}", highlight=False)
+        return result
+    finally:
+        ratings.unpersist()

@@ -30,7 +30,13 @@ from recommender.clients import kafka_admin, spark_kafka_options
 from recommender.errors import ModelError
 from recommender.predict.scoring import PREDICTION_SCHEMA, ServingBundle, score_partitions
 from recommender.settings import Settings
-from recommender.streaming import missing, parse_kafka_json, read_topic, write_dead_letters
+from recommender.streaming import (
+    KEEP_NULLS,
+    missing,
+    parse_kafka_json,
+    read_topic,
+    write_dead_letters,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -178,9 +184,9 @@ class Predictor:
             bad = sum(r.bad for r in per_partition)
             if n > bad:
                 good = requests.where(F.col("error").isNull()).drop("error", "value")
+                value = F.to_json(F.struct(*PREDICTION_SCHEMA.fieldNames()), KEEP_NULLS)
                 (self.score(good)
-                 .select(F.col("request_id").alias("key"),
-                         F.to_json(F.struct(*PREDICTION_SCHEMA.fieldNames())).alias("value"))
+                 .select(F.col("request_id").alias("key"), value.alias("value"))
                  .write.format("kafka").options(**spark_kafka_options(self.settings.kafka))
                  .option("topic", self.settings.kafka.predictions_topic).save())
             if bad:

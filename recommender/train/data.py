@@ -57,7 +57,10 @@ def read_cassandra(spark: SparkSession, keyspace: str, table: str = "ratings") -
     fetches the table's schema here, so both fail now rather than mid-training).
     """
     try:
-        df = spark.read.format(CASSANDRA_FORMAT).options(keyspace=keyspace, table=table).load()
+        # directJoinSetting=off: training reads the whole table, so a later join on user_id
+        # must never become one Cassandra query per key (the connector's direct join).
+        df = (spark.read.format(CASSANDRA_FORMAT)
+              .options(keyspace=keyspace, table=table, directJoinSetting="off").load())
     except Exception as exc:  # Py4J / AnalysisException: the JVM's reason is in the message
         reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
         raise BackendUnavailable(f"cannot read {keyspace}.{table} from Cassandra: {reason}") \

@@ -88,8 +88,10 @@ def run(ratings: DataFrame, settings: Settings, options: TrainOptions | None = N
     started = time.perf_counter()
     # Factors and held-out rows come to the driver; Arrow makes that 10x faster.
     ratings.sparkSession.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
-    ratings = ratings.persist()
-    cached = [ratings]
+    cached = []
+    if not ratings.is_cached:  # a caller that cached it (to reuse it after) keeps it cached
+        ratings = ratings.persist()
+        cached.append(ratings)
     try:
         used = ratings
         if opts.last_n or opts.days:

@@ -42,8 +42,9 @@ class ProfileStats:
 
 def read_movies_cassandra(spark: SparkSession, keyspace: str) -> DataFrame:
     """``movie_id, genres array<string>`` from the movies table."""
-    return spark.read.format(CASSANDRA_FORMAT).options(keyspace=keyspace, table="movies") \
-        .load().select("movie_id", "genres")
+    return (spark.read.format(CASSANDRA_FORMAT)
+            .options(keyspace=keyspace, table="movies", directJoinSetting="off").load()
+            .select("movie_id", "genres"))
 
 
 def read_movies_csv(spark: SparkSession, path: Path | str) -> DataFrame:
@@ -111,10 +112,13 @@ def similar_users(ratings: DataFrame, artifacts: ModelArtifacts) -> DataFrame:
 
     users, neighbours, sim = nearest_neighbours(artifacts.user_ids,
                                                 artifacts.latent_user_factors)
-    spark = ratings.sparkSession
-    pairs = spark.createDataFrame(
-        [(int(u), int(v), float(s)) for u, v, s in zip(users, neighbours, sim, strict=True)],
-        "user_id int, neighbour_id int, similarity float")
+    import pandas as pd
+
+    frame = pd.DataFrame({"user_id": users.astype(np.int32),
+                          "neighbour_id": neighbours.astype(np.int32),
+                          "similarity": sim.astype(np.float32)})
+    pairs = ratings.sparkSession.createDataFrame(
+        frame, "user_id int, neighbour_id int, similarity float")
     theirs = ratings.select(F.col("user_id").alias("neighbour_id"), "movie_id", "rating",
                             "event_time")
     unseen = (pairs.join(theirs, "neighbour_id")
@@ -164,6 +168,8 @@ def build(ratings: DataFrame, movies: DataFrame, artifacts: ModelArtifacts,
     ``settings.cassandra.keyspace``."""
     keyspace = settings.cassandra.keyspace
     ensure_tables(settings)
+    owned = not ratings.is_cached
+    ratings = ratings.persist() if owned else ratings
     taste = taste_profiles(ratings, movies).persist()
     similar = similar_users(ratings, artifacts).persist()
     try:
@@ -173,3 +179,5 @@ def build(ratings: DataFrame, movies: DataFrame, artifacts: ModelArtifacts,
     finally:
         taste.unpersist()
         similar.unpersist()
+        if owned:
+            ratings.unpersist()

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
+import typer
+from typer.testing import CliRunner
 
+from recommender.cli.train import models
 from recommender.errors import ModelError
+from recommender.settings import get_settings
 from recommender.train.artifacts import ModelArtifacts
 from recommender.train.registry import ModelRegistry
 from recommender.train.scheduler import Schedule, parse_interval, run_loop, snapshot_rows
@@ -238,3 +243,32 @@ def test_every_keeps_a_fixed_cadence_and_survives_failed_runs() -> None:
     runs = run_loop(Schedule(every=60, max_runs=3), train, count=lambda: 0,
                     baseline=lambda: 0, stop=stop, clock=lambda: stop.now)
     assert runs == 3 and calls == [0, 60, 120]
+
+
+# --- `recommender models` in-process ------------------------------------------------------------
+
+
+def test_models_cli_promote_rollback_and_exit_codes(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECOMMENDER_MODEL__MODELS_DIR", str(tmp_path))
+    monkeypatch.setenv("RECOMMENDER_MODEL__GATE_TOLERANCE", "0.0")
+    get_settings.cache_clear()
+    try:
+        reg = ModelRegistry(tmp_path)
+        good, bad = _save(reg, 0.3), _save(reg, 0.1)
+        app = typer.Typer()
+        app.add_typer(models, name="models")
+        run = CliRunner().invoke
+        assert run(app, ["models", "promote", good]).exit_code == 0
+        refused = run(app, ["models", "promote", bad])
+        assert refused.exit_code == 3  # ExitStatus.REFUSED
+        assert reg.current_version() == good
+        assert run(app, ["models", "promote", bad, "--force"]).exit_code == 0
+        listed = json.loads(run(app, ["models", "list", "--json"]).stdout)
+        assert {v["version"]: v["status"] for v in listed} == {good: "previous", bad: "current"}
+        assert run(app, ["models", "rollback"]).exit_code == 0
+        assert reg.current_version() == good
+        missing = run(app, ["models", "show", "19990101T000000Z"])
+        assert missing.exit_code == 1 and "19990101T000000Z" in missing.output
+    finally:
+        get_settings.cache_clear()
