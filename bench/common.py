@@ -424,7 +424,7 @@ class RssMonitor:
             out[label] = out.get(label, 0.0) + max(0.0, last - self.cpu_first.get(key, 0.0))
         return {label: round(v, 1) for label, v in sorted(out.items())}
 
-    def cpu_table(self) -> dict[str, Any]:
+    def cpu_table(self, phase: str = "") -> dict[str, Any]:
         """The CPU seconds per process and the host's busy share, as a report table."""
         rows: list[list[Any]] = [[label, v] for label, v in self.cpu().items()]
         tracked = sum(self.cpu().values())
@@ -433,7 +433,7 @@ class RssMonitor:
                          self.host["busy_cpu_s"]])
             rows.append(["of which not tracked here (other jobs on the host)",
                          round(max(0.0, self.host["busy_cpu_s"] - tracked), 1)])
-        title = "CPU seconds while measured"
+        title = f"CPU seconds while measured{f' ({phase})' if phase else ''}"
         if self.host:
             title += (f" ({self.host['wall_s']} s wall x {self.host['cores']} cores; host "
                       f"{self.host['busy_pct']}% busy, steal {self.host['steal_pct']}%)")
@@ -480,15 +480,23 @@ class Clock:
 def envelope(name: str, settings: Settings, quick: bool, clock: Clock, *,
              dataset: dict[str, Any], config: dict[str, Any], metrics: dict[str, Any],
              targets: list[dict[str, Any]], tables: list[dict[str, Any]],
-             rss: dict[str, float] | RssMonitor,
+             rss: dict[str, float] | RssMonitor | dict[str, RssMonitor],
              notes: list[str] | None = None) -> dict[str, Any]:
-    """The JSON a benchmark returns; ``bench.report`` renders it. Given a monitor, its peak
-    RSS, CPU seconds and host load are included."""
+    """The JSON a benchmark returns; ``bench.report`` renders it. Given a monitor (or one per
+    named phase), its peak RSS, CPU seconds and host load are included."""
     cpu: dict[str, Any] = {}
     if isinstance(rss, RssMonitor):
-        cpu = {"cpu_s": rss.cpu(), "host": rss.host}
-        tables = [*tables, rss.cpu_table()]
-        rss = rss.result()
+        rss = {"": rss}
+    if rss and all(isinstance(m, RssMonitor) for m in rss.values()):
+        phases: dict[str, RssMonitor] = rss  # type: ignore[assignment]
+        cpu = {"cpu_s": {phase or "all": m.cpu() for phase, m in phases.items()},
+               "host": {phase or "all": m.host for phase, m in phases.items()}}
+        tables = [*tables, *(m.cpu_table(phase) for phase, m in phases.items())]
+        peaks: dict[str, float] = {}
+        for m in phases.values():  # a peak is the highest of any phase
+            for label, mib in m.result().items():
+                peaks[label] = max(peaks.get(label, 0.0), mib)
+        rss = dict(sorted(peaks.items()))
     return {
         "benchmark": name, "quick": quick, "started_at": clock.started_at,
         "duration_s": round(time.monotonic() - clock.t0, 1),

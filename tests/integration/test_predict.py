@@ -232,9 +232,9 @@ def test_rollover_under_steady_load_answers_everything_and_switches_version(
 
     stream = threading.Thread(target=steady_stream)
     try:
+        stream.start()
         collect(settings, settings.kafka.predictions_topic, lambda rs: len(rs) > 0,
                 timeout_s=300)
-        stream.start()
         report = rollover(settings, target, timeout_s=400)
         switched_at.append(len(sent))
         time.sleep(10)

@@ -1,0 +1,303 @@
+"""Serving: the built-in shipper (predictions topic -> Elasticsearch) and the HTTP API.
+
+1. Shipper: a private predictions topic pre-filled with predictions of the ml-latest-small model
+   (real users, movies, titles, predicted ratings), shipped by ``recommender.ship.Shipper`` into
+   a private index with the real mapping; documents/s from the first to the last bulk request.
+2. API: the app of ``recommender serve`` in its own process (``bench.api_app``, private index
+   names), loaded from another process (``bench.loadgen``, asyncio + httpx): 200 requests/s on
+   a fixed schedule to ``/users/{id}/predictions`` and ``/users/{id}/recommendations``, and the
+   raw Elasticsearch search that ``/predictions`` wraps, with the same client and concurrency,
+   so the difference is what the API adds. Then each at the highest rate a closed loop reaches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+
+from bench.common import (
+    REPO,
+    Clock,
+    RssMonitor,
+    envelope,
+    log,
+    table,
+    target,
+    wait_until,
+    workspace,
+)
+from bench.fixtures import (
+    ML_SMALL,
+    copy_model,
+    ml_small,
+    ml_small_keyspace,
+    private_predictions_index,
+    trained_model,
+)
+from recommender.settings import Settings, as_env
+
+TARGET_DOCS_PER_S = 20_000
+TARGET_P99_MS = 20.0
+RATE = 200
+OPEN_CONCURRENCY = 32  # connections for the fixed-rate runs: enough that none waits for one
+CLOSED_CONCURRENCY = 8
+
+
+def sizes(quick: bool) -> dict[str, Any]:
+    if quick:
+        return {"documents": 50_000, "load_s": 20, "saturation_s": 10}
+    return {"documents": 200_000, "load_s": 60, "saturation_s": 30}
+
+
+def run(settings: Settings, quick: bool) -> dict[str, Any]:
+    from recommender.clients import elasticsearch_client
+    from recommender.topics import ensure_topics
+    from recommender.train.registry import ModelRegistry
+    from recommender.vectors import movie_infos, publish_movie_vectors
+
+    ws = workspace(settings)
+    clock = Clock()
+    size = sizes(quick)
+    data = ml_small_keyspace(ws)
+    model = trained_model(ws)
+    own = ws.settings("serve", cassandra={"keyspace": data.cassandra.keyspace})
+    version = copy_model(model, own)
+    artifacts = ModelRegistry.from_settings(own.model).load(version)
+    movies = movie_infos(ml_small(own).movies())
+    ensure_topics(own, own.kafka.predictions_topic, own.kafka.predictions_dlq_topic)
+    n = size["documents"]
+    log(f"pre-filling {own.kafka.predictions_topic} with {n:,} predictions")
+    prefill(own, artifacts, movies, n)
+    prefix = ws.prefix("serve")
+    es = elasticsearch_client(own.elasticsearch)
+    with private_predictions_index(own, prefix) as (index, alias):
+        with RssMonitor() as ship_rss:
+            ship_rss.track("shipper (bench process, python)", os.getpid(), children=False)
+            ship_rss.track_stack(own)
+            shipped = measure_shipper(own, n)
+        es.indices.refresh(index=index)
+        shipped["elasticsearch_docs"] = es.count(index=index)["count"]
+        vectors_alias = f"{prefix}-movie-vectors"
+        publish_movie_vectors(es, artifacts, movies, alias=vectors_alias)
+        api = start_api(ws, own, alias, vectors_alias)
+        users = [int(u) for u in artifacts.user_ids]
+        with RssMonitor() as api_rss:
+            api_rss.track("API (uvicorn, one process)", api["proc"].pid)
+            api_rss.track_stack(own)
+            loads = api_loads(ws, own, api["url"], alias, users, size, api_rss)
+    es.close()
+    by = {(r["name"], r["mode"]): r for r in loads}
+    api_p99 = by[("/users/{id}/predictions", "fixed")]["latency_ms"]["p99"]
+    rows = [[r["name"], "200 req/s" if r["mode"] == "fixed" else
+             f"closed loop, {CLOSED_CONCURRENCY} in flight", r["requests"], r["ok"],
+             r["achieved_rps"], *[r["latency_ms"][p] for p in ("p50", "p95", "p99", "max")]]
+            for r in loads]
+    overhead = []
+    for mode in ("fixed", "closed"):
+        api_run = by[("/users/{id}/predictions", mode)]
+        raw = by[("Elasticsearch search behind /predictions", mode)]
+        overhead.append([mode, *[_diff(api_run["latency_ms"][p], raw["latency_ms"][p])
+                                 for p in ("p50", "p99")],
+                         _ratio(api_run["achieved_rps"], raw["achieved_rps"])])
+    return envelope(
+        "serve", own, quick, clock,
+        dataset={"predictions": n, "users": len(users),
+                 "predictions_per_user": round(n / len(users)),
+                 "model": f"explicit ALS on {ML_SMALL}"},
+        config={**size, "rate": RATE, "open_loop_connections": OPEN_CONCURRENCY,
+                "closed_loop_in_flight": CLOSED_CONCURRENCY, "shipper_max_records": 5000},
+        metrics={"shipper": shipped, "api": loads},
+        targets=[
+            target("shipper documents/s into Elasticsearch", shipped["docs_per_s"],
+                   TARGET_DOCS_PER_S, ">=", "docs/s"),
+            target(f"/users/{{id}}/predictions p99 at {RATE} req/s", api_p99, TARGET_P99_MS,
+                   "<=", "ms"),
+        ],
+        tables=[
+            table("Shipper", ["measure", "value"], [
+                ["documents", n], ["indexed", shipped["indexed"]],
+                ["documents/s (first to last bulk)", shipped["docs_per_s"]],
+                ["documents/s (run() start, incl. ES check and group join)",
+                 shipped["docs_per_s_incl_start"]],
+                ["bulk requests", shipped["batches"]],
+                ["Elasticsearch count == documents", shipped["elasticsearch_docs"] == n]]),
+            table("API and raw Elasticsearch under load (latency in ms, from the scheduled "
+                  "start)", ["endpoint", "load", "requests", "200 OK", "achieved req/s", "p50",
+                             "p95", "p99", "max"], rows),
+            table("What the API adds to the raw search", ["load", "p50 +ms", "p99 +ms",
+                                                          "throughput API / raw"], overhead),
+        ],
+        rss={"shipper": ship_rss, "API": api_rss},
+        notes=["Both the API and the raw-search runs go through the same asyncio + httpx client "
+               "process at the same rate and concurrency; the client's own overhead is in both.",
+               "/recommendations reads the user's ratings from Cassandra and runs an exact kNN "
+               "over the movie vectors; it has no single raw query to compare with.",
+               "The API runs with uvicorn's access log at info level, as `recommender serve`."],
+    )
+
+
+def _diff(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round(a - b, 2)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if not a or not b else round(a / b, 3)
+
+
+def prefill(settings: Settings, artifacts: Any, movies: dict[int, Any], n: int) -> None:
+    """``n`` pair predictions as the predictor writes them, for random (user, movie) pairs."""
+    from recommender.clients import kafka_producer
+
+    rng = np.random.default_rng(5)
+    users = rng.integers(0, len(artifacts.user_ids), n)
+    items = rng.integers(0, len(artifacts.item_ids), n)
+    scores = np.einsum("ij,ij->i", artifacts.user_factors[users], artifacts.item_factors[items])
+    now = int(time.time() * 1000)
+    producer = kafka_producer(settings.kafka, linger_ms=50, batch_size=512 * 1024)
+    topic = settings.kafka.predictions_topic
+    for i, (u, m, score) in enumerate(zip(artifacts.user_ids[users].tolist(),
+                                          artifacts.item_ids[items].tolist(), scores.tolist(),
+                                          strict=True)):
+        title, year, genres = movies.get(m, (None, None, []))
+        producer.send(topic, key=f"ship-{i}".encode(), value=orjson.dumps({
+            "request_id": f"ship-{i}", "user_id": u, "movie_id": m, "rank": None,
+            "predicted_rating": round(min(max(score, 0.5), 5.0), 3), "score": round(score, 4),
+            "title": title, "year": year, "genres": list(genres), "model_version":
+            artifacts.version, "strategy": "als", "requested_at": now - 50 - i % 1000,
+            "predicted_at": now + i % 1000}))
+    producer.flush(timeout=300)
+    producer.close()
+
+
+def measure_shipper(settings: Settings, n: int) -> dict[str, Any]:
+    from recommender.ship import Shipper
+
+    shipper = Shipper(settings, group_id=settings.kafka.shipper_group)
+    marks: dict[str, float] = {}
+    ship = shipper.ship
+
+    def timed_ship(records: Any, stop_when: Any) -> None:
+        marks.setdefault("first", time.perf_counter())
+        ship(records, stop_when)
+        marks["last"] = time.perf_counter()
+
+    shipper.ship = timed_ship  # type: ignore[method-assign]
+    started = time.perf_counter()
+    stats = shipper.run(stop_when=lambda: shipper.stats.indexed + shipper.stats.dead_letters >= n,
+                        idle_exit_s=60)
+    span = marks.get("last", 0.0) - marks.get("first", 0.0)
+    result = {"documents": n, "indexed": stats.indexed, "dead_letters": stats.dead_letters,
+              "batches": stats.batches, "es_retries": stats.es_retries,
+              "seconds": round(span, 2),
+              "docs_per_s": round(stats.indexed / span) if span > 0 else None,
+              "docs_per_s_incl_start": round(stats.indexed / (marks["last"] - started))
+              if "last" in marks else None}
+    log(f"shipper: {result}")
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_api(ws: Any, settings: Settings, predictions_alias: str,
+              vectors_alias: str) -> dict[str, Any]:
+    port = free_port()
+    env = as_env(settings)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    log_file = ws.tmp / "serve" / "api.log"
+    proc = ws.start([sys.executable, "-m", "bench.api_app", "--port", str(port),
+                     "--predictions", predictions_alias, "--movie-vectors", vectors_alias],
+                    log_file, env=env)
+    url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the API exited with {proc.returncode}: "
+                               f"{log_file.read_text(errors='replace')[-2000:]}")
+        try:  # both routes once: the model, the catalogue and the connections are loaded
+            return all(httpx.get(f"{url}/users/1/{route}", timeout=10).status_code == 200
+                       for route in ("predictions", "recommendations"))
+        except httpx.HTTPError:
+            return False
+
+    waited = wait_until(answers, 180, "the API to answer")
+    log(f"API on {url} answered after {waited:.1f}s")
+    return {"proc": proc, "url": url}
+
+
+def es_search(settings: Settings, alias: str) -> dict[str, Any]:
+    """The request ``store.user_predictions`` sends, with ``{user}`` for the user id."""
+    from recommender.serve.store import MAX_PREDICTION_GROUPS
+
+    headers = {}
+    es = settings.elasticsearch
+    if es.api_key:
+        headers["Authorization"] = f"ApiKey {es.api_key.get_secret_value()}"
+    elif es.username:
+        import base64
+
+        token = f"{es.username}:{es.password.get_secret_value() if es.password else ''}"
+        headers["Authorization"] = f"Basic {base64.b64encode(token.encode()).decode()}"
+    return {"url": f"{es.url.rstrip('/')}/{alias}/_search?ignore_unavailable=true"
+                   "&allow_no_indices=true", "method": "POST", "headers": headers,
+            "body": {"query": {"bool": {"filter": [{"term": {"user_id": "{user}"}},
+                                                   {"exists": {"field": "movie_id"}}]}},
+                     "collapse": {"field": "movie_id"},
+                     "sort": [{"predicted_at": {"order": "desc"}}],
+                     "size": MAX_PREDICTION_GROUPS}}
+
+
+def api_loads(ws: Any, settings: Settings, url: str, alias: str, users: list[int],
+              size: dict[str, Any], rss: RssMonitor) -> list[dict[str, Any]]:
+    endpoints = [("/users/{id}/predictions", {"url": f"{url}/users/{{user}}/predictions"}),
+                 ("Elasticsearch search behind /predictions", es_search(settings, alias)),
+                 ("/users/{id}/recommendations", {"url": f"{url}/users/{{user}}/recommendations"})]
+    out = []
+    for mode in ("fixed", "closed"):
+        for name, request in endpoints:
+            spec = {**request, "users": users, "warmup_s": 2.0,
+                    "rate": RATE if mode == "fixed" else None,
+                    "duration_s": size["load_s"] if mode == "fixed" else size["saturation_s"],
+                    "concurrency": OPEN_CONCURRENCY if mode == "fixed" else CLOSED_CONCURRENCY}
+            result = loadgen(ws, spec, rss)
+            result.update(name=name, mode=mode)
+            log(f"{name} [{mode}]: {result['achieved_rps']} req/s, {result['statuses']}, "
+                f"latency {result['latency_ms']}")
+            out.append(result)
+    return out
+
+
+def loadgen(ws: Any, spec: dict[str, Any], rss: RssMonitor) -> dict[str, Any]:
+    """One ``bench.loadgen`` process; its JSON summary."""
+    work = ws.tmp / "serve" / f"load-{time.monotonic_ns()}"
+    work.mkdir(parents=True)
+    (work / "spec.json").write_text(json.dumps(spec))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, "-m", "bench.loadgen", str(work / "spec.json"),
+                             str(work / "out.json")], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    rss.track("load generator (asyncio + httpx)", proc.pid)
+    out, _ = proc.communicate(timeout=spec["duration_s"] + 300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the load generator failed ({proc.returncode}): {out[-2000:]}")
+    return json.loads(Path(work / "out.json").read_text())
+
+
+if __name__ == "__main__":
+    from bench.common import main
+
+    main("serve")
