@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -298,10 +299,12 @@ def _train_once(spark: SparkSession, settings: Settings, opts: TrainOptions,
                 movies = prof.read_movies_csv(spark, ratings_csv.parent / "movies.csv")
             else:
                 movies = prof.read_movies_cassandra(spark, settings.cassandra.keyspace)
+            started = time.perf_counter()
             stats = prof.build(ratings, movies, registry.load(result.version), settings)
             console.print(f"profiles: {stats.taste_rows} user_taste rows, "
                           f"{stats.similar_rows} similar_users rows in "
-                          f"{settings.cassandra.keyspace}", highlight=False)
+                          f"{settings.cassandra.keyspace} "
+                          f"({time.perf_counter() - started:.1f}s)", highlight=False)
         return result
     finally:
         ratings.unpersist()
