@@ -16,6 +16,7 @@ from recommender.predict.job import Predictor
 from recommender.serve.main import create_app
 from recommender.settings import Settings
 from recommender.ship import Shipper
+from recommender.stack.base import find_java
 from recommender.stack.elasticsearch import ElasticsearchService
 from recommender.topics import ensure_topics
 
@@ -148,8 +149,6 @@ def test_elasticsearch_down_for_30s_loses_nothing_and_duplicates_nothing(trained
             assert shipper.stats.indexed == 2000
             assert shipper.stats.es_retries > 0
         finally:
-            from recommender.stack.base import find_java
-
             es_service.start(find_java(settings.stack))
             es_service.wait_ready(time.monotonic() + settings.stack.startup_timeout_s)
         wait_for(lambda: shipper.stats.indexed >= 4000, "the shipper to catch up")
