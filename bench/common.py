@@ -305,6 +305,16 @@ def versions(settings: Settings) -> dict[str, Any]:
 # --- peak RSS -------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=4)
+def stack_pids(stack_json: str) -> dict[str, int]:
+    """Pids of the stack's servers (asked once: ``status`` probes each server, ~1 CPU-s)."""
+    from recommender.settings import StackSettings
+    from recommender.stack import manager
+
+    return {s.name: s.pid for s in manager.status(StackSettings.model_validate_json(stack_json))
+            if s.pid}
+
+
 class RssMonitor:
     """Samples labelled process trees in a background thread: each label's peak resident set
     size and the CPU seconds its processes used while monitored, plus how busy the whole host
@@ -315,7 +325,7 @@ class RssMonitor:
     partly missed (short-lived processes); the long-lived JVMs and workers are what counts.
     """
 
-    def __init__(self, interval_s: float = 0.5) -> None:
+    def __init__(self, interval_s: float = 1.0) -> None:
         self.interval_s = interval_s
         self.roots: dict[str, tuple[int, bool]] = {}
         self.peaks: dict[str, int] = {}
@@ -329,6 +339,7 @@ class RssMonitor:
         self._host0: Any = None
         self._t0 = 0.0
         self._born_after = float("inf")
+        self._procs: dict[int, Any] = {}
         self.host: dict[str, float] = {}
 
     def track(self, label: str, pid: int, children: bool = True) -> None:
@@ -337,11 +348,8 @@ class RssMonitor:
 
     def track_stack(self, settings: Settings) -> None:
         """Kafka, Cassandra and Elasticsearch, by the pids the stack manager knows."""
-        from recommender.stack import manager
-
-        for status in manager.status(settings.stack):
-            if status.pid:
-                self.track(status.name, status.pid)
+        for name, pid in stack_pids(settings.stack.model_dump_json()).items():
+            self.track(name, pid)
 
     def sample(self) -> None:
         import psutil
@@ -352,28 +360,35 @@ class RssMonitor:
                     self.track(label, pid)
         with self._lock:
             roots = dict(self.roots)
-        trees: dict[str, dict[int, Any]] = {}
+        kids: dict[int, list[int]] = {}
+        if any(children for _, children in roots.values()):
+            for proc in psutil.process_iter(["ppid"]):  # one pass over /proc per sample
+                kids.setdefault(proc.info["ppid"], []).append(proc.pid)
+        trees: dict[str, set[int]] = {}
         for label, (pid, children) in roots.items():
-            try:
-                root = psutil.Process(pid)
-                procs = [root, *(root.children(recursive=True) if children else [])]
-            except psutil.Error:
-                continue
-            trees[label] = {p.pid: p for p in procs}
+            tree, todo = set(), [pid]
+            while todo:
+                current = todo.pop()
+                tree.add(current)
+                if children:
+                    todo.extend(kids.get(current, []))
+            trees[label] = tree
         for label, tree in trees.items():
-            own = dict(tree)
+            own = set(tree)
             for other, other_tree in trees.items():
                 other_root = roots[other][0]
                 if other != label and other_root in tree and other_root != roots[label][0]:
-                    for pid in other_tree:
-                        own.pop(pid, None)
+                    own -= other_tree
             rss = 0
-            for proc in own.values():
+            for pid in own:
                 with contextlib.suppress(psutil.Error):
+                    proc = self._procs.get(pid)
+                    if proc is None or not proc.is_running():
+                        proc = self._procs[pid] = psutil.Process(pid)
                     with proc.oneshot():
                         rss += proc.memory_info().rss
                         times = proc.cpu_times()
-                        key = (proc.pid, proc.create_time())
+                    key = (pid, proc.create_time())
                     used = times.user + times.system
                     # born while monitored: all its CPU counts; older: from first sight on
                     self.cpu_first.setdefault(key, 0.0 if key[1] >= self._born_after else used)

@@ -44,7 +44,7 @@ MAX_OFFSETS_PER_TRIGGER = 50_000  # a backlog of 3+ micro-batches; the first is 
 
 def sizes(quick: bool) -> dict[str, Any]:
     if quick:
-        return {"throughput_requests": 150_000, "latency_rate": 200, "latency_s": 20,
+        return {"throughput_requests": 100_000, "latency_rate": 200, "latency_s": 20,
                 "rollover_rate": 100, "rollover_before_s": 10, "rollover_after_s": 10,
                 "rollover_timeout_s": 300}
     return {"throughput_requests": 300_000, "latency_rate": 1_000, "latency_s": 60,

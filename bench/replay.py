@@ -55,7 +55,7 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     avg_size = sum(map(len, payloads)) / len(payloads)
     payload_file = ws.tmp / "replay-payloads.jsonl"
     payload_file.write_bytes(b"\n".join(payloads))
-    repeats = 3 if quick else 5
+    repeats = 2 if quick else 5
     runs: list[dict[str, Any]] = []
     with RssMonitor(interval_s=0.2) as rss:
         rss.track("replay process (python)", os.getpid(), children=False)

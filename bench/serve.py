@@ -55,7 +55,7 @@ CLOSED_CONCURRENCY = 8
 
 def sizes(quick: bool) -> dict[str, Any]:
     if quick:
-        return {"documents": 50_000, "load_s": 20, "saturation_s": 10}
+        return {"documents": 50_000, "load_s": 15, "saturation_s": 8}
     return {"documents": 200_000, "load_s": 60, "saturation_s": 30}
 
 

@@ -38,8 +38,11 @@ def read_topic(spark: SparkSession, settings: Settings, topic: str,
     it does not name start from the earliest offset.
     """
     start = "earliest"
-    if starting_offsets:
-        start = json.dumps({topic: {str(p): o for p, o in starting_offsets.items()}})
+    if starting_offsets:  # Spark wants every partition named: -2 is "earliest"
+        from recommender.topics import partition_count
+
+        partitions = range(partition_count(settings, topic))
+        start = json.dumps({topic: {str(p): starting_offsets.get(p, -2) for p in partitions}})
     return (
         spark.readStream.format("kafka")
         .options(**spark_kafka_options(settings.kafka))
