@@ -299,7 +299,12 @@ def _versions(settings_json: str) -> dict[str, Any]:
 
 
 def versions(settings: Settings) -> dict[str, Any]:
-    return dict(_versions(settings.model_dump_json()))
+    """Java, Python, Spark, the servers (as they answer) and the Python clients; asked once
+    per set of endpoints (private names do not matter)."""
+    endpoints = Settings().model_copy(update={
+        "stack": settings.stack, "elasticsearch": settings.elasticsearch,
+        "cassandra": settings.cassandra.model_copy(update={"keyspace": "system"})})
+    return dict(_versions(endpoints.model_dump_json()))
 
 
 # --- peak RSS -------------------------------------------------------------------------------

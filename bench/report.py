@@ -77,8 +77,10 @@ def render(results: dict[str, dict[str, Any]]) -> str:
         ["cores (logical / physical)",
          f"{machine.get('cores_logical')} / {machine.get('cores_physical')}"],
         ["RAM", f"{machine.get('ram_gib')} GiB"], ["OS", machine.get("os")]])
-    lines += ["", "The host is shared: each section gives the 1/5/15-minute load average before "
-              "and after its run, since other jobs on the same cores move the numbers.", ""]
+    lines += ["", "The host is shared with other people's jobs. The summary's last column says how "
+              "busy the host's CPUs were while each benchmark measured and which share of that "
+              "CPU went to processes the benchmark did not start or track; each section also "
+              "lists CPU seconds per process and the load average before and after.", ""]
     lines += ["## Versions", ""]
     versions = newest.get("versions", {})
     main = ["java", "python", "spark", "kafka", "cassandra", "elasticsearch"]
@@ -89,17 +91,35 @@ def render(results: dict[str, dict[str, Any]]) -> str:
     lines += ["", "## Summary", ""]
     rows = []
     for name, result in results.items():
+        host = contention(result)
         if result.get("error"):
             rows.append([name, "benchmark failed: see below", None, None, None, "error",
-                         kind(result)])
+                         kind(result), host])
         for t in result.get("targets", []):
             rows.append([name, t["name"], _with_unit(t["value"], t["unit"]),
-                         f"{t['op']} {_with_unit(t['goal'], t['unit'])}", t["ratio"],
-                         MET[t["met"]], kind(result)])
-    lines += md_table(["benchmark", "target", "measured", "goal", "ratio", "met", "run"], rows)
+                         f"{t['op']} {_with_unit(t['goal'], t['unit'])}", _ratio(t["ratio"]),
+                         MET[t["met"]], kind(result), host])
+    lines += md_table(["benchmark", "target", "measured", "goal", "ratio", "met", "run",
+                       "host CPU busy / others' share"], rows)
     for name, result in results.items():
         lines += ["", *section(name, result)]
     return "\n".join(lines) + "\n"
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def contention(result: dict[str, Any]) -> str:
+    """How busy the host was while the benchmark measured, and the share of that CPU used by
+    processes the benchmark did not track (other people's jobs on a shared machine)."""
+    hosts, cpus = result.get("host") or {}, result.get("cpu_s") or {}
+    busy = sum(h.get("busy_cpu_s", 0.0) for h in hosts.values())
+    wall_cores = sum(h.get("wall_s", 0.0) * h.get("cores", 1) for h in hosts.values())
+    tracked = sum(v for phase in cpus.values() for v in phase.values())
+    if not busy or not wall_cores:
+        return "-"
+    return f"{100 * busy / wall_cores:.0f}% / {100 * max(0.0, busy - tracked) / busy:.0f}%"
 
 
 def _with_unit(value: Any, unit: str) -> str:
@@ -125,8 +145,8 @@ def section(name: str, result: dict[str, Any]) -> list[str]:
         lines += ["**Targets**", ""]
         lines += md_table(["target", "measured", "goal", "ratio", "met", "note"], [
             [t["name"], _with_unit(t["value"], t["unit"]),
-             f"{t['op']} {_with_unit(t['goal'], t['unit'])}", t["ratio"], MET[t["met"]],
-             t.get("note")] for t in result["targets"]])
+             f"{t['op']} {_with_unit(t['goal'], t['unit'])}", _ratio(t["ratio"]),
+             MET[t["met"]], t.get("note")] for t in result["targets"]])
         lines.append("")
     if result.get("peak_rss_mib"):
         lines += ["**Peak RSS** (process tree, sampled)", ""]

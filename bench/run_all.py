@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import time
 import traceback
 from typing import Any
@@ -53,6 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     from recommender.stack import manager
 
     args = parse(argv)
+    logging.basicConfig(level=logging.WARNING, format="[%(asctime)s] %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    logging.getLogger("recommender").setLevel(logging.INFO)  # the jobs' own batch logs
+    logging.getLogger("kafka").setLevel(logging.ERROR)  # event-loop timing chatter
+    logging.getLogger("elastic_transport").setLevel(logging.ERROR)
     settings = base_settings()
     log("stack up (idempotent: running services are reused)")
     manager.up(settings.stack, on_event=log)

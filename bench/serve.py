@@ -4,7 +4,7 @@
    (real users, movies, titles, predicted ratings), shipped by ``recommender.ship.Shipper`` into
    a private index with the real mapping; documents/s from the first to the last bulk request.
 2. API: the app of ``recommender serve`` in its own process (``bench.api_app``, private index
-   names), loaded from another process (``bench.loadgen``, asyncio + httpx): 200 requests/s on
+   names), loaded from another process (``bench.loadgen``, asyncio): 200 requests/s on
    a fixed schedule to ``/users/{id}/predictions`` and ``/users/{id}/recommendations``, and the
    raw Elasticsearch search that ``/predictions`` wraps, with the same client and concurrency,
    so the difference is what the API adds. Then each at the highest rate a closed loop reaches.
@@ -138,8 +138,11 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
                                                           "throughput API / raw"], overhead),
         ],
         rss={"shipper": ship_rss, "API": api_rss},
-        notes=["Both the API and the raw-search runs go through the same asyncio + httpx client "
-               "process at the same rate and concurrency; the client's own overhead is in both.",
+        notes=["Both the API and the raw-search runs go through the same load-generator process "
+               "(asyncio, keep-alive HTTP/1.1) at the same rate and concurrency; the client's "
+               "own overhead is in both.",
+               "At a fixed rate above what the server sustains, requests queue in the client "
+               "and latency grows with the run's length: compare the achieved rate first.",
                "/recommendations reads the user's ratings from Cassandra and runs an exact kNN "
                "over the movie vectors; it has no single raw query to compare with.",
                "The API runs with uvicorn's access log at info level, as `recommender serve`."],
@@ -290,7 +293,7 @@ def loadgen(ws: Any, spec: dict[str, Any], rss: RssMonitor) -> dict[str, Any]:
     proc = subprocess.Popen([sys.executable, "-m", "bench.loadgen", str(work / "spec.json"),
                              str(work / "out.json")], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    rss.track("load generator (asyncio + httpx)", proc.pid)
+    rss.track("load generator (asyncio)", proc.pid)
     out, _ = proc.communicate(timeout=spec["duration_s"] + 300)
     if proc.returncode != 0:
         raise RuntimeError(f"the load generator failed ({proc.returncode}): {out[-2000:]}")

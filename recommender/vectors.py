@@ -19,7 +19,7 @@ Example::
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -237,3 +237,16 @@ def publish_version(settings: Settings, version: str | None = None,
         index = publish_movie_vectors(elasticsearch_client(settings.elasticsearch), artifacts,
                                       catalogue(settings), alias=alias)
     return version, index, len(artifacts.item_ids)
+
+
+def publish_after_promotion(settings: Settings, version: str,
+                            say: Callable[[str], None]) -> None:
+    """The API's kNN must rank with the promoted model, so every promotion path republishes
+    its movie vectors. A promotion stands even when Elasticsearch is down: ``say`` tells how
+    to catch up instead of failing the promotion."""
+    try:
+        _, index, count = publish_version(settings, version)
+        say(f"published {count} movie vectors of {version} as {index}")
+    except RecommenderError as exc:
+        say(f"warning: {version} is promoted but its movie vectors were not published "
+            f"({exc}); run `recommender es publish-vectors` when Elasticsearch is back")

@@ -85,7 +85,9 @@ def train(
     def once() -> None:
         result = _train_once(spark, settings, opts, registry, ratings_csv, write_profiles)
         print_json(_result_json(result)) if json else show_result(result)
-        if not result.decision.accepted:
+        if result.decision.accepted:
+            publish_vectors(result.version)
+        else:
             raise TrainingRefused(f"gate refused {result.version}: {result.decision.reason} "
                                   "(kept on disk; `recommender models promote "
                                   f"{result.version} --force` serves it anyway)")
@@ -162,6 +164,7 @@ def promote_model(version: str, force: bool = typer.Option(False, "--force", hel
     _report(decision, json)
     if not decision.accepted:
         raise TrainingRefused(f"gate refused {version}: {decision.reason}")
+    publish_vectors(version)
 
 
 @models.command("rollback")
@@ -171,6 +174,7 @@ def rollback_model(json: bool = JsonOption) -> None:
     registry = _registry()
     old = registry.current_version()
     target = registry.rollback()
+    publish_vectors(target)
     print_json({"current": target, "rolled_back": old}) if json else \
         console.print(f"rolled back from {old} to [bold]{target}[/]", highlight=False)
 
@@ -229,6 +233,12 @@ def _fmt(value: Any) -> str:
 
 
 # --- plumbing ------------------------------------------------------------------------------
+
+
+def publish_vectors(version: str) -> None:
+    from recommender.vectors import publish_after_promotion
+
+    publish_after_promotion(get_settings(), version, lambda m: console.print(m, highlight=False))
 
 
 def _registry() -> ModelRegistry:

@@ -18,6 +18,7 @@ Nothing is lost: every offset the predecessor had not committed is read by the s
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -31,6 +32,9 @@ from recommender.errors import RecommenderError
 from recommender.predict.job import InstanceState
 from recommender.settings import Settings, as_env
 from recommender.stack.base import pid_alive
+from recommender.vectors import publish_after_promotion
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,7 @@ def rollover(settings: Settings, version: str | None, timeout_s: float = 300.0) 
     for old in predecessors:
         stop_instance(old)
     registry.promote(target, force=True)
+    publish_after_promotion(settings, target, log.info)
     return RolloverReport(instance, [p.instance for p in predecessors], target, caught_up_s,
                           time.monotonic() - started)
 

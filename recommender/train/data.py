@@ -62,9 +62,8 @@ def read_cassandra(spark: SparkSession, keyspace: str, table: str = "ratings") -
         df = (spark.read.format(CASSANDRA_FORMAT)
               .options(keyspace=keyspace, table=table, directJoinSetting="off").load())
     except Exception as exc:  # Py4J / AnalysisException: the JVM's reason is in the message
-        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else repr(exc)
-        raise BackendUnavailable(f"cannot read {keyspace}.{table} from Cassandra: {reason}") \
-            from exc
+        raise BackendUnavailable(
+            f"cannot read {keyspace}.{table} from Cassandra: {jvm_reason(exc)}") from exc
     return normalise(df)
 
 
@@ -80,6 +79,15 @@ def read_csv(spark: SparkSession, path: Path | str) -> DataFrame:
     return normalise(df.select(
         F.col("userId").alias("user_id"), F.col("movieId").alias("movie_id"), "rating",
         (F.col("timestamp") * 1000).alias("event_time")))
+
+
+def jvm_reason(exc: BaseException) -> str:
+    """The first "SomeException: message" line of a Py4J error, not "error calling o54.load"."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if ("Exception:" in line or "Error:" in line) and not line.startswith("at "):
+            return line[:400]
+    return lines[0][:400] if lines else repr(exc)
 
 
 def normalise(df: DataFrame) -> DataFrame:

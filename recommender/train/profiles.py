@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from recommender.contracts import CASSANDRA_TABLES, keyspace_cql
-from recommender.errors import DatasetError
+from recommender.errors import BackendUnavailable, DatasetError
 from recommender.settings import Settings
 from recommender.train.artifacts import ModelArtifacts
 from recommender.train.data import CASSANDRA_FORMAT
@@ -137,27 +136,17 @@ def write(df: DataFrame, keyspace: str, table: str) -> None:
 
 
 def ensure_tables(settings: Settings) -> None:
-    """Create the keyspace and the profile tables if missing.
-
-    Uses ``recommender.schema.ensure_schema`` when that module exists, else the CQL in
-    ``contracts.CASSANDRA_TABLES`` directly, so training never depends on a separate setup
-    step having run.
-    """
+    """Create the keyspace and the profile tables if missing (``schema.ensure_schema``)."""
     from recommender.clients import cassandra_session
+    from recommender.schema import ensure_schema
 
-    session = cassandra_session(settings.cassandra)
     try:
-        try:
-            from recommender.schema import ensure_schema  # type: ignore[import-not-found]
-        except ImportError:
-            ensure_schema = None
-        if ensure_schema is not None:
-            ensure_schema(session, settings)
-            return
-        ks = settings.cassandra.keyspace
-        session.execute(keyspace_cql(ks, settings.cassandra.replication_factor))
-        for table in TABLES:
-            session.execute(CASSANDRA_TABLES[table].format(ks=ks))
+        session = cassandra_session(settings.cassandra)
+    except Exception as exc:  # NoHostAvailable and friends: say which endpoint failed
+        raise BackendUnavailable(f"cannot reach Cassandra at {settings.cassandra.contact_points}"
+                                 f":{settings.cassandra.port}: {exc}") from exc
+    try:
+        ensure_schema(session, settings, TABLES)
     finally:
         session.cluster.shutdown()
 
