@@ -353,7 +353,12 @@ class RssMonitor:
 
     def track_stack(self, settings: Settings) -> None:
         """Kafka, Cassandra and Elasticsearch, by the pids the stack manager knows."""
-        for name, pid in stack_pids(settings.stack.model_dump_json()).items():
+        import psutil
+
+        key = settings.stack.model_dump_json()
+        if not all(psutil.pid_exists(pid) for pid in stack_pids(key).values()):
+            stack_pids.cache_clear()  # a server was restarted meanwhile
+        for name, pid in stack_pids(key).items():
             self.track(name, pid)
 
     def sample(self) -> None:

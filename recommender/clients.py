@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
+CASSANDRA_FORMAT = "org.apache.spark.sql.cassandra"  # the connector's Spark data source
+
+
 def kafka_security(kafka: KafkaSettings) -> dict[str, Any]:
     """kafka-python's security options from the settings (empty for PLAINTEXT)."""
     opts: dict[str, Any] = {"security_protocol": kafka.security_protocol}

@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from recommender import contracts
+from recommender.clients import CASSANDRA_FORMAT as CASSANDRA
 from recommender.settings import ElasticsearchSettings, Settings
 from recommender.streaming import (
     missing,
@@ -32,7 +33,6 @@ if TYPE_CHECKING:
     from pyspark.sql.streaming import StreamingQuery
 
 log = logging.getLogger(__name__)
-CASSANDRA = "org.apache.spark.sql.cassandra"
 MOVIES_TTL_S = 60.0
 
 RATING_EVENT_SCHEMA = T.StructType([

@@ -26,6 +26,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from recommender.clients import CASSANDRA_FORMAT as CASSANDRA
 from recommender.clients import kafka_admin, spark_kafka_options
 from recommender.errors import ModelError
 from recommender.predict.scoring import PREDICTION_SCHEMA, ServingBundle, score_partitions
@@ -43,7 +44,6 @@ if TYPE_CHECKING:
     from pyspark.sql.streaming import StreamingQuery
 
 log = logging.getLogger(__name__)
-CASSANDRA = "org.apache.spark.sql.cassandra"
 MAX_EXCLUDE = 1000
 
 REQUEST_SCHEMA = T.StructType([

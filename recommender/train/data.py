@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from recommender.clients import CASSANDRA_FORMAT
 from recommender.errors import BackendUnavailable, DatasetError, TrainingRefused
 
 if TYPE_CHECKING:
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 SplitMethod = Literal["random", "time"]
 COLUMNS = ("user_id", "movie_id", "rating", "event_time")
-CASSANDRA_FORMAT = "org.apache.spark.sql.cassandra"
+
 _BUCKETS = 1_000_000
 
 

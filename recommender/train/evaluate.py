@@ -8,7 +8,8 @@ while MovieLens small and 1M are evaluated on every user.
 Conventions (recorded in each version's metadata):
 
 * movies the user rated in the training split are never recommended ("seen excluded");
-* a held-out movie is relevant when its rating is >= ``relevance_threshold``;
+* a held-out movie is relevant when its rating is >= ``relevance_threshold`` and it occurs
+  in the training split (no model, baselines included, can recommend a movie it never saw);
 * ranking metrics average over users with a trained factor and at least one relevant movie;
   baselines are scored on exactly the same users and rows;
 * RMSE/MAE cover held-out rows whose user and movie both have factors (Spark's

@@ -31,6 +31,7 @@ from typing import Any
 
 from recommender.errors import ModelError
 from recommender.settings import ModelSettings
+from recommender.stack.base import pid_alive
 from recommender.train.artifacts import ModelArtifacts, read_metadata, write_json
 from recommender.train.evaluate import higher_is_better
 
@@ -329,7 +330,7 @@ class ModelRegistry:
             shutil.rmtree(self.path(name), ignore_errors=True)
         for tmp in self.root.glob(f"{STAGING_PREFIX}*"):
             pid = tmp.name.rsplit("-", 1)[-1]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdigit() and not pid_alive(int(pid)):
                 shutil.rmtree(tmp, ignore_errors=True)
         return doomed
 
@@ -347,16 +348,6 @@ class ModelRegistry:
 def _metric(meta: dict[str, Any], metric: str) -> float | None:
     value = (meta.get("metrics") or {}).get(metric)
     return None if value is None else float(value)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _fsync_dir(path: Path) -> None:

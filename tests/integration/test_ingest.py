@@ -11,6 +11,7 @@ import uuid
 
 from data_loading.datasets import locate
 from data_loading.replay import replay
+from recommender.clients import CASSANDRA_FORMAT as CASSANDRA
 from recommender.clients import (
     cassandra_session,
     elasticsearch_client,
@@ -22,7 +23,6 @@ from recommender.schema import ensure_schema
 from recommender.settings import Settings, as_env
 from recommender.topics import ensure_topics
 
-CASSANDRA = "org.apache.spark.sql.cassandra"
 ML_SMALL_RATINGS = 100_836
 
 
