@@ -449,6 +449,15 @@ class RssMonitor:
             out[label] = out.get(label, 0.0) + max(0.0, last - self.cpu_first.get(key, 0.0))
         return {label: round(v, 1) for label, v in sorted(out.items())}
 
+    def ceiling(self, units: int, labels: list[str] | None = None) -> float | None:
+        """Units per second an idle host of this many cores could reach if the work is
+        CPU-bound: ``units x cores / CPU seconds`` of the involved processes (``labels``,
+        default all tracked). An estimate that ignores I/O waits and imperfect parallelism,
+        so an upper bound; it is what the numbers would be without other people's jobs."""
+        cpu = self.cpu()
+        used = sum(v for label, v in cpu.items() if labels is None or label in labels)
+        return round(units * (os.cpu_count() or 1) / used) if used > 0 else None
+
     def cpu_table(self, phase: str = "") -> dict[str, Any]:
         """The CPU seconds per process and the host's busy share, as a report table."""
         rows: list[list[Any]] = [[label, v] for label, v in self.cpu().items()]

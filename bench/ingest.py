@@ -83,6 +83,7 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
                 "seconds": round(p["durationMs"].get("triggerExecution", 0) / 1000, 2)}
                for p in progress if p.get("numInputRows")]
     rate = n / wall
+    ceiling = rss.ceiling(n)
     steady = batches[1:]
     steady_rate = (sum(b["rows"] for b in steady) / sum(b["seconds"] for b in steady)
                    if steady and sum(b["seconds"] for b in steady) else None)
@@ -99,6 +100,7 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
                 "topic_partitions": own.kafka.num_partitions},
         metrics={"rows": n, "wall_s": round(wall, 2), "rows_per_s": round(rate),
                  "rows_per_s_after_first_batch": round(steady_rate) if steady_rate else None,
+                 "cpu_bound_ceiling_rows_per_s": ceiling,
                  "cassandra_rows": landed, "cassandra_count_matches": landed == n,
                  "elasticsearch_docs": indexed, "batches": batches},
         targets=[target("ingest rows/s into Cassandra (whole drain)", rate, TARGET_ROWS_PER_S,
@@ -109,6 +111,8 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
                     ["rows/s (whole drain)", round(rate)],
                     ["rows/s after the first micro-batch", round(steady_rate) if steady_rate
                      else None],
+                    ["CPU-bound ceiling on an idle host, rows/s (estimate: rows x cores / CPU s "
+                     "of the job, Cassandra, Elasticsearch, Kafka)", ceiling],
                     ["Cassandra rows", landed], ["Cassandra count == events", landed == n],
                     ["Elasticsearch documents", indexed]]),
                 table("Micro-batches", ["batch", "rows", "seconds"],

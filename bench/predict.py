@@ -98,6 +98,8 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     predictor_cpu = monitors["throughput"].cpu().get("predictor (python, Spark JVM, workers)")
     throughput["requests_per_predictor_cpu_s"] = (round(n / predictor_cpu)
                                                   if predictor_cpu else None)
+    throughput["cpu_bound_ceiling_rps"] = monitors["throughput"].ceiling(
+        n, ["predictor (python, Spark JVM, workers)", "cassandra", "kafka"])
     for state in running_instances(own):
         stop_instance(state)
     trigger_s = parse_interval(own.spark.trigger_interval)
@@ -127,7 +129,10 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
                  throughput["backlog_rps_incl_start"]],
                 ["process start to first batch done (s)", throughput["first_batch_done_s"]],
                 ["requests per predictor CPU second (whole phase, JVM start included)",
-                 throughput["requests_per_predictor_cpu_s"]]]),
+                 throughput["requests_per_predictor_cpu_s"]],
+                ["CPU-bound ceiling on an idle host, req/s (estimate: requests x cores / CPU s "
+                 "of predictor, Cassandra, Kafka; JVM start included)",
+                 throughput["cpu_bound_ceiling_rps"]]]),
             table("Micro-batches (predictor state)", ["batch", "requests", "done at (s)"],
                   throughput["series"]),
             table(f"Latency at {size['latency_rate']} req/s for {size['latency_s']} s "

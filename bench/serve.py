@@ -85,6 +85,7 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
             ship_rss.track("shipper (bench process, python)", os.getpid(), children=False)
             ship_rss.track_stack(own)
             shipped = measure_shipper(own, n)
+        shipped["cpu_bound_ceiling_docs_per_s"] = ship_rss.ceiling(n)
         es.indices.refresh(index=index)
         shipped["elasticsearch_docs"] = es.count(index=index)["count"]
         vectors_alias = f"{prefix}-movie-vectors"
@@ -94,7 +95,8 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
         with RssMonitor() as api_rss:
             api_rss.track("API (uvicorn, one process)", api["proc"].pid)
             api_rss.track_stack(own)
-            loads = api_loads(ws, own, api["url"], alias, users, size, api_rss)
+            loads = api_loads(ws, own, api["url"], alias, users, size, api_rss,
+                              api["proc"].pid)
     es.close()
     by = {(r["name"], r["mode"]): r for r in loads}
     api_p99 = by[("/users/{id}/predictions", "fixed")]["latency_ms"]["p99"]
@@ -102,6 +104,8 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
              f"closed loop, {CLOSED_CONCURRENCY} in flight", r["requests"], r["ok"],
              r["achieved_rps"], *[r["latency_ms"][p] for p in ("p50", "p95", "p99", "max")]]
             for r in loads]
+    cpu_rows = [[r["name"], r["mode"], *r["cpu_ms_per_request"].values(),
+                 r["cpu_bound_ceiling_rps"]] for r in loads]
     overhead = []
     for mode in ("fixed", "closed"):
         api_run = by[("/users/{id}/predictions", mode)]
@@ -130,10 +134,16 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
                 ["documents/s (run() start, incl. ES check and group join)",
                  shipped["docs_per_s_incl_start"]],
                 ["bulk requests", shipped["batches"]],
+                ["CPU-bound ceiling on an idle host, docs/s (estimate: documents x cores / CPU "
+                 "s of shipper, Elasticsearch, Kafka)", shipped["cpu_bound_ceiling_docs_per_s"]],
                 ["Elasticsearch count == documents", shipped["elasticsearch_docs"] == n]]),
             table("API and raw Elasticsearch under load (latency in ms, from the scheduled "
                   "start)", ["endpoint", "load", "requests", "200 OK", "achieved req/s", "p50",
                              "p95", "p99", "max"], rows),
+            table("CPU per request (ms) while each run lasted, and the CPU-bound ceiling on an "
+                  "idle host (requests x cores / CPU s of API, Elasticsearch, Cassandra)",
+                  ["endpoint", "load", "API", "Elasticsearch", "Cassandra", "ceiling req/s"],
+                  cpu_rows),
             table("What the API adds to the raw search", ["load", "p50 +ms", "p99 +ms",
                                                           "throughput API / raw"], overhead),
         ],
@@ -264,7 +274,9 @@ def es_search(settings: Settings, alias: str) -> dict[str, Any]:
 
 
 def api_loads(ws: Any, settings: Settings, url: str, alias: str, users: list[int],
-              size: dict[str, Any], rss: RssMonitor) -> list[dict[str, Any]]:
+              size: dict[str, Any], rss: RssMonitor, api_pid: int) -> list[dict[str, Any]]:
+    """Every endpoint at the fixed rate, then in a closed loop; per run also the CPU the API,
+    Elasticsearch and Cassandra spent per request (the load generator's own CPU excluded)."""
     endpoints = [("/users/{id}/predictions", {"url": f"{url}/users/{{user}}/predictions"}),
                  ("Elasticsearch search behind /predictions", es_search(settings, alias)),
                  ("/users/{id}/recommendations", {"url": f"{url}/users/{{user}}/recommendations"})]
@@ -275,15 +287,24 @@ def api_loads(ws: Any, settings: Settings, url: str, alias: str, users: list[int
                     "rate": RATE if mode == "fixed" else None,
                     "duration_s": size["load_s"] if mode == "fixed" else size["saturation_s"],
                     "concurrency": OPEN_CONCURRENCY if mode == "fixed" else CLOSED_CONCURRENCY}
-            result = loadgen(ws, spec, rss)
-            result.update(name=name, mode=mode)
+            with RssMonitor() as run_rss:
+                run_rss.track("API", api_pid)
+                run_rss.track_stack(settings)
+                result = loadgen(ws, spec, [rss, run_rss])
+            cpu = run_rss.cpu()
+            served = max(result["requests"], 1)
+            result.update(name=name, mode=mode, cpu_ms_per_request={
+                label: round(1000 * cpu.get(label, 0.0) / served, 2)
+                for label in ("API", "elasticsearch", "cassandra")},
+                cpu_bound_ceiling_rps=run_rss.ceiling(result["requests"],
+                                                      ["API", "elasticsearch", "cassandra"]))
             log(f"{name} [{mode}]: {result['achieved_rps']} req/s, {result['statuses']}, "
                 f"latency {result['latency_ms']}")
             out.append(result)
     return out
 
 
-def loadgen(ws: Any, spec: dict[str, Any], rss: RssMonitor) -> dict[str, Any]:
+def loadgen(ws: Any, spec: dict[str, Any], monitors: list[RssMonitor]) -> dict[str, Any]:
     """One ``bench.loadgen`` process; its JSON summary."""
     work = ws.tmp / "serve" / f"load-{time.monotonic_ns()}"
     work.mkdir(parents=True)
@@ -293,7 +314,8 @@ def loadgen(ws: Any, spec: dict[str, Any], rss: RssMonitor) -> dict[str, Any]:
     proc = subprocess.Popen([sys.executable, "-m", "bench.loadgen", str(work / "spec.json"),
                              str(work / "out.json")], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    rss.track("load generator (asyncio)", proc.pid)
+    for rss in monitors:
+        rss.track("load generator (asyncio)", proc.pid)
     out, _ = proc.communicate(timeout=spec["duration_s"] + 300)
     if proc.returncode != 0:
         raise RuntimeError(f"the load generator failed ({proc.returncode}): {out[-2000:]}")

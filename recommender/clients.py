@@ -151,6 +151,7 @@ def spark_session(settings: Settings, app_name: str | None = None) -> SparkSessi
         .config("spark.sql.shuffle.partitions", str(spark.sql_shuffle_partitions))
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.pyspark.python", spark.python or sys.executable)
         .config("spark.sql.extensions", "com.datastax.spark.connector.CassandraSparkExtensions")
         .config("spark.cassandra.connection.host", ",".join(cass.contact_points))

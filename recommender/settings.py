@@ -128,7 +128,7 @@ class ModelSettings(BaseModel):
     gate_metric: str = "ndcg_at_10"
     gate_tolerance: float = Field(0.02, ge=0, description="Allowed relative drop before refusal.")
     rank: int = 10
-    reg_param: float = 0.1
+    reg_param: float = 0.15
     max_iter: int = 10
     alpha: float = 1.0
     implicit_prefs: bool = False

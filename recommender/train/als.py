@@ -34,9 +34,10 @@ from recommender.train.evaluate import Factors
 
 if TYPE_CHECKING:
     from pyspark.ml.recommendation import ALS, ALSModel
-    from pyspark.sql import DataFrame
+    from pyspark.sql import DataFrame, SparkSession
 
 SearchMethod = Literal["grid", "random"]
+CHECKPOINT_EVERY = 10
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,9 @@ def build(params: AlsParams) -> ALS:
     """An unfitted ALS estimator over the training columns.
 
     ``coldStartStrategy="drop"`` keeps NaN predictions for unknown users or movies out of
-    ``transform``; two blocks per side suit the 2-core local default (fewer shuffles).
+    ``transform``; one block per core suits the local default (fewer shuffles). Checkpoints
+    (every 10 iterations) only when there is a lineage worth cutting: at ``max_iter <= 10``
+    the one checkpoint would land after the last iteration and only cost a disk write.
     """
     from pyspark.ml.recommendation import ALS
 
@@ -119,7 +122,8 @@ def build(params: AlsParams) -> ALS:
                rank=params.rank, regParam=params.reg_param, maxIter=params.max_iter,
                alpha=params.alpha, implicitPrefs=params.implicit_prefs, seed=params.seed,
                nonnegative=params.nonnegative, coldStartStrategy="drop",
-               numUserBlocks=_blocks(), numItemBlocks=_blocks())
+               numUserBlocks=_blocks(), numItemBlocks=_blocks(),
+               checkpointInterval=CHECKPOINT_EVERY if params.max_iter > CHECKPOINT_EVERY else -1)
 
 
 @dataclass
@@ -157,6 +161,15 @@ def fit(train: DataFrame, params: AlsParams,
         "user_id", "movie_id", (F.col("rating") - F.col("bias")).alias("rating"))
     model = build(params).fit(residuals)
     return Fitted(model, params, mean, biases.toPandas())
+
+
+def checkpoint_files(spark: SparkSession) -> set[Path]:
+    """The RDD checkpoints in the context's checkpoint directory (to delete a run's own)."""
+    directory = spark.sparkContext.getCheckpointDir()
+    if not directory:
+        return set()
+    root = Path(directory.removeprefix("file:"))
+    return set(root.glob("rdd-*")) if root.is_dir() else set()
 
 
 def factors(fitted: Fitted) -> Factors:

@@ -7,6 +7,7 @@ whether the result serves.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import time
 from collections.abc import Callable
@@ -88,6 +89,7 @@ def run(ratings: DataFrame, settings: Settings, options: TrainOptions | None = N
     started = time.perf_counter()
     # Factors and held-out rows come to the driver; Arrow makes that 10x faster.
     ratings.sparkSession.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
+    checkpoints_before = als.checkpoint_files(ratings.sparkSession)
     cached = []
     if not ratings.is_cached:  # a caller that cached it (to reuse it after) keeps it cached
         ratings = ratings.persist()
@@ -140,6 +142,9 @@ def run(ratings: DataFrame, settings: Settings, options: TrainOptions | None = N
     finally:
         for df in reversed(cached):
             df.unpersist()
+        # ALS's last checkpoint stays behind; the factors are saved, so drop this run's own.
+        for path in als.checkpoint_files(ratings.sparkSession) - checkpoints_before:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def _modes(opts: TrainOptions, settings: Settings) -> list[bool]:

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from recommender.clients import CASSANDRA_FORMAT
 from recommender.errors import BackendUnavailable, DatasetError
 from recommender.settings import Settings
 from recommender.train.artifacts import ModelArtifacts
-from recommender.train.data import CASSANDRA_FORMAT
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
