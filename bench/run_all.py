@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                 failures += 1
                 result = failed(name, args.quick, clock, traceback.format_exc(), settings)
                 log(f"{name} failed:\n{result['error']}")
-            result["doc"] = " ".join((module.__doc__ or "").split("\n\n")[0].split())
+            result["doc"] = describe(module.__doc__)
             path = RESULTS_DIR / f"{name}{'.quick' if args.quick else ''}.json"
             path.write_text(json.dumps(result, indent=2, default=str) + "\n")
             for t in result.get("targets", []):
@@ -88,6 +88,22 @@ def main(argv: list[str] | None = None) -> int:
         out = report.write(RESULTS_DIR, REPO / "BENCHMARKS.md")
         log(f"wrote {out.relative_to(REPO)}")
     return 1 if failures else 0
+
+
+def describe(doc: str | None) -> str:
+    """A module docstring as Markdown: paragraphs joined into lines, list items kept."""
+    out = []
+    for para in (doc or "").strip().split("\n\n"):
+        items, current = [], []
+        for line in para.splitlines():
+            stripped = line.strip()
+            if stripped[:2] in {f"{n}." for n in range(1, 10)} | {"* ", "- "} and current:
+                items.append(" ".join(current))
+                current = []
+            current.append(stripped)
+        items.append(" ".join(current))
+        out.append("\n".join(items))
+    return "\n\n".join(out).replace("``", "`")
 
 
 def failed(name: str, quick: bool, clock: Clock, error: str, settings: Any) -> dict[str, Any]:

@@ -107,17 +107,30 @@ def send_requests(settings: Settings, users: list[int], per_s: float,
         producer.close()
 
 
+def ingested_since(settings: Settings, since_ms: int) -> int:
+    """Ratings this demo run has ingested (other runs' documents in ratings-* do not count)."""
+    from recommender.clients import elasticsearch_client
+    from recommender.contracts import RATINGS_INDEX_PREFIX
+
+    es = elasticsearch_client(settings.elasticsearch, request_timeout=5)
+    try:
+        return es.count(index=f"{RATINGS_INDEX_PREFIX}*", ignore_unavailable=True,
+                        query={"range": {"ingested_at": {"gte": since_ms}}})["count"]
+    except Exception:  # noqa: BLE001 - not there yet: keep waiting
+        return 0
+    finally:
+        es.close()
+
+
 def train_first_model(settings: Settings, supervisor: Supervisor, options: DemoOptions,
                       say: Callable[[str], None], stop: threading.Event) -> None:
     """Wait for ``train_after`` ingested ratings, train and promote, start the predictor."""
-    from recommender.monitor import PipelineMonitor
     from recommender.train.registry import ModelRegistry
 
     if ModelRegistry(settings.model.models_dir).current_version() is None:
-        monitor = PipelineMonitor(settings)
+        since_ms = int(time.time() * 1000)
         while not stop.is_set():
-            indexed = monitor.elasticsearch_figures()[2] or 0
-            if indexed >= options.train_after:
+            if ingested_since(settings, since_ms) >= options.train_after:
                 break
             stop.wait(3)
         if stop.is_set():
