@@ -42,6 +42,7 @@ def background_jobs(settings: Settings) -> list[Job]:
 
 
 PREDICTOR = Job("predict", ("predict",))
+STACK_MARKER = "stack-started-by-demo"
 
 
 def prepare(settings: Settings, say: Callable[[str], None]) -> None:
@@ -52,7 +53,11 @@ def prepare(settings: Settings, say: Callable[[str], None]) -> None:
     from recommender.stack import manager
     from recommender.topics import ensure_topics
 
+    already_up = all(s.up for s in manager.status(settings.stack))
     manager.up(settings.stack, on_event=say)
+    if not already_up:  # --stop takes down only a stack this demo started
+        run_dir(settings).mkdir(parents=True, exist_ok=True)
+        (run_dir(settings) / STACK_MARKER).touch()
     setup_indices(elasticsearch_client(settings.elasticsearch))
     k = settings.kafka
     ensure_topics(settings, k.ratings_topic, k.ratings_dlq_topic, k.requests_topic,
@@ -151,7 +156,12 @@ def stop_demo(settings: Settings, say: Callable[[str], None]) -> None:
 
     stopped = Supervisor(run_dir(settings)).stop_all()
     say(f"stopped jobs: {', '.join(stopped) or 'none were running'}")
-    manager.down(settings.stack, on_event=say)
+    marker = run_dir(settings) / STACK_MARKER
+    if marker.exists():
+        manager.down(settings.stack, on_event=say)
+        marker.unlink()
+    else:
+        say("the stack was already running before the demo: left running")
 
 
 def run_demo(settings: Settings, options: DemoOptions, say: Callable[[str], None],

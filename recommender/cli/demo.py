@@ -24,7 +24,7 @@ def demo(
     train_after: int = typer.Option(50_000, help="Train the first model once this many "
                                     "ratings are ingested."),
     stop: bool = typer.Option(False, "--stop", help="Stop every job the demo started, and "
-                              "the stack."),
+                              "the stack if the demo started it."),
 ) -> None:
     """Run the pipeline end to end on MovieLens and watch it work.
 
