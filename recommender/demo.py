@@ -78,7 +78,7 @@ def load_dataset(settings: Settings, name: str, say: Callable[[str], None]):
     except DatasetError as exc:
         raise DatasetError(
             f"{exc}\nNo MovieLens at hand? Generate a synthetic one instead:\n"
-            "  recommender generate --users 2000 --output csv --dir /tmp/synthetic\n"
+            "  recommender generate --users 2000 --output csv /tmp/synthetic\n"
             "  recommender demo --dataset /tmp/synthetic") from None
     say(f"dataset {dataset.name}: loading movie metadata into Cassandra and Elasticsearch")
     load_metadata(settings, dataset)
