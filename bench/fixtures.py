@@ -171,6 +171,32 @@ def private_ratings_indices(settings: Settings, prefix: str) -> Iterator[str]:
 
 
 @contextmanager
+def private_vectors_publish(prefix: str) -> Iterator[str]:
+    """Rollover promotes its target and then publishes the movie vectors under the global
+    ``movie-vectors`` alias (``publish_after_promotion``), deleting the previous index behind
+    it; during a benchmark it publishes the same way under a private alias instead."""
+    from recommender.errors import RecommenderError
+    from recommender.predict import rollover
+    from recommender.vectors import publish_version
+
+    alias = f"{prefix}-movie-vectors"
+    original = rollover.publish_after_promotion
+
+    def publish(settings: Settings, version: str, say: Any) -> None:
+        try:
+            _, index, count = publish_version(settings, version, alias=alias)
+            say(f"published {count} movie vectors of {version} as {index}")
+        except RecommenderError as exc:
+            say(f"warning: movie vectors of {version} were not published ({exc})")
+
+    rollover.publish_after_promotion = publish
+    try:
+        yield alias
+    finally:
+        rollover.publish_after_promotion = original
+
+
+@contextmanager
 def private_predictions_index(settings: Settings, prefix: str) -> Iterator[tuple[str, str]]:
     """The shipper writes one private index (same mapping as ``predictions-*``), reachable
     through a private alias the API is pointed at; yields (index, alias)."""

@@ -17,7 +17,6 @@ from typing import Any
 
 from bench.common import (
     Clock,
-    RssMonitor,
     envelope,
     log,
     table,
@@ -31,6 +30,7 @@ from bench.fixtures import (
     private_ratings_indices,
     synthetic_events,
 )
+from bench.monitor import RssMonitor
 from recommender.settings import Settings
 
 TARGET_ROWS_PER_S = 20_000

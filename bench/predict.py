@@ -25,7 +25,6 @@ import orjson
 
 from bench.common import (
     Clock,
-    RssMonitor,
     envelope,
     log,
     percentiles,
@@ -34,7 +33,14 @@ from bench.common import (
     topic_end_offsets,
     workspace,
 )
-from bench.fixtures import ML_SMALL, copy_model, ml_small_keyspace, trained_model
+from bench.fixtures import (
+    ML_SMALL,
+    copy_model,
+    ml_small_keyspace,
+    private_vectors_publish,
+    trained_model,
+)
+from bench.monitor import RssMonitor
 from recommender.settings import Settings, as_env
 
 TARGET_RPS = 10_000
@@ -368,7 +374,10 @@ def measure_rollover(settings: Settings, model: tuple[Settings, str], pairs: Pai
         time.sleep(size["rollover_before_s"])
         roll_started = time.time()
         try:
-            report = rollover(settings, target_version, timeout_s=size["rollover_timeout_s"])
+            # the predictor group is the workspace's private prefix, bench-predict-<run>
+            with private_vectors_publish(settings.kafka.predictor_group):
+                report = rollover(settings, target_version,
+                                  timeout_s=size["rollover_timeout_s"])
             error = None
         except RecommenderError as exc:  # did not catch up in time: the old one still serves
             report, error = None, str(exc)

@@ -21,7 +21,6 @@ import orjson
 
 from bench.common import (
     Clock,
-    RssMonitor,
     envelope,
     log,
     table,
@@ -30,6 +29,7 @@ from bench.common import (
     workspace,
 )
 from bench.fixtures import ML_SMALL, ml_small
+from bench.monitor import RssMonitor
 from recommender.settings import Settings
 
 TARGET_EVENTS_PER_S = 100_000

@@ -28,7 +28,6 @@ import orjson
 from bench.common import (
     REPO,
     Clock,
-    RssMonitor,
     envelope,
     log,
     table,
@@ -44,6 +43,7 @@ from bench.fixtures import (
     private_predictions_index,
     trained_model,
 )
+from bench.monitor import RssMonitor
 from recommender.settings import Settings, as_env
 
 TARGET_DOCS_PER_S = 20_000

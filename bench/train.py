@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from bench.common import Clock, RssMonitor, envelope, log, table, target, workspace
+from bench.common import Clock, envelope, log, table, target, workspace
 from bench.fixtures import ML_SMALL, ml_small_keyspace, synthetic_keyspace
+from bench.monitor import RssMonitor
 from recommender.settings import Settings
 
 TARGET_RMSE = 0.87
