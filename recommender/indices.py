@@ -15,6 +15,37 @@ from recommender import contracts
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
 
+
+
+class BulkRetry(Exception):
+    """Elasticsearch answered 429/5xx for part of a bulk request: resend the batch."""
+
+
+def bulk_index(es: Elasticsearch, body: bytes) -> list[tuple[int, str]]:
+    """Send one NDJSON bulk body; return (position, reason) of the documents it rejected.
+
+    Transport errors and 429/5xx item failures raise, so the caller resends the whole body
+    (ids are deterministic, so a resend overwrites); 4xx item failures (mapping conflicts)
+    are permanent and are returned for the dead letters.
+    """
+    response = es.bulk(operations=body, refresh=False)
+    if not response.get("errors"):
+        return []
+    rejected, retry = [], False
+    for position, item in enumerate(response["items"]):
+        result = next(iter(item.values()))
+        status = result.get("status", 200)
+        if status >= 300:
+            if status == 429 or status >= 500:
+                retry = True
+            else:
+                error = result.get("error", {})
+                rejected.append((position, f"{error.get('type')}: {error.get('reason')}"))
+    if retry:
+        raise BulkRetry("Elasticsearch asked to retry part of a bulk request")
+    return rejected
+
+
 SINGLE_NODE = {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"}
 
 TEMPLATES: dict[str, dict[str, Any]] = {

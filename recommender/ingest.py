@@ -91,28 +91,52 @@ class MoviesCache:
         return self.frame
 
 
-def es_bulk_partition(es_settings: ElasticsearchSettings) -> Callable[[Iterable[Any]], None]:
-    """A ``foreachPartition`` function that bulk-indexes rating documents from executors."""
+BULK_BYTES = 8 * 1024 * 1024
 
-    def index_partition(rows: Iterable[Any]) -> None:
-        from elasticsearch import helpers
+
+def index_arrow_batches(es_settings: ElasticsearchSettings) -> Callable[[Iterable[Any]], Any]:
+    """A ``mapInArrow`` function that bulk-indexes pre-rendered NDJSON lines from executors.
+
+    The JVM renders each action + document line (``to_json``), and Arrow hands them over in
+    columnar batches, so the Python worker only joins bytes and posts them: no per-row
+    objects or JSON encoding in Python. It yields how many documents it indexed, which the
+    driver checks against the batch's rating count.
+    """
+
+    def index_partition(batches: Iterable[Any]) -> Any:
+        import pyarrow as pa
 
         from recommender.clients import elasticsearch_client
+        from recommender.indices import bulk_index
 
-        actions = [
-            {"_index": row["index"], "_id": f"{row['user_id']}:{row['movie_id']}",
-             "_source": {k: v for k, v in row.asDict().items() if k != "index" and v is not None}}
-            for row in rows
-        ]
-        if not actions:
-            return
         es = elasticsearch_client(es_settings)
 
-        def send() -> None:
-            helpers.bulk(es, actions, chunk_size=5000, max_retries=3, initial_backoff=1)
+        def post(lines: list[bytes]) -> None:
+            body = b"".join(lines)
+            rejected: list[tuple[int, str]] = []
+
+            def send() -> None:
+                rejected[:] = bulk_index(es, body)
+
+            with_retries(send, "Elasticsearch bulk index of ratings")
+            if rejected:
+                raise ValueError(f"Elasticsearch rejected {len(rejected)} rating documents, "
+                                 f"first: {rejected[0][1]}")
 
         try:
-            with_retries(send, "Elasticsearch bulk index of ratings")
+            pending: list[bytes] = []
+            size = indexed = 0
+            for batch in batches:
+                for line in batch.column(0).to_pylist():
+                    pending.append(line)
+                    size += len(line)
+                    if size >= BULK_BYTES:
+                        post(pending)
+                        indexed, pending, size = indexed + len(pending), [], 0
+            if pending:
+                post(pending)
+                indexed += len(pending)
+            yield pa.RecordBatch.from_pydict({"indexed": [indexed]})
         finally:
             es.close()
 
@@ -120,18 +144,26 @@ def es_bulk_partition(es_settings: ElasticsearchSettings) -> Callable[[Iterable[
 
 
 def rating_documents(ratings: DataFrame, movies: DataFrame) -> DataFrame:
+    """One NDJSON bulk line pair (action, source) per rating, rendered in the JVM."""
     event_ts = F.timestamp_millis("event_time")
-    return (
-        ratings.join(movies, "movie_id", "left")
-        .select(
-            F.concat(F.lit(contracts.RATINGS_INDEX_PREFIX), F.year(event_ts).cast("string"))
-            .alias("index"),
-            "event_id", F.col("user_id").cast("string").alias("user_id"),
-            F.col("movie_id").cast("string").alias("movie_id"), "rating", "event_time",
-            F.unix_millis(F.current_timestamp()).alias("ingested_at"),
-            "title", "year", "genres", "source",
-        )
-    )
+    index = F.concat(F.lit(contracts.RATINGS_INDEX_PREFIX), F.year(event_ts).cast("string"))
+    doc_id = F.concat_ws(":", "user_id", "movie_id")
+    action = F.to_json(F.struct(F.struct(index.alias("_index"), doc_id.alias("_id"))
+                                .alias("index")))
+    source = F.to_json(F.struct(
+        "event_id", F.col("user_id").cast("string").alias("user_id"),
+        F.col("movie_id").cast("string").alias("movie_id"), "rating", "event_time",
+        F.unix_millis(F.current_timestamp()).alias("ingested_at"),
+        "title", "year", "genres", "source",
+    ))
+    line = F.concat(action, F.lit("\n"), source, F.lit("\n")).cast("binary")
+    return ratings.join(movies, "movie_id", "left").select(line.alias("line"))
+
+
+def index_ratings(documents: DataFrame, es_settings: ElasticsearchSettings) -> int:
+    """Bulk-index the documents from the executors; the number Elasticsearch accepted."""
+    indexed = documents.mapInArrow(index_arrow_batches(es_settings), "indexed long")
+    return int(indexed.agg(F.sum("indexed")).first()[0] or 0)
 
 
 def write_batch(batch: DataFrame, batch_id: int, settings: Settings, movies: MoviesCache) -> None:
@@ -152,8 +184,11 @@ def write_batch(batch: DataFrame, batch_id: int, settings: Settings, movies: Mov
                             F.current_timestamp().alias("ingested_at"))
              .write.format(CASSANDRA).mode("append").options(keyspace=ks, table="ratings")
              .save())
-            rating_documents(ratings, movies.get()).foreachPartition(
-                es_bulk_partition(settings.elasticsearch))
+            indexed = index_ratings(rating_documents(ratings, movies.get()),
+                                    settings.elasticsearch)
+            if indexed != counts["rating"]:
+                raise RuntimeError(f"batch {batch_id}: {counts['rating']} ratings but "
+                                   f"{indexed} indexed into Elasticsearch")
         if counts.get("tag"):
             (good.where(F.col("event_type") == "tag")
              .select("user_id", "movie_id", F.trim("tag").alias("tag"),

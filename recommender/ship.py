@@ -23,21 +23,16 @@ from elasticsearch import ApiError
 
 from recommender.clients import elasticsearch_client, kafka_consumer, kafka_producer
 from recommender.contracts import DeadLetter, prediction_doc_id
-from recommender.indices import predictions_index
+from recommender.indices import BulkRetry, bulk_index, predictions_index
 from recommender.indices import setup as setup_indices
 from recommender.settings import Settings
 
 if TYPE_CHECKING:
-    from elasticsearch import Elasticsearch
     from kafka import KafkaProducer
     from kafka.consumer.fetcher import ConsumerRecord
 
 log = logging.getLogger(__name__)
 REQUIRED = ("request_id", "user_id", "predicted_at")
-
-
-class BulkRetry(Exception):
-    """Elasticsearch answered 429/5xx for part of a bulk request: resend the batch."""
 
 
 ES_DOWN = (ApiError, TransportError, BulkRetry)
@@ -80,30 +75,6 @@ def to_action(record: ConsumerRecord) -> tuple[dict[str, Any], dict[str, Any]] |
 
 def bulk_body(pairs: Iterable[tuple[dict[str, Any], dict[str, Any]]]) -> bytes:
     return b"".join(orjson.dumps(a) + b"\n" + orjson.dumps(d) + b"\n" for a, d in pairs)
-
-
-def index_batch(es: Elasticsearch, pairs: list[tuple[dict, dict]]) -> list[tuple[int, str]]:
-    """Bulk-index; return (position, reason) of the documents Elasticsearch rejected.
-
-    Transport errors and 429/5xx item failures raise, so the whole batch is retried; 4xx
-    item failures (mapping conflicts) are permanent and are returned for the dead letters.
-    """
-    response = es.bulk(operations=bulk_body(pairs), refresh=False)
-    if not response.get("errors"):
-        return []
-    rejected, retry = [], False
-    for position, item in enumerate(response["items"]):
-        result = next(iter(item.values()))
-        status = result.get("status", 200)
-        if status >= 300:
-            if status == 429 or status >= 500:
-                retry = True
-            else:
-                error = result.get("error", {})
-                rejected.append((position, f"{error.get('type')}: {error.get('reason')}"))
-    if retry:
-        raise BulkRetry("Elasticsearch asked to retry part of a bulk request")
-    return rejected
 
 
 class Shipper:
@@ -155,7 +126,7 @@ class Shipper:
         delay = 1.0
         while pairs:
             try:
-                rejected = index_batch(self.es, pairs)
+                rejected = bulk_index(self.es, bulk_body(pairs))
                 break
             except ES_DOWN as exc:  # ES down or overloaded: wait, never drop the batch
                 if stop_when():

@@ -110,6 +110,7 @@ class Predictor:
         self.registry = ModelRegistry(settings.model.models_dir)
         self.allow_no_model = allow_no_model
         self.bundle_ref: Any = None
+        self.admin: Any = None  # kept between batches: a new admin client costs a bootstrap
         self.state = InstanceState(instance, os.getpid(), None, pinned_version)
         self.refresh_model()
 
@@ -225,14 +226,21 @@ class Predictor:
         from kafka.structs import OffsetAndMetadata
 
         topic = self.settings.kafka.requests_topic
-        admin = kafka_admin(self.settings.kafka)
+        if self.admin is None:
+            self.admin = kafka_admin(self.settings.kafka)
         try:
-            admin.alter_group_offsets(self.settings.kafka.predictor_group, {
+            self.admin.alter_group_offsets(self.settings.kafka.predictor_group, {
                 TopicPartition(topic, int(p)): OffsetAndMetadata(end, self.instance, -1)
                 for p, end in ends.items()
             })
-        finally:
-            admin.close()
+        except Exception:  # a broken connection: the next batch starts a fresh client
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.admin is not None:
+            self.admin.close()
+            self.admin = None
 
     # --- the query ------------------------------------------------------------------------
 

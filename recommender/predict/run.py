@@ -35,5 +35,8 @@ def run_predictor(settings: Settings, *, instance: str = "main", version: str | 
     def between_batches() -> bool:
         return stopping["asked"] and not query.status["isTriggerActive"]
 
-    run_query(query, stop_when=between_batches, poll_s=0.2)
-    spark.stop()
+    try:
+        run_query(query, stop_when=between_batches, poll_s=0.2)
+    finally:
+        predictor.close()
+        spark.stop()
