@@ -9,17 +9,22 @@ demo runs exactly what an operator would run by hand.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from recommender.errors import DatasetError, RecommenderError
 from recommender.settings import Settings, as_env
 from recommender.supervisor import Job, Supervisor
+
+if TYPE_CHECKING:
+    from recommender.monitor import Sample
 
 
 @dataclass(frozen=True)
@@ -149,6 +154,17 @@ def train_first_model(settings: Settings, supervisor: Supervisor, options: DemoO
         return
     supervisor.start(PREDICTOR)
     say("predictor started")
+
+
+def record_summary(settings: Settings, last: Sample | None, peak_rss_bytes: int) -> Path:
+    """What the run reached, as JSON beside the job logs: the benchmark report and operators
+    read it after the fact."""
+    summary = {"finished_at": int(time.time() * 1000), "peak_rss_bytes": peak_rss_bytes,
+               "last_sample": None if last is None else asdict(last)}
+    path = run_dir(settings) / "summary.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(summary, indent=2))
+    return path
 
 
 def stop_demo(settings: Settings, say: Callable[[str], None]) -> None:

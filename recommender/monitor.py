@@ -7,9 +7,14 @@ reached Kafka, whichever process produced it.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+import psutil
 
 from recommender import contracts
 from recommender.clients import elasticsearch_client, kafka_admin, kafka_consumer
@@ -109,3 +114,35 @@ class PipelineMonitor:
         from recommender.train.registry import ModelRegistry
 
         return ModelRegistry(self.settings.model.models_dir).current_version()
+
+
+@dataclass
+class MemoryWatch:
+    """Resident memory of the whole pipeline on this host: the stack's servers, the
+    supervised jobs with their Spark JVMs and Python workers, and this process. The budget
+    a user plans for is all of them together, so the peak of the sum is what is reported."""
+
+    roots: Callable[[], list[int]]
+    peak_bytes: int = 0
+
+    def sample(self) -> int:
+        total = sum(_rss(proc) for proc in _trees([os.getpid(), *self.roots()]))
+        self.peak_bytes = max(self.peak_bytes, total)
+        return total
+
+
+def _trees(roots: list[int]) -> list[psutil.Process]:
+    """Every process under the roots once, even when one root is another's descendant."""
+    seen: dict[int, psutil.Process] = {}
+    for pid in roots:
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(pid)
+            for proc in [root, *root.children(recursive=True)]:
+                seen.setdefault(proc.pid, proc)
+    return list(seen.values())
+
+
+def _rss(proc: psutil.Process) -> int:
+    with contextlib.suppress(psutil.Error):
+        return proc.memory_info().rss
+    return 0

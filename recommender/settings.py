@@ -24,7 +24,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -37,7 +37,35 @@ def _xdg(var: str, fallback: str) -> Path:
     return Path(os.environ.get(var) or Path.home() / fallback) / "recommender"
 
 
-class KafkaSettings(BaseModel):
+SECRET_FILE_SUFFIX = "_file"
+
+
+def read_secret_file(path: Path, field: str) -> SecretStr:
+    """The secret in ``path`` (surrounding whitespace dropped). Secrets live in files so that
+    they never sit in the repository, a shell history or a process listing."""
+    try:
+        value = path.read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"{field}: cannot read {path}: {exc.strerror}") from None
+    if not value:
+        raise ValueError(f"{field}: {path} is empty")
+    return SecretStr(value)
+
+
+class SecretFiles(BaseModel):
+    """A section whose secret ``X`` may instead be given as ``X_file``, a path to read it
+    from. An explicit value wins over the file."""
+
+    @model_validator(mode="after")
+    def _load_secret_files(self) -> SecretFiles:
+        for name in type(self).model_fields:
+            path = getattr(self, name + SECRET_FILE_SUFFIX, None)
+            if path is not None and getattr(self, name) is None:
+                setattr(self, name, read_secret_file(Path(path), name + SECRET_FILE_SUFFIX))
+        return self
+
+
+class KafkaSettings(SecretFiles):
     """Kafka endpoints, security and the topics that are the pipeline's contracts."""
 
     bootstrap_servers: str = "localhost:9092"
@@ -45,7 +73,10 @@ class KafkaSettings(BaseModel):
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
-    ssl_cafile: str | None = None
+    sasl_password_file: Path | None = Field(
+        None, description="File holding sasl_password (read at start; never logged).")
+    ssl_cafile: str | None = Field(None, description="PEM file of the CA that signed the "
+                                   "brokers' certificates (SSL, SASL_SSL).")
     ratings_topic: str = "ratings"
     ratings_dlq_topic: str = "ratings-dlq"
     requests_topic: str = "prediction-requests"
@@ -59,7 +90,7 @@ class KafkaSettings(BaseModel):
     replication_factor: int = Field(1, ge=1)
 
 
-class CassandraSettings(BaseModel):
+class CassandraSettings(SecretFiles):
     """Cassandra contact points, auth and the keyspace that is the system of record."""
 
     contact_points: list[str] = ["127.0.0.1"]
@@ -70,16 +101,19 @@ class CassandraSettings(BaseModel):
     replication_factor: int = Field(1, ge=1)
     username: str | None = None
     password: SecretStr | None = None
+    password_file: Path | None = Field(None, description="File holding password.")
 
 
-class ElasticsearchSettings(BaseModel):
+class ElasticsearchSettings(SecretFiles):
     """Elasticsearch endpoint and auth; the index names are the BI and API contracts."""
 
     url: str = "http://localhost:9200"
     api_key: SecretStr | None = None
+    api_key_file: Path | None = Field(None, description="File holding api_key.")
     username: str | None = None
     password: SecretStr | None = None
-    ca_certs: str | None = None
+    password_file: Path | None = Field(None, description="File holding password.")
+    ca_certs: str | None = Field(None, description="PEM file of the CA of an https url.")
     verify_certs: bool = True
     request_timeout: float = 30.0
 
@@ -104,7 +138,14 @@ class SparkSettings(BaseModel):
 class StackSettings(BaseModel):
     """The embedded single-node stack: jar cache, data, ports and explicit heap sizes."""
 
+    secure: bool = Field(
+        False, description="Run (and address) the secure stack: Kafka SASL/TLS, Cassandra "
+        "and Elasticsearch authentication, in secure_state_dir on ports + secure_port_offset.")
     state_dir: Path = _xdg("XDG_STATE_HOME", ".local/state") / "stack"
+    secure_state_dir: Path = _xdg("XDG_STATE_HOME", ".local/state") / "stack-secure"
+    secure_port_offset: int = Field(
+        10000, ge=1, description="Added to every port by the secure stack, so it never takes "
+        "(or is mistaken for) the plain one.")
     cache_dir: Path = _xdg("XDG_CACHE_HOME", ".cache")
     java_home: Path | None = None
     kafka_heap: str = "512m"
@@ -119,13 +160,23 @@ class StackSettings(BaseModel):
     elasticsearch_transport_port: int = 9300
     startup_timeout_s: float = 180.0
 
+    def active(self) -> StackSettings:
+        """The settings of the stack this mode runs: the secure stack has its own state
+        directory and ports, so it can never be confused with the plain one."""
+        if not self.secure:
+            return self
+        ports = {name: value + self.secure_port_offset for name, value in self
+                 if name.endswith("_port")}
+        return self.model_copy(update={"state_dir": self.secure_state_dir, **ports})
+
 
 class ModelSettings(BaseModel):
     """Model registry on disk and the quality gate that guards promotion."""
 
     models_dir: Path = _xdg("XDG_DATA_HOME", ".local/share") / "models"
     retention: int = Field(5, ge=1, description="Versions kept on disk besides CURRENT.")
-    gate_metric: str = "ndcg_at_10"
+    gate_metric: str = Field("auto", description="Quality gate metric; auto = rmse between "
+                             "explicit models, ndcg_at_10 when an implicit one is involved.")
     gate_tolerance: float = Field(0.02, ge=0, description="Allowed relative drop before refusal.")
     rank: int = 10
     reg_param: float = 0.15
@@ -142,12 +193,13 @@ class DataSettings(BaseModel):
     dataset: str = "ml-latest-small"
 
 
-class ApiSettings(BaseModel):
+class ApiSettings(SecretFiles):
     """HTTP API bind address and the key its write endpoints require (None: open)."""
 
     host: str = "127.0.0.1"
     port: int = 8000
     api_key: SecretStr | None = None
+    api_key_file: Path | None = Field(None, description="File holding api_key.")
     cors_origins: list[str] = []
     max_k: int = Field(100, ge=1)
 
@@ -185,13 +237,14 @@ class Settings(BaseSettings):
 
 def as_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
     """``RECOMMENDER_*`` variables that give a child process exactly these settings (the
-    launcher and rollover start jobs as separate processes)."""
+    launcher and rollover start jobs as separate processes). A secret read from a file is
+    passed on as that file's path, never as its value."""
     import json
 
     env = dict(os.environ if base is None else base)
     for section, model in settings:
         for name, value in model:
-            if value is None:
+            if value is None or getattr(model, name + SECRET_FILE_SUFFIX, None) is not None:
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()

@@ -55,25 +55,36 @@ def demo(
 
 def live_view(settings: Settings, duration: float | None):
     def view(supervisor, stop: threading.Event) -> None:
-        from recommender.demo import PREDICTOR, background_jobs
-        from recommender.monitor import PipelineMonitor
+        from recommender.demo import PREDICTOR, background_jobs, record_summary
+        from recommender.monitor import MemoryWatch, PipelineMonitor
+        from recommender.stack import manager
 
         monitor = PipelineMonitor(settings)
+        servers = [s.pid for s in manager.status(settings.stack) if s.pid]
+        memory = MemoryWatch(lambda: [*servers, *supervisor.running().values()])
         jobs = background_jobs(settings)
         ends = time.monotonic() + duration if duration else None
-        with Live(console=console, refresh_per_second=1) as live:
-            while ends is None or time.monotonic() < ends:
-                watched = jobs + ([PREDICTOR] if supervisor.pid(PREDICTOR.name) else [])
-                restarted = supervisor.keep_alive(watched)
-                sample = monitor.sample()
-                live.update(render(monitor, sample, supervisor, restarted))
-                if stop.wait(2.0):
-                    break
+        try:
+            with Live(console=console, refresh_per_second=1) as live:
+                while ends is None or time.monotonic() < ends:
+                    watched = jobs + ([PREDICTOR] if supervisor.pid(PREDICTOR.name) else [])
+                    restarted = supervisor.keep_alive(watched)
+                    sample = monitor.sample()
+                    live.update(render(monitor, sample, supervisor, restarted, memory))
+                    if stop.wait(2.0):
+                        break
+        finally:
+            path = record_summary(settings, monitor.previous, memory.peak_bytes)
+            console.print(f"peak resident memory of all processes (stack included): "
+                          f"{memory.peak_bytes / GIB:.2f} GiB; summary in {path}")
 
     return view
 
 
-def render(monitor, sample, supervisor, restarted: list[str]) -> Table:
+GIB = 1024**3
+
+
+def render(monitor, sample, supervisor, restarted: list[str], memory) -> Table:
     rates = monitor.rates
     latency = sample.latency_ms
     fmt = lambda v: "-" if v is None else f"{v:,.0f}"  # noqa: E731
@@ -87,6 +98,9 @@ def render(monitor, sample, supervisor, restarted: list[str]) -> Table:
     table.add_row("latency p50/p95/p99 ms (1 min)",
                   " / ".join(fmt(latency.get(p)) for p in ("p50", "p95", "p99")))
     table.add_row("model version", sample.model_version or "(training pending)")
+    now = memory.sample()
+    table.add_row("memory, all processes (now / peak)",
+                  f"{now / GIB:.2f} / {memory.peak_bytes / GIB:.2f} GiB")
     table.add_row("jobs", ", ".join(f"{n}:{p}" for n, p in supervisor.running().items()))
     if restarted:
         table.add_row("restarted", ", ".join(restarted))

@@ -121,7 +121,7 @@ def run(ratings: DataFrame, settings: Settings, options: TrainOptions | None = N
 
         candidates = [_candidate(train, holdout, settings, opts, implicit, snap.users, on_event)
                       for implicit in _modes(opts, settings)]
-        best = _pick(candidates, registry.gate_metric)
+        best = _pick(candidates, registry.metric_for(*(c.params.mode for c in candidates)))
         timings["fit_s"] = sum(c.fit_seconds for c in candidates)
         timings["evaluate_s"] = sum(c.evaluate_seconds for c in candidates)
 

@@ -42,6 +42,9 @@ MAX_STACK = 50  # how many rollbacks deep the lineage goes
 MAX_HISTORY = 1000  # events kept in history.json
 
 
+AUTO = "auto"
+
+
 @dataclass(frozen=True)
 class GateDecision:
     """Whether a candidate may replace the current model, and why."""
@@ -82,7 +85,7 @@ class ModelRegistry:
     """
 
     def __init__(self, models_dir: Path | str, retention: int = 5,
-                 gate_metric: str = "ndcg_at_10", gate_tolerance: float = 0.02) -> None:
+                 gate_metric: str = AUTO, gate_tolerance: float = 0.02) -> None:
         self.root = Path(models_dir)
         self.retention = retention
         self.gate_metric = gate_metric
@@ -91,6 +94,14 @@ class ModelRegistry:
     @classmethod
     def from_settings(cls, model: ModelSettings) -> ModelRegistry:
         return cls(model.models_dir, model.retention, model.gate_metric, model.gate_tolerance)
+
+    def metric_for(self, *modes: str) -> str:
+        """The metric that judges models of these modes. ``auto`` compares explicit models
+        on RMSE, which is what they optimise (their top-k ranking is noise-level), and
+        anything involving an implicit model on NDCG@10, since it predicts no ratings."""
+        if self.gate_metric != AUTO:
+            return self.gate_metric
+        return "rmse" if all(mode == "explicit" for mode in modes) else "ndcg_at_10"
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -169,10 +180,10 @@ class ModelRegistry:
             except ModelError as exc:
                 out.append(VersionInfo(name, None, None, None, None, "corrupt", str(exc)))
                 continue
+            mode = _mode(meta)
             out.append(VersionInfo(
-                version=name, created_at=meta.get("created_at"),
-                mode="implicit" if meta["params"].get("implicit_prefs") else "explicit",
-                metric=(meta.get("metrics") or {}).get(self.gate_metric),
+                version=name, created_at=meta.get("created_at"), mode=mode,
+                metric=(meta.get("metrics") or {}).get(self.metric_for(mode)),
                 rows=(meta.get("data") or {}).get("rows"), status=status))
         return out
 
@@ -208,15 +219,18 @@ class ModelRegistry:
 
     def gate(self, version: str, force: bool = False) -> GateDecision:
         """Judge ``version`` against ``CURRENT`` on the gate metric (no side effects)."""
-        metric, tol = self.gate_metric, self.gate_tolerance
-        candidate = _metric(self.metadata(version), metric)
+        tol = self.gate_tolerance
+        candidate_meta = self.metadata(version)
         current_version = self.current_version()
-        current = None
+        current_meta = None
         if current_version and current_version != version:
             try:
-                current = _metric(self.metadata(current_version), metric)
+                current_meta = self.metadata(current_version)
             except ModelError:
-                current = None
+                current_meta = None
+        metric = self.metric_for(*(_mode(m) for m in (candidate_meta, current_meta) if m))
+        candidate = _metric(candidate_meta, metric)
+        current = None if current_meta is None else _metric(current_meta, metric)
 
         def decide(accepted: bool, reason: str) -> GateDecision:
             if force and not accepted:
@@ -343,6 +357,10 @@ class ModelRegistry:
                 yield
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _mode(meta: dict[str, Any]) -> str:
+    return "implicit" if (meta.get("params") or {}).get("implicit_prefs") else "explicit"
 
 
 def _metric(meta: dict[str, Any], metric: str) -> float | None:

@@ -20,11 +20,12 @@ from recommender.train.registry import ModelRegistry
 from recommender.train.scheduler import Schedule, parse_interval, run_loop, snapshot_rows
 
 
-def _save(reg: ModelRegistry, ndcg: float, rmse: float = 0.9, name: str | None = None) -> str:
+def _save(reg: ModelRegistry, ndcg: float, rmse: float = 0.9, name: str | None = None,
+          implicit: bool = False) -> str:
     version = name or reg.new_version()
     art = ModelArtifacts(version=version, item_ids=np.arange(3), item_factors=np.ones((3, 2)),
                          user_ids=np.arange(2), user_factors=np.ones((2, 2)),
-                         item_counts=np.ones(3), params={"rank": 2})
+                         item_counts=np.ones(3), params={"rank": 2, "implicit_prefs": implicit})
     with reg.staging(version) as tmp:
         art.save(tmp, {"metrics": {"ndcg_at_10": ndcg, "rmse": rmse},
                        "data": {"rows_total": 1000, "rows": 900}})
@@ -99,8 +100,24 @@ def test_candidate_without_gate_metric_is_refused(tmp_path: Path) -> None:
     assert not decision.accepted and "has no map_at_10" in decision.reason
 
 
+def test_auto_gate_judges_explicit_models_on_rmse_and_implicit_ones_on_ndcg(
+        tmp_path: Path) -> None:
+    reg = ModelRegistry(tmp_path, gate_tolerance=0.02)  # the default metric: auto
+    explicit = _save(reg, ndcg=0.01, rmse=0.86)
+    reg.publish(explicit)
+    better_ranking_worse_rmse = _save(reg, ndcg=0.30, rmse=0.95)
+    decision = reg.publish(better_ranking_worse_rmse)
+    assert not decision.accepted and decision.metric == "rmse"
+    implicit = _save(reg, ndcg=0.25, rmse=0.95, implicit=True)
+    decision = reg.publish(implicit)
+    assert decision.metric == "ndcg_at_10" and decision.accepted
+    worse_implicit = _save(reg, ndcg=0.10, implicit=True)
+    assert reg.gate(worse_implicit).metric == "ndcg_at_10"
+    assert not reg.publish(worse_implicit).accepted
+
+
 def test_rollback_walks_back_through_what_served(tmp_path: Path) -> None:
-    reg = ModelRegistry(tmp_path, retention=5, gate_tolerance=0.05)
+    reg = ModelRegistry(tmp_path, retention=5, gate_metric="ndcg_at_10", gate_tolerance=0.05)
     a = _save(reg, 0.20)
     reg.publish(a)
     b = _save(reg, 0.21)
@@ -255,7 +272,7 @@ def test_models_cli_promote_rollback_and_exit_codes(tmp_path: Path,
     get_settings.cache_clear()
     try:
         reg = ModelRegistry(tmp_path)
-        good, bad = _save(reg, 0.3), _save(reg, 0.1)
+        good, bad = _save(reg, 0.3, rmse=0.85), _save(reg, 0.1, rmse=0.95)
         app = typer.Typer()
         app.add_typer(models, name="models")
         run = CliRunner().invoke
