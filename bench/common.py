@@ -194,21 +194,26 @@ class Workspace:
         log(f"cleanup: dropped keyspaces {', '.join(self.keyspaces) or 'none'}")
 
     def _delete_es(self) -> None:
-        from recommender.clients import elasticsearch_client
+        indices = delete_indices(self.base, f"bench-*-{self.run_id}*")
+        log(f"cleanup: deleted {len(indices)} Elasticsearch indices")
 
-        es = elasticsearch_client(self.base.elasticsearch)
-        try:
-            pattern = f"bench-*-{self.run_id}*"
-            indices = list(es.indices.get(index=pattern, expand_wildcards="all",
-                                          ignore_unavailable=True, allow_no_indices=True))
-            if indices:  # destructive wildcards are refused: delete by name
-                es.indices.delete(index=",".join(indices))
-            templates = es.indices.get_index_template(name=pattern, ignore=404)
-            for template in templates.get("index_templates", []):
-                es.indices.delete_index_template(name=template["name"])
-            log(f"cleanup: deleted {len(indices)} Elasticsearch indices")
-        finally:
-            es.close()
+
+def delete_indices(settings: Settings, pattern: str) -> list[str]:
+    """Delete the indices and index templates matching ``pattern``; the indices deleted."""
+    from recommender.clients import elasticsearch_client
+
+    es = elasticsearch_client(settings.elasticsearch)
+    try:
+        indices = list(es.indices.get(index=pattern, expand_wildcards="all",
+                                      ignore_unavailable=True, allow_no_indices=True))
+        if indices:  # destructive wildcards are refused: delete by name
+            es.indices.delete(index=",".join(indices))
+        templates = es.indices.get_index_template(name=pattern, ignore=404)
+        for template in templates.get("index_templates", []):
+            es.indices.delete_index_template(name=template["name"])
+        return indices
+    finally:
+        es.close()
 
 
 def _quietly(action: Callable[[], None]) -> None:
@@ -315,8 +320,8 @@ def _versions(settings_json: str) -> dict[str, Any]:
         session = cassandra_session(settings.cassandra)
         out["cassandra"] = session.execute("SELECT release_version FROM system.local").one()[0]
         session.cluster.shutdown()
-    for dist in ("kafka-python", "cassandra-driver", "elasticsearch", "numpy", "implicit",
-                 "fastapi", "uvicorn", "httpx", "psutil"):
+    for dist in ("kafka-python", "confluent-kafka", "cassandra-driver", "elasticsearch",
+                 "numpy", "implicit", "fastapi", "uvicorn", "httpx", "psutil"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             out[f"py:{dist}"] = importlib.metadata.version(dist)
     return out

@@ -43,7 +43,8 @@ PERF_LINE = re.compile(
 
 
 def run(settings: Settings, quick: bool) -> dict[str, Any]:
-    from data_loading.replay import PRODUCER_TUNING, replay
+    from data_loading.replay import replay
+    from recommender.clients import BULK_PRODUCER_TUNING
     from recommender.topics import ensure_topics
 
     ws = workspace(settings)
@@ -95,8 +96,8 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
         "replay", own, quick, clock,
         dataset={"name": ML_SMALL, "events": len(events), "avg_message_bytes": round(avg_size, 1),
                  "partitions": PARTITIONS},
-        config={"repeats": repeats, "producer": {"acks": "all", "compression": "lz4",
-                                                 **{k: v for k, v in PRODUCER_TUNING.items()}},
+        config={"repeats": repeats, "producer": {"library": "confluent-kafka (librdkafka)",
+                                                 **BULK_PRODUCER_TUNING},
                 "producer_performance": {"records": PERF_RECORDS, "props": PERF_PROPS}},
         metrics={"events_per_s_median": median, "events_per_s_best": best, "runs": runs,
                  "all_events_in_topic": complete, "producer_performance": perf_size,
@@ -111,8 +112,8 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
                       [["random letters, --record-size", ratio],
                        ["real RatingEvent JSON, --payload-file", ratio_json]])],
         rss=rss,
-        notes=["process CPU s is user+system time of the replay process (kafka-python's sender "
-               "thread included): records per CPU second is what one uncontended core would "
+        notes=["process CPU s is user+system time of the replay process (librdkafka's "
+               "threads included): records per CPU second is what one uncontended core would "
                "reach, the wall-clock rate also reflects other load on the host.",
                "replay() times itself from the first send to the last acknowledgement "
                "(producer bootstrap excluded); events are built from the pandas frame on the fly.",

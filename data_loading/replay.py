@@ -8,11 +8,12 @@ chunk was acknowledged; a rerun skips exactly those. At-least-once: a crash betw
 and the progress write re-sends at most one chunk, and the ``event_id`` makes duplicates
 harmless downstream (same Cassandra row, same ES document).
 
-Why the send loop looks the way it does: kafka-python spends ~10-25 us of pure Python per
-``send()``, which is the ceiling of one process. The loop does nothing per event that it can
-avoid: events are serialised by orjson straight from the dataclass, the key's partition is
-computed once per user with kafka's own murmur2 (identical to the default partitioner), no
-callbacks are attached, and acknowledgements are checked per chunk after ``flush()``.
+Why the send loop looks the way it does: one process must reach ~100k events/s, so the
+producer is librdkafka's (``clients.kafka_bulk_producer``: ~1 us per record in C, where
+kafka-python spends 10-25 us of Python) and the loop does nothing per event that it can
+avoid: events are serialised by orjson straight from the dataclass, keys are partitioned by
+murmur2 in C (identical to Java's default partitioner), one shared delivery callback only
+counts failures, and acknowledgements are checked per chunk after ``flush()``.
 
 Example::
 
@@ -33,22 +34,17 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from recommender.clients import kafka_producer
+from recommender.clients import kafka_bulk_producer
 from recommender.contracts import RatingEvent
 from recommender.errors import BackendUnavailable, DatasetError
 from recommender.settings import Settings
 from recommender.topics import ensure_topics
 
 if TYPE_CHECKING:
-    from kafka import KafkaProducer
+    from confluent_kafka import Producer
 
 MAX_SPEEDUP_GAP_S = 2.0  # with --speedup, no single wait is longer than this
 FLUSH_TIMEOUT_S = 130.0  # just above the producer's delivery timeout (120 s)
-PRODUCER_TUNING: dict[str, Any] = {  # measured on ml-latest-small, see BENCHMARKS
-    "linger_ms": 50, "batch_size": 512 * 1024, "metrics_enabled": False, "max_block_ms": 30_000,
-}
-
-
 @dataclass(frozen=True)
 class ReplayProgress:
     """What a progress callback sees: events handed to the producer in this run, events
@@ -141,27 +137,41 @@ class Pacer:
             time.sleep(ahead)
 
 
-def connect(settings: Settings, attempts: int = 3, **overrides: Any) -> KafkaProducer:
-    """A producer after at most ``attempts`` bootstrap tries (10 s each, growing backoff)."""
-    from kafka.errors import KafkaError
+def connect(settings: Settings, attempts: int = 3, **overrides: Any) -> Producer:
+    """A producer whose broker answered within at most ``attempts`` tries (10 s each)."""
+    from confluent_kafka import KafkaException
 
+    producer = kafka_bulk_producer(settings.kafka, **overrides)
     last: Exception | None = None
     for attempt in range(attempts):
         try:
-            return kafka_producer(settings.kafka, bootstrap_timeout_ms=10_000,
-                                  **{**PRODUCER_TUNING, **overrides})
-        except KafkaError as exc:
+            producer.list_topics(timeout=10)
+            return producer
+        except KafkaException as exc:
             last = exc
             time.sleep(min(2**attempt, 5))
     raise BackendUnavailable(f"Kafka at {settings.kafka.bootstrap_servers} did not answer "
                              f"after {attempts} attempts ({last})")
 
 
+class Deliveries:
+    """The one delivery callback of a replay: counts failures, keeps the first reason."""
+
+    def __init__(self) -> None:
+        self.failed = 0
+        self.first_error: object = None
+
+    def __call__(self, error: object, _message: object) -> None:
+        if error is not None:
+            self.failed += 1
+            self.first_error = self.first_error or error
+
+
 def replay(settings: Settings, events: Iterable[RatingEvent], topic: str | None = None, *,
            source: str | None = None, rate: float = 0, speedup: float | None = None,
            limit: int | None = None, resume: bool = True,
            progress: Callable[[ReplayProgress], None] | None = None,
-           chunk: int = 50_000, producer: KafkaProducer | None = None) -> ReplayResult:
+           chunk: int = 50_000, producer: Producer | None = None) -> ReplayResult:
     """Send ``events`` to ``topic`` (default ``settings.kafka.ratings_topic``).
 
     ``rate``: events per second, 0 for as fast as Kafka takes them. ``speedup``: keep the
@@ -175,8 +185,7 @@ def replay(settings: Settings, events: Iterable[RatingEvent], topic: str | None 
     stops acknowledging; the message says how many events are acknowledged, and a rerun
     resumes from there.
     """
-    from kafka.errors import KafkaError
-    from kafka.partitioner.default import murmur2
+    from confluent_kafka import KafkaException
 
     if limit is not None and limit < 1:
         raise ValueError("limit must be at least 1 (None: no limit)")
@@ -203,45 +212,48 @@ def replay(settings: Settings, events: Iterable[RatingEvent], topic: str | None 
     except BackendUnavailable as exc:
         raise BackendUnavailable(f"{exc}; 0 events sent in this run ({skipped} of {source} "
                                  f"acknowledged earlier, recorded in {state.path})") from exc
-    sent = acked = 0
-    pending: list[Any] = []  # futures since the last flush
+    sent = acked = in_chunk = 0
+    deliveries = Deliveries()
     last_sent_id = last_id
     start = last_flush = time.monotonic()
 
     def commit() -> None:
-        nonlocal acked, last_flush
-        try:
-            producer.flush(timeout=FLUSH_TIMEOUT_S)
-        except KafkaError as exc:
-            raise stopped(exc) from exc
-        if failed := next((f for f in pending if f.failed()), None):
-            raise stopped(failed.exception)
-        acked += len(pending)
-        pending.clear()
+        nonlocal acked, in_chunk, last_flush
+        unsent = producer.flush(FLUSH_TIMEOUT_S)
+        if unsent:
+            raise stopped(f"{unsent} records not acknowledged within {FLUSH_TIMEOUT_S:.0f}s")
+        if deliveries.failed:
+            raise stopped(deliveries.first_error)
+        acked += in_chunk
+        in_chunk = 0
         state.save(skipped + acked, last_sent_id)
         last_flush = time.monotonic()
 
+    def send(value: bytes, key: bytes) -> None:
+        while True:
+            try:
+                producer.produce(topic, value, key, on_delivery=deliveries)
+                return
+            except BufferError:  # the local queue is full: let librdkafka drain it
+                producer.poll(0.05)
+
     try:
-        partitions = sorted(producer.partitions_for(topic))
-        part_of: dict[int, int] = {}
         pacer = Pacer(rate, speedup)
-        send, dumps = producer.send, orjson.dumps
+        dumps = orjson.dumps
         for event in stream:
             if pacer.active:
                 pacer.wait(event.event_time)
-            key = event.key()
-            part = part_of.get(event.user_id)
-            if part is None:
-                part = part_of[event.user_id] = partitions[
-                    (murmur2(key) & 0x7FFFFFFF) % len(partitions)]
-            pending.append(send(topic, dumps(event), key=key, partition=part))
+            send(dumps(event), event.key())
             sent += 1
+            in_chunk += 1
             last_sent_id = event.event_id
-            if len(pending) >= chunk or (pacer.active and time.monotonic() - last_flush > 1):
+            if in_chunk >= chunk or (pacer.active and time.monotonic() - last_flush > 1):
                 commit()
-            if progress is not None and sent % 1000 == 0:
-                progress(ReplayProgress(sent, skipped + acked, skipped,
-                                        time.monotonic() - start))
+            if sent % 1000 == 0:
+                producer.poll(0)  # serve delivery reports as they come
+                if progress is not None:
+                    progress(ReplayProgress(sent, skipped + acked, skipped,
+                                            time.monotonic() - start))
             if sent == limit:
                 break
         exhausted = sent != limit or next(stream, None) is None
@@ -249,11 +261,11 @@ def replay(settings: Settings, events: Iterable[RatingEvent], topic: str | None 
     except KeyboardInterrupt:  # record what Kafka already has, so a rerun resends little
         commit()
         raise
-    except KafkaError as exc:
+    except KafkaException as exc:
         raise stopped(exc) from exc
     finally:
         if own:
-            producer.close(timeout=5)
+            producer.flush(5)
     seconds = time.monotonic() - start
     if progress is not None:
         progress(ReplayProgress(sent, skipped + acked, skipped, seconds))

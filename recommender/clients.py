@@ -21,6 +21,7 @@ from recommender.settings import (
 
 if TYPE_CHECKING:
     from cassandra.cluster import Session
+    from confluent_kafka import Producer as BulkProducer
     from elasticsearch import Elasticsearch
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
     from pyspark.sql import SparkSession
@@ -58,6 +59,33 @@ def kafka_producer(kafka: KafkaSettings, **overrides: Any) -> KafkaProducer:
         **kafka_security(kafka),
     }
     return KafkaProducer(**{**opts, **overrides})
+
+
+LIBRDKAFKA_NAMES = {  # kafka-python option -> librdkafka property
+    "security_protocol": "security.protocol", "sasl_mechanism": "sasl.mechanism",
+    "sasl_plain_username": "sasl.username", "sasl_plain_password": "sasl.password",
+    "ssl_cafile": "ssl.ca.location", "ssl_certfile": "ssl.certificate.location",
+    "ssl_keyfile": "ssl.key.location",
+}
+
+
+BULK_PRODUCER_TUNING: dict[str, Any] = {
+    "acks": "all", "enable.idempotence": True, "compression.type": "lz4", "linger.ms": 50,
+    "batch.size": 1024 * 1024, "queue.buffering.max.messages": 1_000_000,
+    "partitioner": "murmur2_random",
+}
+
+
+def kafka_bulk_producer(kafka: KafkaSettings, **overrides: Any) -> BulkProducer:
+    """librdkafka's producer, for bulk replay only: its C send path takes ~1 us per record
+    where kafka-python's pure Python takes 10-25 us. Same guarantees as ``kafka_producer``
+    (acks=all, idempotent, lz4) and the same key -> partition mapping (murmur2, as Java)."""
+    from confluent_kafka import Producer
+
+    security = {LIBRDKAFKA_NAMES[k]: v for k, v in kafka_security(kafka).items()
+                if k in LIBRDKAFKA_NAMES and v is not None}
+    conf = {"bootstrap.servers": kafka.bootstrap_servers, **BULK_PRODUCER_TUNING, **security}
+    return Producer({**conf, **overrides})
 
 
 def kafka_consumer(kafka: KafkaSettings, *topics: str, group_id: str | None,

@@ -8,6 +8,7 @@ document. Every call here is idempotent.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from recommender import contracts
@@ -69,9 +70,18 @@ def ratings_index(event_time_ms: int) -> str:
     return f"{contracts.RATINGS_INDEX_PREFIX}{datetime.fromtimestamp(event_time_ms / 1000, UTC):%Y}"
 
 
+DAY_MS = 86_400_000
+
+
 def predictions_index(predicted_at_ms: int) -> str:
-    day = datetime.fromtimestamp(predicted_at_ms / 1000, UTC)
-    return f"{contracts.PREDICTIONS_INDEX_PREFIX}{day:%Y.%m.%d}"
+    """Daily indices; the shipper asks once per document, so the name is cached per day."""
+    return _predictions_index_of_day(predicted_at_ms // DAY_MS)
+
+
+@lru_cache(maxsize=64)
+def _predictions_index_of_day(day: int) -> str:
+    date = datetime.fromtimestamp(day * DAY_MS / 1000, UTC)
+    return f"{contracts.PREDICTIONS_INDEX_PREFIX}{date:%Y.%m.%d}"
 
 
 def setup(es: Elasticsearch, shards: dict[str, Any] | None = None) -> list[str]:
