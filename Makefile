@@ -35,9 +35,10 @@ stack-down: $(STAMP)  ## stop them
 demo: bootstrap  ## run the whole pipeline on ml-latest-small
 	$(BIN)/recommender demo $(DEMO_ARGS)
 
-test: bootstrap  ## the test suite against the real stack (started and stopped by the tests)
+test: bootstrap  ## the test suite against the real stack, then secure mode against the secure stack
 	$(BIN)/ruff check .
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest tests $(PYTEST_ARGS)
+	$(BIN)/pytest tests/secure $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

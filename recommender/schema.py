@@ -44,13 +44,24 @@ def ensure_schema(session: Session, settings: Settings,
     if unknown:
         raise ValueError(f"no Cassandra table named {unknown}; known: {list(CASSANDRA_TABLES)}")
     try:
-        session.execute(keyspace_cql(keyspace, settings.cassandra.replication_factor),
-                        timeout=DDL_TIMEOUT_S)
-        for name in names:
-            session.execute(CASSANDRA_TABLES[name].format(ks=keyspace), timeout=DDL_TIMEOUT_S)
+        for statement in missing_ddl(session, settings, names):
+            session.execute(statement, timeout=DDL_TIMEOUT_S)
     except (DriverException, NoHostAvailable) as exc:
         raise BackendUnavailable(f"Cassandra could not create keyspace {keyspace!r} or its "
                                  f"tables {names}: {exc}") from exc
+
+
+def missing_ddl(session: Session, settings: Settings, names: list[str]) -> list[str]:
+    """The CREATE statements for what the driver's schema metadata does not show yet. Nothing
+    is sent for what exists, so a role without CREATE permission (secure mode, where an
+    admin provisions the schema) passes through."""
+    keyspace = settings.cassandra.keyspace
+    existing = session.cluster.metadata.keyspaces.get(keyspace)
+    statements = [] if existing else [keyspace_cql(keyspace,
+                                                   settings.cassandra.replication_factor)]
+    tables = existing.tables if existing else {}
+    return statements + [CASSANDRA_TABLES[name].format(ks=keyspace)
+                         for name in names if name not in tables]
 
 
 def ensure_index(es: Elasticsearch, name: str, mapping: dict[str, Any],

@@ -144,7 +144,7 @@ class StackSettings(BaseModel):
     state_dir: Path = _xdg("XDG_STATE_HOME", ".local/state") / "stack"
     secure_state_dir: Path = _xdg("XDG_STATE_HOME", ".local/state") / "stack-secure"
     secure_port_offset: int = Field(
-        10000, ge=1, description="Added to every port by the secure stack, so it never takes "
+        10000, ge=0, description="Added to every port by the secure stack, so it never takes "
         "(or is mistaken for) the plain one.")
     cache_dir: Path = _xdg("XDG_CACHE_HOME", ".cache")
     java_home: Path | None = None
@@ -162,12 +162,14 @@ class StackSettings(BaseModel):
 
     def active(self) -> StackSettings:
         """The settings of the stack this mode runs: the secure stack has its own state
-        directory and ports, so it can never be confused with the plain one."""
+        directory and ports, so it can never be confused with the plain one. Idempotent:
+        the copy carries the offset already applied (and 0 left to add)."""
         if not self.secure:
             return self
         ports = {name: value + self.secure_port_offset for name, value in self
                  if name.endswith("_port")}
-        return self.model_copy(update={"state_dir": self.secure_state_dir, **ports})
+        return self.model_copy(update={"state_dir": self.secure_state_dir,
+                                       "secure_port_offset": 0, **ports})
 
 
 class ModelSettings(BaseModel):

@@ -19,11 +19,13 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from string import Template
 
 from recommender.errors import StackError
 from recommender.settings import StackSettings
 
 STACK_DIR = Path(__file__).resolve().parents[2] / "stack"
+TEMPLATES = STACK_DIR / "templates"
 UNPRIVILEGED_USER = "nobody"
 
 
@@ -107,6 +109,13 @@ def pinned_version(artifact_set: str, artifact_id: str) -> str:
     if not match:
         raise StackError(f"{artifact_id} has no pinned version in stack/{artifact_set}/pom.xml")
     return match.group(1)
+
+
+def render(*templates: str, **values: object) -> str:
+    """``stack/templates/<name>`` files, placeholders filled in, one after the other (a
+    service's shared config, then its plain or secure part)."""
+    return "".join(Template((TEMPLATES / name).read_text()).substitute(values)
+                   for name in templates)
 
 
 def port_in_use(host: str, port: int) -> bool:

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from string import Template
+from typing import TYPE_CHECKING
 
 from recommender.errors import StackError
 from recommender.stack.base import (
-    STACK_DIR,
+    TEMPLATES,
     Service,
     maven_classpath,
     pinned_version,
     port_in_use,
+    render,
 )
 
-TEMPLATES = STACK_DIR / "templates"
+if TYPE_CHECKING:
+    from cassandra.auth import AuthProvider
 
 # The "JPMS" and "Netty Options" lines of Cassandra's conf/jvm17-server.options, verbatim (the
 # java.nio line comes from its latest revision): without them Java 17 refuses the reflection
@@ -61,6 +63,8 @@ class CassandraService(Service):
 
     name = "cassandra"
     version = pinned_version("cassandra", "cassandra-all")
+    authenticator = "AllowAllAuthenticator"
+    authorizer = "AllowAllAuthorizer"
     _release_version: str | None = None  # what the node last reported, set by ready()
 
     @property
@@ -94,11 +98,11 @@ class CassandraService(Service):
     def prepare(self, java: Path) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.triggers_dir.mkdir(exist_ok=True)  # Cassandra warns at every start when it is missing
-        config = Template((TEMPLATES / "cassandra-server.yaml").read_text()).substitute(
-            host=self.host, port=self.port, storage_port=self.storage_port,
-            data_dir=self.data_dir,
-        )
-        self.config_file.write_text(config)
+        self.config_file.write_text(render(
+            "cassandra-server.yaml", host=self.host, port=self.port,
+            storage_port=self.storage_port, data_dir=self.data_dir,
+            authenticator=self.authenticator, authorizer=self.authorizer,
+        ))
 
     def jamm_agent(self, jars: list[Path]) -> Path:
         """Cassandra measures object sizes (memtables, caches) with the jamm agent; it must load."""
@@ -136,6 +140,9 @@ class CassandraService(Service):
             # nor linger announcing the shutdown at stop.
             "-Dcassandra.skip_wait_for_gossip_to_settle=0",
             "-Dcassandra.shutdown_announce_in_ms=0",
+            # With authentication on, the default superuser (replaced at once by provisioning)
+            # is created as soon as the node is up rather than 10 s later.
+            "-Dcassandra.superuser_setup_delay_ms=0",
             "-cp", ":".join(str(j) for j in jars),
             "org.apache.cassandra.service.CassandraDaemon",
         ]
@@ -154,7 +161,7 @@ class CassandraService(Service):
         )
         cluster = Cluster(
             [self.host], port=self.port, protocol_version=5, connect_timeout=3,
-            control_connection_timeout=3,
+            control_connection_timeout=3, auth_provider=self.auth_provider(),
             execution_profiles={EXEC_PROFILE_DEFAULT: profile},
             schema_metadata_enabled=False, token_metadata_enabled=False,
         )
@@ -165,6 +172,39 @@ class CassandraService(Service):
         self._release_version = row.release_version if row else None
         return self._release_version is not None
 
+    def auth_provider(self) -> AuthProvider | None:
+        return None
+
     def server_version(self) -> str:
         """The version the running node reports (read by ``ready``), else the pinned one."""
         return self._release_version or self.version
+
+
+class SecureCassandraService(CassandraService):
+    """PasswordAuthenticator and CassandraAuthorizer. Until provisioning has replaced the
+    default ``cassandra`` superuser by the stack's admin, the node is "ready" when it answers
+    the authentication handshake at all: a refusal of the admin is a live node's answer."""
+
+    authenticator = "PasswordAuthenticator"
+    authorizer = "CassandraAuthorizer"
+
+    def auth_provider(self) -> AuthProvider | None:
+        from cassandra.auth import PlainTextAuthProvider
+
+        from recommender.stack.access import ADMIN
+        from recommender.stack.secrets import StackSecrets
+
+        password = StackSecrets.of(self.settings).password(ADMIN)
+        return PlainTextAuthProvider(username=ADMIN, password=password)
+
+    def ready(self) -> bool:
+        from cassandra.cluster import NoHostAvailable
+
+        from recommender.stack.provision import refused_login
+
+        try:
+            return super().ready()
+        except NoHostAvailable as exc:
+            if refused_login(exc):
+                return True
+            raise

@@ -21,29 +21,29 @@ import shutil
 import stat
 import zipfile
 from pathlib import Path
-from string import Template
 from typing import TYPE_CHECKING
 
 from recommender.errors import StackError
 from recommender.settings import StackSettings
 from recommender.stack.base import (
-    STACK_DIR,
     UNPRIVILEGED_USER,
     Service,
     maven_classpath,
     pinned_version,
+    render,
 )
+from recommender.stack.secrets import write_private
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
 
-TEMPLATES = STACK_DIR / "templates"
 RELOCATED_ROOT = Path("/var/lib/recommender")
 
 
 class ElasticsearchService(Service):
     name = "elasticsearch"
     version = pinned_version("elasticsearch", "elasticsearch")
+    security_template = "elasticsearch-security-off.yml"
 
     def __init__(self, settings: StackSettings) -> None:
         super().__init__(settings)
@@ -168,15 +168,12 @@ class ElasticsearchService(Service):
     def write_config(self) -> None:
         """The distribution's config files, then ours over them; rewritten at every start."""
         shutil.copytree(self.dist_dir / "config", self.config_dir, dirs_exist_ok=True)
-        self.template("elasticsearch-node.yml", self.config_dir / "elasticsearch.yml",
-                      port=self.port, transport_port=self.transport_port,
-                      data_dir=json.dumps(str(self.data_dir)),
-                      logs_dir=json.dumps(str(self.logs_dir)))
-        self.template("elasticsearch-log4j2.properties", self.config_dir / "log4j2.properties")
-
-    def template(self, name: str, target: Path, **values: object) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(Template((TEMPLATES / name).read_text()).substitute(values))
+        (self.config_dir / "elasticsearch.yml").write_text(render(
+            "elasticsearch-node.yml", self.security_template, port=self.port,
+            transport_port=self.transport_port, data_dir=json.dumps(str(self.data_dir)),
+            logs_dir=json.dumps(str(self.logs_dir))))
+        (self.config_dir / "log4j2.properties").write_text(
+            render("elasticsearch-log4j2.properties"))
 
     def command(self, java: Path) -> tuple[list[str], dict[str, str]]:
         heap = self.settings.elasticsearch_heap
@@ -189,9 +186,11 @@ class ElasticsearchService(Service):
         return [str(self.dist_dir / "bin" / "elasticsearch")], env
 
     def client(self) -> Elasticsearch:
-        from elasticsearch import Elasticsearch
+        from recommender.clients import elasticsearch_client
+        from recommender.stack.connect import admin_settings
 
-        return Elasticsearch(f"http://{self.host}:{self.port}", request_timeout=3, max_retries=0)
+        return elasticsearch_client(admin_settings(self.settings).elasticsearch,
+                                    request_timeout=3, max_retries=0)
 
     def ready(self) -> bool:
         es = self.client()
@@ -210,6 +209,34 @@ class ElasticsearchService(Service):
             return self.version
         finally:
             es.close()
+
+
+class SecureElasticsearchService(ElasticsearchService):
+    """Security on: HTTPS with the stack CA's certificate, and file-realm users (one per
+    component plus admin) with the roles of ``recommender.stack.access``. Users, hashes and
+    roles are files in the server's config directory, rewritten at every start, so a new
+    component or a changed role needs only a restart."""
+
+    security_template = "elasticsearch-security.yml"
+
+    def write_config(self) -> None:
+        from recommender.stack import access
+        from recommender.stack.secrets import StackSecrets, es_password_hash
+
+        super().write_config()
+        secrets = StackSecrets.of(self.settings)
+        certs = self.config_dir / "certs"
+        certs.mkdir(exist_ok=True)
+        for source, name in ((secrets.ca_cert, "ca.crt"), (secrets.node_cert, "node.crt"),
+                             (secrets.node_key, "node.key")):
+            write_private(certs / name, source.read_text())
+        users = "".join(f"{account}:{es_password_hash(secrets.password(account))}\n"
+                        for account in access.ACCOUNTS)
+        write_private(self.config_dir / "users", users)
+        write_private(self.config_dir / "users_roles", "".join(
+            f"{role}:{','.join(names)}\n" for role, names in access.es_user_roles().items()))
+        # JSON is YAML: roles.yml straight from the access table.
+        write_private(self.config_dir / "roles.yml", json.dumps(access.es_roles(), indent=2))
 
 
 def reachable_by(path: Path, user: str) -> bool | None:

@@ -6,17 +6,20 @@ import base64
 import subprocess
 import uuid
 from pathlib import Path
-from string import Template
+from typing import TYPE_CHECKING
 
 from recommender.errors import StackError
-from recommender.stack.base import STACK_DIR, Service, maven_classpath, pinned_version
+from recommender.stack.base import TEMPLATES, Service, maven_classpath, pinned_version, render
+from recommender.stack.secrets import NODE_NAME, StackSecrets, write_private
 
-TEMPLATES = STACK_DIR / "templates"
+if TYPE_CHECKING:
+    from recommender.settings import KafkaSettings, StackSettings
 
 
 class KafkaService(Service):
     name = "kafka"
     version = pinned_version("kafka", "kafka_2.13")
+    listeners_template = "kafka-listeners.properties"
 
     @property
     def port(self) -> int:
@@ -39,21 +42,36 @@ class KafkaService(Service):
 
     def prepare(self, java: Path) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        config = Template((TEMPLATES / "kafka-server.properties").read_text()).substitute(
-            port=self.port, controller_port=self.controller_port, data_dir=self.data_dir
-        )
-        self.config_file.write_text(config)
+        write_private(self.config_file, self.config())
         if not (self.data_dir / "meta.properties").exists():
             self.format_storage(java)
+
+    def config(self) -> str:
+        """server.properties: the shared settings, then this mode's listeners."""
+        return render("kafka-server.properties", self.listeners_template, port=self.port,
+                      controller_port=self.controller_port, data_dir=self.data_dir,
+                      **self.listener_values())
+
+    def listener_values(self) -> dict[str, object]:
+        return {}
 
     def format_storage(self, java: Path) -> None:
         """KRaft needs its log directory formatted with a cluster id before the first start."""
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        cmd = [str(java), "-cp", self.classpath(), *self.log_opts(),
-               "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.config_file)]
-        result = subprocess.run(cmd, capture_output=True, text=True)
+        args = ["-cp", self.classpath(), *self.log_opts(), "kafka.tools.StorageTool", "format",
+                "-t", cluster_id, "-c", str(self.config_file), *self.format_args()]
+        # Through a java @argument file: what it holds never shows in a process listing.
+        argfile = self.home / "format.args"
+        write_private(argfile, "\n".join(f'"{a}"' for a in args) + "\n")
+        try:
+            result = subprocess.run([str(java), f"@{argfile}"], capture_output=True, text=True)
+        finally:
+            argfile.unlink(missing_ok=True)
         if result.returncode != 0:
             raise StackError(f"Formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+
+    def format_args(self) -> list[str]:
+        return []
 
     def log_opts(self) -> list[str]:
         return [f"-Dlog4j2.configurationFile={TEMPLATES / 'kafka-log4j2.yaml'}"]
@@ -65,15 +83,45 @@ class KafkaService(Service):
                "-cp", self.classpath(), "kafka.Kafka", str(self.config_file)]
         return cmd, {}
 
+    def client_settings(self) -> KafkaSettings:
+        from recommender.stack.connect import admin_settings
+
+        return admin_settings(self.settings).kafka
+
     def ready(self) -> bool:
         from recommender.clients import kafka_admin
-        from recommender.settings import KafkaSettings
 
-        admin = kafka_admin(
-            KafkaSettings(bootstrap_servers=f"{self.host}:{self.port}"),
-            request_timeout_ms=3000, client_id="recommender-stack",
-        )
+        admin = kafka_admin(self.client_settings(), request_timeout_ms=3000,
+                            client_id="recommender-stack")
         try:
             return bool(admin.describe_cluster().get("brokers"))
         finally:
             admin.close()
+
+
+class SecureKafkaService(KafkaService):
+    """Clients authenticate with SCRAM-SHA-512 over TLS; ACLs decide what each may do.
+
+    The admin's SCRAM credential is written into the metadata log when the storage is
+    formatted (the broker needs it for its own listener); the components' credentials and
+    ACLs are added by ``provision`` through the admin.
+    """
+
+    listeners_template = "kafka-listeners-secure.properties"
+
+    def __init__(self, settings: StackSettings) -> None:
+        super().__init__(settings)
+        self.secrets = StackSecrets.of(settings)
+
+    def listener_values(self) -> dict[str, object]:
+        from recommender.stack.access import ADMIN
+
+        return {"admin": ADMIN, "admin_password": self.secrets.password(ADMIN),
+                "keystore": self.secrets.node_keystore, "ca_cert": self.secrets.ca_cert,
+                "node_name": NODE_NAME}
+
+    def format_args(self) -> list[str]:
+        from recommender.stack.access import ADMIN
+
+        return ["--add-scram",
+                f"SCRAM-SHA-512=[name={ADMIN},password={self.secrets.password(ADMIN)}]"]

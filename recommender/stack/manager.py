@@ -19,16 +19,25 @@ from collections.abc import Callable
 
 from recommender.errors import StackError
 from recommender.settings import StackSettings
+from recommender.stack.access import ACCOUNTS
 from recommender.stack.base import Service, ServiceStatus, find_java, maven_classpath
-from recommender.stack.cassandra import CassandraService
-from recommender.stack.elasticsearch import ElasticsearchService
-from recommender.stack.kafka import KafkaService
+from recommender.stack.cassandra import CassandraService, SecureCassandraService
+from recommender.stack.elasticsearch import ElasticsearchService, SecureElasticsearchService
+from recommender.stack.kafka import KafkaService, SecureKafkaService
+from recommender.stack.provision import identities
+from recommender.stack.secrets import StackSecrets
 
 SERVICE_TYPES: tuple[type[Service], ...] = (KafkaService, CassandraService, ElasticsearchService)
+SECURE_SERVICE_TYPES: tuple[type[Service], ...] = (
+    SecureKafkaService, SecureCassandraService, SecureElasticsearchService)
 
 
 def services(settings: StackSettings) -> list[Service]:
-    return [cls(settings) for cls in SERVICE_TYPES]
+    """The services of the stack ``settings`` address: plain, or secure (own state dir and
+    ports, see ``StackSettings.active``)."""
+    active = settings.active()
+    types = SECURE_SERVICE_TYPES if active.secure else SERVICE_TYPES
+    return [cls(active) for cls in types]
 
 
 def fetch(settings: StackSettings, on_event: Callable[[str], None] = lambda _: None) -> None:
@@ -42,8 +51,13 @@ def fetch(settings: StackSettings, on_event: Callable[[str], None] = lambda _: N
 def up(
     settings: StackSettings, on_event: Callable[[str], None] = lambda _: None
 ) -> list[ServiceStatus]:
-    """Start every service that is not already up and healthy; return their statuses."""
+    """Start every service that is not already up and healthy; return their statuses.
+
+    The secure stack first generates its secrets (once), and ends by creating or updating
+    the components' accounts (``provision.identities``)."""
     java = find_java(settings)
+    if settings.secure:
+        StackSecrets.of(settings).ensure(ACCOUNTS)
     to_start: list[Service] = []
     for svc in services(settings):
         if svc.safe_ready():
@@ -70,6 +84,8 @@ def up(
         for svc in to_start:
             svc.wait_ready(deadline)
             on_event(f"{svc.name}: ready on {svc.host}:{svc.port}")
+        if settings.secure:
+            identities(settings, on_event)
     except BaseException:
         for svc in started:
             svc.stop(timeout=20)
