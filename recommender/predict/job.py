@@ -29,7 +29,12 @@ from pyspark.sql import types as T
 from recommender.clients import CASSANDRA_FORMAT as CASSANDRA
 from recommender.clients import kafka_admin, spark_kafka_options
 from recommender.errors import ModelError
-from recommender.predict.scoring import PREDICTION_SCHEMA, ServingBundle, score_partitions
+from recommender.predict.scoring import (
+    PREDICTION_SCHEMA,
+    USER_FRAME_COLUMNS,
+    ServingBundle,
+    score_partitions,
+)
 from recommender.settings import Settings
 from recommender.streaming import (
     KEEP_NULLS,
@@ -205,17 +210,23 @@ class Predictor:
                  time.monotonic() - started, self.state.model_version)
 
     def score(self, requests: DataFrame) -> DataFrame:
+        """Predictions for the valid requests, scored per user (``scoring.predict_rows``):
+        each requesting user's history comes once from Cassandra by a direct join."""
         ratings = (self.spark.read.format(CASSANDRA)
                    .options(keyspace=self.settings.cassandra.keyspace, table="ratings",
                             directJoinSetting="on").load()
                    .select("user_id", "movie_id", "rating"))
+        seen = F.collect_list(F.struct("movie_id", "rating")).alias("seen")
         histories = (requests.select("user_id").distinct().join(ratings, "user_id")
-                     .groupBy("user_id")
-                     .agg(F.map_from_entries(F.collect_list(F.struct("movie_id", "rating")))
-                          .alias("history")))
-        return (requests.join(histories, "user_id", "left")
-                .select("request_id", "user_id", "movie_id", "k", "exclude", "requested_at",
-                        "history")
+                     .groupBy("user_id").agg(seen)
+                     .select("user_id", F.col("seen.movie_id").alias("seen_movies"),
+                             F.col("seen.rating").alias("seen_ratings")))
+        fields = ("request_id", "movie_id", "k", "exclude", "requested_at")
+        per_user = (requests.groupBy("user_id")
+                    .agg(F.collect_list(F.struct(*fields)).alias("r"))
+                    .select("user_id", *(F.col(f"r.{f}").alias(f"{f}s") for f in fields)))
+        return (per_user.join(histories, "user_id", "left")
+                .select(*USER_FRAME_COLUMNS)
                 .mapInPandas(score_partitions(self.bundle_ref), PREDICTION_SCHEMA))
 
     def commit(self, ends: dict[str, int]) -> None:

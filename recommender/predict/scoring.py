@@ -12,12 +12,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pyspark.sql import types as T
 
 from recommender.contracts import RATING_MAX, RATING_MIN, Prediction
 from recommender.train.artifacts import ModelArtifacts
-from recommender.train.foldin import predict_pair, recommend_for_user, recommend_popular
+from recommender.train.foldin import (
+    best_of,
+    fold_in,
+    masked_scores,
+    predict_pair,
+    recommend_popular,
+)
 
 MovieInfo = tuple[str | None, int | None, list[str]]
 
@@ -53,50 +60,90 @@ class ServingBundle:
         return self.artifacts.version
 
 
-def predict_rows(bundle: ServingBundle, requests: pd.DataFrame) -> list[dict[str, Any]]:
+USER_FRAME_COLUMNS = ("user_id", "request_ids", "movie_ids", "ks", "excludes",
+                      "requested_ats", "seen_movies", "seen_ratings")
+
+
+@dataclass(frozen=True)
+class Request:
+    request_id: str
+    movie_id: int | None
+    k: int | None
+    exclude: list[int]
+    requested_at: int | None
+
+
+def predict_rows(bundle: ServingBundle, users: pd.DataFrame) -> list[dict[str, Any]]:
     """One output row per pair request, ``k`` rows per top-k request (or one explaining why
-    there are none)."""
+    there are none).
+
+    ``users`` holds one row per user (``USER_FRAME_COLUMNS``): the user's requests of the
+    batch as parallel arrays and the user's rating history. A busy user's history is thus
+    converted, and folded in, once per batch rather than once per request.
+    """
     now = int(time.time() * 1000)
     out: list[dict[str, Any]] = []
-    for req in requests.itertuples(index=False):
-        history = dict(req.history) if req.history is not None else {}
-        if req.movie_id is not None and not pd.isna(req.movie_id):
-            out.append(_pair(bundle, req, history, now))
-        else:
-            out.extend(_top_k(bundle, req, history, now))
+    for user in users.itertuples(index=False):
+        user_id = int(user.user_id)
+        history = _history(user.seen_movies, user.seen_ratings)
+        vector, strategy = _user_vector(bundle, user_id, history)
+        unseen: np.ndarray | None = None  # the user's scores, seen movies masked: made once
+        for req in _requests(user):
+            if req.movie_id is not None:
+                out.append(_pair(bundle, user_id, req, vector, strategy, now))
+                continue
+            if unseen is None and vector is not None:
+                unseen = masked_scores(bundle.artifacts, vector, history)
+            out.extend(_top_k(bundle, user_id, req, history, unseen, strategy, now))
     return out
 
 
 def score_partitions(bundle_ref: Any) -> Any:
-    """A ``mapInPandas`` function over request batches; ``bundle_ref`` is a Spark broadcast."""
+    """A ``mapInPandas`` function over per-user batches; ``bundle_ref`` is a Spark broadcast."""
 
     def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         bundle: ServingBundle = bundle_ref.value
-        for requests in batches:
-            rows = predict_rows(bundle, requests)
+        for users in batches:
+            rows = predict_rows(bundle, users)
             yield pd.DataFrame(rows, columns=[f.name for f in PREDICTION_SCHEMA])
 
     return run
 
 
-def _base(bundle: ServingBundle, req: Any, movie_id: int | None, now: int) -> dict[str, Any]:
+def _history(movies: Any, ratings: Any) -> dict[int, float]:
+    if movies is None or (not isinstance(movies, list | np.ndarray) and pd.isna(movies)):
+        return {}
+    return dict(zip(np.asarray(movies, dtype=np.int64).tolist(),
+                    np.asarray(ratings, dtype=np.float64).tolist(), strict=True))
+
+
+def _requests(user: Any) -> Iterator[Request]:
+    for request_id, movie_id, k, exclude, requested_at in zip(
+            user.request_ids, user.movie_ids, user.ks, user.excludes, user.requested_ats,
+            strict=True):
+        yield Request(str(request_id), _int_or_none(movie_id), _int_or_none(k),
+                      [] if exclude is None else [int(m) for m in exclude],
+                      _int_or_none(requested_at))
+
+
+def _base(bundle: ServingBundle, user_id: int, req: Request, movie_id: int | None,
+          strategy: str, now: int) -> dict[str, Any]:
     title, year, genres = bundle.movies.get(movie_id, (None, None, [])) if movie_id else (
         None, None, [])
-    return {"request_id": req.request_id, "user_id": int(req.user_id), "movie_id": movie_id,
+    return {"request_id": req.request_id, "user_id": user_id, "movie_id": movie_id,
             "rank": None, "predicted_rating": None, "score": None, "title": title,
             "year": year, "genres": list(genres), "model_version": bundle.version,
-            "strategy": "als", "requested_at": _int_or_none(req.requested_at),
+            "strategy": strategy, "requested_at": req.requested_at,
             "predicted_at": now, "reason": None}
 
 
-def _pair(bundle: ServingBundle, req: Any, history: dict[int, float], now: int) -> dict:
-    movie_id = int(req.movie_id)
-    row = _base(bundle, req, movie_id, now)
+def _pair(bundle: ServingBundle, user_id: int, req: Request, vector: Any, strategy: str,
+          now: int) -> dict:
+    movie_id = int(req.movie_id)  # type: ignore[arg-type]
+    row = _base(bundle, user_id, req, movie_id, strategy, now)
     art = bundle.artifacts
     if movie_id not in bundle.movies and movie_id not in art.item_index:
-        return {**row, "reason": f"unknown movie_id {movie_id}"}
-    vector, strategy = _user_vector(bundle, int(req.user_id), history)
-    row["strategy"] = strategy
+        return {**row, "strategy": "als", "reason": f"unknown movie_id {movie_id}"}
     if vector is None:
         count = art.item_counts[art.item_index[movie_id]] if movie_id in art.item_index else 0
         return {**row, "score": float(count),
@@ -108,23 +155,24 @@ def _pair(bundle: ServingBundle, req: Any, history: dict[int, float], now: int) 
     return {**row, "predicted_rating": rating, "score": value}
 
 
-def _top_k(bundle: ServingBundle, req: Any, history: dict[int, float], now: int) -> list[dict]:
-    exclude = [int(m) for m in req.exclude] if req.exclude is not None else []
-    k = int(req.k)
-    if bundle.popular_only:
-        strategy, items = "popular", recommend_popular(bundle.artifacts, k, set(history) | set(
-            exclude))
+def _top_k(bundle: ServingBundle, user_id: int, req: Request, history: dict[int, float],
+           unseen: np.ndarray | None, strategy: str, now: int) -> list[dict]:
+    """``unseen``: the user's scores with seen movies masked, None without a user vector."""
+    k = int(req.k)  # type: ignore[arg-type]
+    if unseen is None:
+        items = recommend_popular(bundle.artifacts, k, set(history) | set(req.exclude))
     else:
-        recs = recommend_for_user(bundle.artifacts, int(req.user_id), k, ratings=history,
-                                  exclude=exclude)
-        strategy, items = recs.strategy, recs.items
+        scores = unseen
+        if req.exclude:
+            scores = unseen.copy()
+            scores[bundle.artifacts.item_rows(req.exclude)] = -np.inf
+        items = best_of(bundle.artifacts, scores, k)
     if not items:
-        return [{**_base(bundle, req, None, now), "strategy": strategy,
+        return [{**_base(bundle, user_id, req, None, strategy, now),
                  "reason": "no movie left to recommend after exclusions"}]
     explicit = strategy != "popular" and not bundle.artifacts.implicit
     return [
-        {**_base(bundle, req, movie_id, now), "rank": rank, "score": score,
-         "strategy": strategy,
+        {**_base(bundle, user_id, req, movie_id, strategy, now), "rank": rank, "score": score,
          "predicted_rating": min(max(score, RATING_MIN), RATING_MAX) if explicit else None}
         for rank, (movie_id, score) in enumerate(items, start=1)
     ]
@@ -132,8 +180,6 @@ def _top_k(bundle: ServingBundle, req: Any, history: dict[int, float], now: int)
 
 def _user_vector(bundle: ServingBundle, user_id: int,
                  history: dict[int, float]) -> tuple[Any, str]:
-    from recommender.train.foldin import fold_in
-
     if bundle.popular_only:
         return None, "popular"
     vector = bundle.artifacts.user_vector(user_id)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -98,6 +99,29 @@ class ModelArtifacts:
     def item_index(self) -> dict[int, int]:
         """movie id -> row of ``item_factors``."""
         return {int(m): i for i, m in enumerate(self.item_ids)}
+
+    @cached_property
+    def sorted_items(self) -> tuple[np.ndarray, np.ndarray]:
+        """(movie ids ascending, their rows): many ids map to rows in one ``searchsorted``."""
+        order = np.argsort(self.item_ids, kind="stable")
+        return self.item_ids[order].astype(np.int64), order
+
+    def item_rows(self, movie_ids: Iterable[int] | np.ndarray) -> np.ndarray:
+        """Rows of the given movies the model knows (unknown ids are dropped)."""
+        return self.item_positions(movie_ids)[0]
+
+    def item_positions(self, movie_ids: Iterable[int] | np.ndarray,
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """(rows of the known movies, which of the given ids are known), in one vectorised
+        ``searchsorted`` instead of a dictionary lookup per id."""
+        ids = movie_ids.astype(np.int64, copy=False) if isinstance(movie_ids, np.ndarray) \
+            else np.fromiter(movie_ids, dtype=np.int64)
+        sorted_ids, order = self.sorted_items
+        if len(sorted_ids) == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(len(ids), dtype=bool)
+        pos = np.searchsorted(sorted_ids, ids).clip(0, len(sorted_ids) - 1)
+        known = sorted_ids[pos] == ids
+        return order[pos[known]], known
 
     @cached_property
     def user_index(self) -> dict[int, int]:

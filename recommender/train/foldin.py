@@ -83,8 +83,27 @@ def recommend(artifacts: ModelArtifacts, user_vector: np.ndarray, k: int = 10,
     Scores are dot products: predicted ratings in explicit mode, preference strength in
     implicit mode. Ties break by movie order in the model, so results are deterministic.
     """
-    scores = artifacts.item_factors @ np.asarray(user_vector, dtype=np.float32)
-    return _top_k(artifacts, scores.astype(np.float64), k, exclude)
+    return best_of(artifacts, masked_scores(artifacts, user_vector, exclude), k)
+
+
+def masked_scores(artifacts: ModelArtifacts, user_vector: np.ndarray,
+                  exclude: Iterable[int] = ()) -> np.ndarray:
+    """Every movie's score for a factor vector, ``-inf`` for the excluded ones: computed once
+    per user, it serves all of that user's top-k requests of a batch."""
+    scores = (artifacts.item_factors @ np.asarray(user_vector, dtype=np.float32)).astype(
+        np.float64)
+    scores[artifacts.item_rows(exclude)] = -np.inf
+    return scores
+
+
+def best_of(artifacts: ModelArtifacts, scores: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """The ``k`` best finite scores as (movie id, score), best first; ties by model order."""
+    k = max(0, min(k, int(np.isfinite(scores).sum())))
+    if k == 0:
+        return []
+    top = np.argpartition(-scores, k - 1)[:k]
+    top = top[np.lexsort((top, -scores[top]))]
+    return [(int(artifacts.item_ids[i]), float(scores[i])) for i in top]
 
 
 def recommend_popular(artifacts: ModelArtifacts, k: int = 10,
@@ -149,28 +168,13 @@ def similar_items(artifacts: ModelArtifacts, movie_id: int,
     norms = np.linalg.norm(factors, axis=1)
     norms[norms == 0] = 1.0
     scores = factors @ factors[row] / (norms * norms[row])
-    return _top_k(artifacts, scores, k, {int(movie_id)})
+    scores[row] = -np.inf
+    return best_of(artifacts, scores, k)
 
 
 def _known(artifacts: ModelArtifacts,
            ratings: Mapping[int, float]) -> tuple[np.ndarray, np.ndarray]:
-    index = artifacts.item_index
-    pairs = [(index[int(m)], float(r)) for m, r in ratings.items() if int(m) in index]
-    rows = np.fromiter((p[0] for p in pairs), dtype=np.int64, count=len(pairs))
-    values = np.fromiter((p[1] for p in pairs), dtype=np.float64, count=len(pairs))
-    return rows, values
-
-
-def _top_k(artifacts: ModelArtifacts, scores: np.ndarray, k: int,
-           exclude: Iterable[int]) -> list[tuple[int, float]]:
-    scores = scores.copy()
-    index = artifacts.item_index
-    rows = [index[int(m)] for m in exclude if int(m) in index]
-    if rows:
-        scores[rows] = -np.inf
-    k = max(0, min(k, int(np.isfinite(scores).sum())))
-    if k == 0:
-        return []
-    top = np.argpartition(-scores, k - 1)[:k]
-    top = top[np.lexsort((top, -scores[top]))]
-    return [(int(artifacts.item_ids[i]), float(scores[i])) for i in top]
+    """Rows and ratings of the rated movies the model knows (one vectorised lookup)."""
+    rows, known = artifacts.item_positions(ratings.keys())
+    values = np.fromiter(ratings.values(), dtype=np.float64, count=len(ratings))
+    return rows, values[known]

@@ -33,7 +33,19 @@ def request(request_id="r", user_id=1, movie_id=None, k=None, exclude=None, hist
 
 
 def run(bundle, *requests):
-    return predict_rows(bundle, pd.DataFrame(list(requests)))
+    """The per-user frame the predictor builds in Spark: requests grouped by user, with the
+    user's history (here: the one given with the user's first request)."""
+    users: dict[int, list[dict]] = {}
+    for r in requests:
+        users.setdefault(r["user_id"], []).append(r)
+    frame = pd.DataFrame([{
+        "user_id": user,
+        **{f"{f}s": [r[f] for r in reqs] for f in ("request_id", "movie_id", "k", "exclude",
+                                                   "requested_at")},
+        "seen_movies": list(reqs[0]["history"]) if reqs[0]["history"] else None,
+        "seen_ratings": list(reqs[0]["history"].values()) if reqs[0]["history"] else None,
+    } for user, reqs in users.items()])
+    return predict_rows(bundle, frame)
 
 
 def test_pair_for_known_user_is_the_dot_product_enriched(bundle):
