@@ -352,9 +352,10 @@ def percentiles(values: Any) -> dict[str, float | int | None]:
 def target(name: str, value: float | None, goal: float, op: str = ">=", unit: str = "",
            note: str | None = None) -> dict[str, Any]:
     """One target from the issues: ``value op goal``; ``met`` is None when not measured."""
-    if op not in (">=", "<="):
-        raise ValueError(f"op must be >= or <=, not {op!r}")
-    met = None if value is None else bool(value >= goal if op == ">=" else value <= goal)
+    checks = {">=": lambda v: v >= goal, "<=": lambda v: v <= goal, "==": lambda v: v == goal}
+    if op not in checks:
+        raise ValueError(f"op must be one of {', '.join(checks)}, not {op!r}")
+    met = None if value is None else bool(checks[op](value))
     ratio = None if value is None or not goal else round(value / goal, 3)
     return {"name": name, "value": None if value is None else round(float(value), 4),
             "op": op, "goal": goal, "unit": unit, "met": met, "ratio": ratio, "note": note}

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-ORDER = ("replay", "ingest", "train", "predict", "serve")
+ORDER = ("replay", "ingest", "train", "predict", "serve", "demo")
 MET = {True: "yes", False: "**no**", None: "not measured"}
 
 
