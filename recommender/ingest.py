@@ -182,6 +182,8 @@ def write_batch(batch: DataFrame, batch_id: int, settings: Settings, movies: Mov
             (ratings.select("user_id", "movie_id", F.col("rating").cast("float").alias("rating"),
                             F.timestamp_millis("event_time").alias("event_time"), "event_id",
                             F.current_timestamp().alias("ingested_at"))
+             # a user's ratings side by side: the connector batches them into one mutation
+             .sortWithinPartitions("user_id", "event_time")
              .write.format(CASSANDRA).mode("append").options(keyspace=ks, table="ratings")
              .save())
             indexed = index_ratings(rating_documents(ratings, movies.get()),
