@@ -23,11 +23,12 @@ import numpy as np
 
 from recommender.contracts import RATING_MAX, RATING_MIN, Strategy
 from recommender.errors import ModelError, NotFound
+from recommender.feed import NO_INFO, Scored, popular_movies
 from recommender.serve import store
 from recommender.serve.backends import Backends, IndexNames, es_errors
 from recommender.serve.model_cache import ModelCache
 from recommender.train.artifacts import ModelArtifacts
-from recommender.train.foldin import fold_in, recommend_popular, similar_items
+from recommender.train.foldin import fold_in, similar_items
 from recommender.vectors import (
     MovieInfo,
     PublishedVectors,
@@ -37,13 +38,6 @@ from recommender.vectors import (
 )
 
 ALIAS_REFRESH_S = 2.0  # how stale the alias -> index resolution may be
-
-
-@dataclass(frozen=True)
-class Scored:
-    movie_id: int
-    score: float
-    info: MovieInfo
 
 
 @dataclass(frozen=True)
@@ -139,18 +133,7 @@ class Recommender:
     def popular(self, published: PublishedVectors, art: ModelArtifacts, k: int,
                 excluded: set[int], genre: str | None = None) -> list[Scored]:
         """Most-rated movies in training, optionally only those of ``genre``."""
-        catalogue = self.catalogue(published.index)
-        if genre is None:
-            ranked = recommend_popular(art, k, excluded)
-        else:
-            ranked = []
-            for row in art.popularity_order:
-                movie = int(art.item_ids[row])
-                if movie not in excluded and genre in catalogue.get(movie, (None, None, []))[2]:
-                    ranked.append((movie, float(art.item_counts[row])))
-                    if len(ranked) == k:
-                        break
-        return [Scored(m, s, catalogue.get(m, (None, None, []))) for m, s in ranked]
+        return popular_movies(art, self.catalogue(published.index), k, excluded, genre)
 
     def similar(self, movie_id: int, k: int) -> tuple[str, list[Scored]]:
         """Movies closest by cosine of item factors, with the catalogue's details."""
@@ -162,7 +145,7 @@ class Recommender:
         if movie_id not in art.item_index:
             raise NotFound(f"movie {movie_id} is not in model {art.version} (unknown movie, "
                            "or it had no ratings when the model was trained)")
-        return art.version, [Scored(m, s, catalogue.get(m, (None, None, [])))
+        return art.version, [Scored(m, s, catalogue.get(m, NO_INFO))
                              for m, s in similar_items(art, movie_id, k)]
 
     def _knn(self, published: PublishedVectors, art: ModelArtifacts, vector: np.ndarray,

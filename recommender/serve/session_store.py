@@ -2,11 +2,10 @@
 
 A session starts on its first ``next`` call: the user's top ``TOP_N`` from the live
 recommender (the same ranking as ``/users/{id}/recommendations``) and the movies the user
-rated are remembered. Each call serves a random movie of that top list not yet served in the
-session. When all are used, the feed falls back to the most popular unserved, unrated movie
-of the *genre of the last served movie* (the first genre listed for it); that genre then
-stays fixed, so the fallback never drifts. If the genre runs dry, the most popular remaining
-movie of any genre is served; when nothing is left the answer is 404.
+rated are remembered. Each call then applies the feed rule of ``recommender.feed`` (a random
+unserved movie of that top list, then popular movies of the last served movie's genre, then
+popular movies of any genre; 404 when nothing is left), the same code the A/B simulation
+runs.
 
 State lives in this process only (an ``OrderedDict`` with sliding expiry): a session expires
 ``ttl_s`` after its last call, the oldest sessions are evicted beyond ``max_sessions``, and a
@@ -22,31 +21,22 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
 
-from recommender.errors import InvalidRequest, NotFound
-from recommender.serve.recommend import Recommender, Scored
+from recommender.errors import InvalidRequest
+from recommender.feed import TOP_N, FeedState, Scored, Source, next_movie
+from recommender.serve.recommend import Recommender
 
-TOP_N = 30
 SESSION_TTL_S = 30 * 60.0
 MAX_SESSIONS = 10_000
-Source = Literal["top", "genre-fallback", "popular-fallback"]
 
 
 @dataclass
 class SessionState:
     user_id: int
     model_version: str
-    top: list[Scored]
-    seen: set[int]
-    served: list[Scored] = field(default_factory=list)
-    genre: str | None = None  # fixed once the feed falls back
+    feed: FeedState
     expires_at: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
-
-    @property
-    def served_ids(self) -> set[int]:
-        return {s.movie_id for s in self.served}
 
 
 @dataclass(frozen=True)
@@ -86,35 +76,20 @@ class SessionStore:
             raise InvalidRequest(f"session {session_id!r} belongs to user {state.user_id}; "
                                  "start a new session id for this user")
         with state.lock:
-            movie, source = self._pick(state)
-            state.served.append(movie)
+            movie, source = next_movie(state.feed, self.rng, self._popular)
             state.expires_at = self.clock() + self.ttl_s
-            return Pick(movie, source, state.genre if source != "top" else None,
-                        len(state.served), state.model_version, self.ttl_s)
+            return Pick(movie, source, state.feed.genre if source != "top" else None,
+                        len(state.feed.served), state.model_version, self.ttl_s)
 
-    def _pick(self, state: SessionState) -> tuple[Scored, Source]:
-        served = state.served_ids
-        fresh = [s for s in state.top if s.movie_id not in served]
-        if fresh:
-            return self.rng.choice(fresh), "top"
-        if state.genre is None and state.served:
-            genres = state.served[-1].info[2]
-            state.genre = genres[0] if genres else None
+    def _popular(self, k: int, excluded: set[int], genre: str | None) -> list[Scored]:
+        """The feed's fallback ranking, from the model whose vectors are being served."""
         published, art = self.recommender.serving()
-        excluded = served | state.seen
-        if state.genre is not None:
-            found = self.recommender.popular(published, art, 1, excluded, state.genre)
-            if found:
-                return found[0], "genre-fallback"
-        found = self.recommender.popular(published, art, 1, excluded)
-        if found:
-            return found[0], "popular-fallback"
-        raise NotFound("this session has served every movie the model knows")
+        return self.recommender.popular(published, art, k, excluded, genre)
 
     def _start(self, session_id: str, user_id: int) -> SessionState:
         live = self.recommender.for_user(user_id, TOP_N)
         state = SessionState(user_id=user_id, model_version=live.model_version,
-                             top=list(live.items), seen=set(live.rated),
+                             feed=FeedState(top=list(live.items), seen=set(live.rated)),
                              expires_at=self.clock() + self.ttl_s)
         with self._lock:
             existing = self._sessions.get(session_id)  # a concurrent first call won the race
