@@ -16,6 +16,7 @@ from recommender.cli import (
     report,
     serve,
     ship,
+    simulate,
     stack,
     train,
 )
@@ -35,6 +36,7 @@ app.command("generate")(generate.generate)
 app.command()(ingest.ingest)
 app.command()(train.train)
 app.add_typer(train.models, name="models")
+app.add_typer(simulate.app, name="simulate")
 app.command()(predict.predict)
 app.command()(predict.rollover)
 app.command()(ship.ship)
