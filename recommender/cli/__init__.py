@@ -18,6 +18,7 @@ from recommender.cli import (
     ship,
     simulate,
     stack,
+    stats,
     train,
 )
 
@@ -37,6 +38,7 @@ app.command()(ingest.ingest)
 app.command()(train.train)
 app.add_typer(train.models, name="models")
 app.add_typer(simulate.app, name="simulate")
+app.command()(stats.stats)
 app.command()(predict.predict)
 app.command()(predict.rollover)
 app.command()(ship.ship)
