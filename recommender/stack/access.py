@@ -29,6 +29,11 @@ RATINGS_INDICES = f"{contracts.RATINGS_INDEX_PREFIX}*"
 PREDICTION_INDICES = (contracts.PREDICTIONS_ALIAS, f"{contracts.PREDICTIONS_INDEX_PREFIX}*")
 VECTOR_INDICES = (contracts.MOVIE_VECTORS_ALIAS, f"{contracts.MOVIE_VECTORS_ALIAS}-*")
 WRITE_INDEX = ("create_index", "view_index_metadata", "index")  # write documents, auto-create
+# ``recommender.indices.setup``, which ingest and training run before they write (idempotent):
+# the index templates, and the fixed indices created when missing.
+SETUP_CLUSTER = ("manage_index_templates",)
+SETUP_INDICES = ((contracts.MOVIES_INDEX, contracts.USER_TASTE_INDEX),
+                 ("create_index", "view_index_metadata"))
 
 
 @dataclass(frozen=True)
@@ -70,18 +75,16 @@ COMPONENTS: tuple[Component, ...] = (
         "ingest", "recommender ingest",
         tables={"ratings": (MODIFY,), "tags": (MODIFY,), "movies": (SELECT,)},
         topics={"ratings_topic": READ, "ratings_dlq_topic": WRITE}, spark=True,
-        # ingest installs the index templates at start (idempotent), hence the template right.
-        es_cluster=("monitor", "manage_index_templates"),
-        indices=(((RATINGS_INDICES,), WRITE_INDEX),
-                 ((contracts.MOVIES_INDEX, contracts.USER_TASTE_INDEX),
-                  ("create_index", "view_index_metadata"))),
+        es_cluster=("monitor", *SETUP_CLUSTER),
+        indices=(((RATINGS_INDICES,), WRITE_INDEX), SETUP_INDICES),
     ),
     Component(
         "trainer", "recommender train / models / es publish-vectors",
         tables={"ratings": (SELECT,), "movies": (SELECT,), "user_taste": (MODIFY,),
                 "similar_users": (MODIFY,)},
-        indices=((VECTOR_INDICES, ("manage", "index", "read")),
-                 ((contracts.USER_TASTE_INDEX,), (*WRITE_INDEX, "maintenance"))),
+        es_cluster=SETUP_CLUSTER,
+        indices=((VECTOR_INDICES, ("manage", "index", "read")), SETUP_INDICES,
+                 ((contracts.USER_TASTE_INDEX,), ("index", "maintenance"))),
     ),
     Component(
         "predictor", "recommender predict / rollover",

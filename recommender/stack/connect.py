@@ -89,10 +89,22 @@ def admin_settings(stack: StackSettings, names: Settings | None = None) -> Setti
 
 
 def env_lines(stack: StackSettings, account: str | None = None) -> list[str]:
-    """``export RECOMMENDER_...=...`` lines for ``connection(stack, account)``."""
+    """``export RECOMMENDER_...=...`` lines for ``connection(stack, account)``, after a
+    comment saying which commands the account is for."""
     values: dict[str, Any] = {"RECOMMENDER_STACK__SECURE": str(stack.secure).lower()}
     for section, fields in connection(stack, account).items():
         for name, value in fields.items():
             text = json.dumps(value) if isinstance(value, list) else str(value)
             values[f"RECOMMENDER_{section.upper()}__{name.upper()}"] = text
-    return [f"export {key}={shlex.quote(value)}" for key, value in values.items()]
+    return [heading(stack, account),
+            *(f"export {key}={shlex.quote(value)}" for key, value in values.items())]
+
+
+def heading(stack: StackSettings, account: str | None) -> str:
+    if not stack.secure:
+        return "# plain stack: no credentials"
+    if account is None:
+        return "# secure stack: endpoints and CA only (--as ACCOUNT adds credentials)"
+    if account == ADMIN:
+        return "# secure stack as admin"
+    return f"# secure stack as {account}, for: {component(account).runs}"

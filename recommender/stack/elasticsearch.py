@@ -235,8 +235,11 @@ class SecureElasticsearchService(ElasticsearchService):
         write_private(self.config_dir / "users", users)
         write_private(self.config_dir / "users_roles", "".join(
             f"{role}:{','.join(names)}\n" for role, names in access.es_user_roles().items()))
-        # JSON is YAML: roles.yml straight from the access table.
-        write_private(self.config_dir / "roles.yml", json.dumps(access.es_roles(), indent=2))
+        # One line per role, its descriptor in YAML's JSON-compatible flow style: the file
+        # realm splits roles.yml at unindented lines, one role each.
+        roles = access.es_roles().items()
+        write_private(self.config_dir / "roles.yml",
+                      "".join(f"{role}: {json.dumps(descriptor)}\n" for role, descriptor in roles))
 
 
 def reachable_by(path: Path, user: str) -> bool | None:

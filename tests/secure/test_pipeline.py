@@ -74,6 +74,8 @@ def test_a_request_is_predicted_shipped_and_read_back(trained: Components, api: 
 
 
 def test_the_api_reads_recommendations_and_similar_movies(trained: Components, api: str):
+    health = httpx.get(f"{api}/health", timeout=30)
+    assert health.status_code == 200, health.text  # Kafka, Cassandra and ES as the api account
     live = httpx.get(f"{api}/users/{USER}/recommendations", params={"k": 3}, timeout=30)
     assert live.status_code == 200, live.text
     assert len(live.json()["items"]) == 3
