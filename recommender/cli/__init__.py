@@ -29,6 +29,7 @@ app = typer.Typer(
     "environment variables or recommender.toml (see README).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # help paragraphs re-flow to the terminal width
 )
 app.command()(demo.demo)
 app.add_typer(stack.app, name="stack")

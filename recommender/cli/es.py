@@ -41,7 +41,7 @@ def publish_vectors(
 ) -> None:
     """Index a model version's item factors for kNN and switch the movie-vectors alias to it.
 
-    Builds movie-vectors-<version> with titles, years and genres (Cassandra movies table,
+    Builds `movie-vectors-<version>` with titles, years and genres (Cassandra movies table,
     else the dataset files), then moves the alias atomically and deletes older indices.
     Promotion and rollback do this themselves; use it after a manual change or a failure.
     """

@@ -21,7 +21,7 @@ DatasetOption = typer.Option(
     "the output of `recommender generate --output csv`. [env: RECOMMENDER_DATA__DATASET]")
 DataDirOption = typer.Option(
     None, "--data-dir", file_okay=False, show_default=False,
-    help="Folder that holds <dataset>/ (e.g. ../shared/data). Without it the dataset is looked "
+    help="Folder that holds `<dataset>/` (e.g. ../shared/data). Without it the dataset is looked "
     "up in the user cache and otherwise downloaded once from GroupLens and checked against its "
     "sha256. [env: RECOMMENDER_DATA__DATA_DIR]")
 

@@ -25,7 +25,7 @@ app = typer.Typer(help="Offline experiments: compare what users would get from t
 def ab(
     policy: list[str] = typer.Option(
         ["model", "popularity", "random"], "--policy", "-p",
-        help="A policy to compare (repeat the option): model (CURRENT), model:<version> (any "
+        help="A policy to compare (repeat the option): model (CURRENT), `model:<version>` (any "
         "registered version with the same split, e.g. a refused candidate), popularity, "
         "random. random is always added: every uplift is measured against it."),
     users: int = typer.Option(
