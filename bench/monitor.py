@@ -41,8 +41,10 @@ class RssMonitor:
     partly missed (short-lived processes); the long-lived JVMs and workers are what counts.
     """
 
-    def __init__(self, interval_s: float = 1.0) -> None:
+    def __init__(self, interval_s: float = 1.0, keep_series: bool = False) -> None:
         self.interval_s = interval_s
+        # (monotonic time, RSS bytes) per label and sample, for trends over long runs (soak)
+        self.series: dict[str, list[tuple[float, int]]] | None = {} if keep_series else None
         self.roots: dict[str, tuple[int, bool]] = {}
         self.peaks: dict[str, int] = {}
         self.cpu_first: dict[tuple[int, float], float] = {}
@@ -117,6 +119,8 @@ class RssMonitor:
                     self.cpu_owner[key] = label
             if rss:
                 self.peaks[label] = max(self.peaks.get(label, 0), rss)
+                if self.series is not None:
+                    self.series.setdefault(label, []).append((time.monotonic(), rss))
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):

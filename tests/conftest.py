@@ -1,8 +1,8 @@
 """Test settings shared by every test.
 
-Integration tests run against the real stack (Kafka, Cassandra, Elasticsearch started by
-``recommender stack up``); see ``tests/integration/conftest.py``. Test runs use their own
-keyspace, topics, index names and model directory so that they never touch a demo's data.
+Integration, fault and fuzz tests run against the real stack (Kafka, Cassandra, Elasticsearch
+started by ``recommender stack up``); see ``tests/support/fixtures.py``. Test runs use their
+own keyspace, topics, index names and model directory so that they never touch a demo's data.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from recommender.settings import Settings
+
+pytest_plugins = ["tests.support.fixtures"]
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("RECOMMENDER_DATA__DATA_DIR", REPO.parent / "shared" / "data"))

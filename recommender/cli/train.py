@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from recommender.cli.common import JsonOption, console, exits_cleanly, print_json
+from recommender.contracts import USER_TASTE_INDEX
 from recommender.errors import InvalidRequest, TrainingRefused
 from recommender.settings import Settings, get_settings
 
@@ -58,8 +59,9 @@ def train(
     ratings_csv: Path = typer.Option(None, "--ratings-csv", help="Train from a MovieLens "
                                      "ratings.csv instead of Cassandra (development, benchmarks)."),
     profiles: bool = typer.Option(None, "--profiles/--no-profiles", help="Write user_taste and "
-                                  "similar_users to Cassandra after a promotion (default: on "
-                                  "when training from Cassandra)."),
+                                  "similar_users to Cassandra (and user-taste to "
+                                  "Elasticsearch) after a promotion (default: on when "
+                                  "training from Cassandra)."),
     json: bool = JsonOption,
 ) -> None:
     """Train ALS on the ratings, evaluate it against baselines, and register a new version.
@@ -313,7 +315,8 @@ def _train_once(spark: SparkSession, settings: Settings, opts: TrainOptions,
             stats = prof.build(ratings, movies, registry.load(result.version), settings)
             console.print(f"profiles: {stats.taste_rows} user_taste rows, "
                           f"{stats.similar_rows} similar_users rows in "
-                          f"{settings.cassandra.keyspace} "
+                          f"{settings.cassandra.keyspace}, {stats.taste_documents} "
+                          f"{USER_TASTE_INDEX} documents "
                           f"({time.perf_counter() - started:.1f}s)", highlight=False)
         return result
     finally:

@@ -1,6 +1,7 @@
 """A Kibana visualization (as parsed by ``kibana_check``) as the Elasticsearch request
 Kibana would send: the data view's pattern, its time field limited to the dashboard's time
-range, the buckets nested in column order and the metrics innermost.
+range (and to any filters, as Kibana's filter pills), the buckets nested in column order and
+the metrics innermost.
 
 Written independently of ``aggs`` on purpose: it checks the saved objects as they are, not
 as the generator meant them. Kibana's "Other" bucket (a second request) is left out; an
@@ -10,6 +11,7 @@ as the generator meant them. Kibana's "Other" bucket (a second request) is left 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from recommender.dashboard.kibana_check import DataView, Operation, VisSpec
@@ -27,6 +29,14 @@ def time_filter(view: DataView, time_range: tuple[str, str] | None) -> dict[str,
     if view.time_field is None or time_range is None:
         return {"match_all": {}}
     return {"range": {view.time_field: {"gte": time_range[0], "lte": time_range[1]}}}
+
+
+def query(view: DataView, time_range: tuple[str, str] | None,
+          filters: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """The time range and every filter clause, all required."""
+    if not filters:
+        return time_filter(view, time_range)
+    return {"bool": {"filter": [time_filter(view, time_range), *filters]}}
 
 
 def _date_interval(value: str, time_range: tuple[str, str] | None) -> dict[str, str]:
@@ -71,7 +81,8 @@ def _bucket(op: Operation, spec: VisSpec, time_range: tuple[str, str] | None,
 
 
 def request(spec: VisSpec, view: DataView, time_range: tuple[str, str] | None,
-            intervals: dict[int, float] | None = None) -> dict[str, Any]:
+            intervals: dict[int, float] | None = None,
+            filters: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """The search body (``size`` 0, aggregations ``b0 > b1 > m0 ...``)."""
     inner = {f"m{i}": agg for i, m in enumerate(spec.metrics) if (agg := _metric(m))}
     for level in reversed(range(len(spec.buckets))):
@@ -79,27 +90,28 @@ def request(spec: VisSpec, view: DataView, time_range: tuple[str, str] | None,
         if inner:
             agg["aggs"] = inner
         inner = {f"b{level}": agg}
-    return {"size": 0, "track_total_hits": True, "query": time_filter(view, time_range),
+    return {"size": 0, "track_total_hits": True, "query": query(view, time_range, filters),
             "aggs": inner}
 
 
 def search(es: Elasticsearch, spec: VisSpec, view: DataView,
-           time_range: tuple[str, str] | None) -> dict[str, Any]:
+           time_range: tuple[str, str] | None,
+           filters: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """Run it; a histogram first asks for its field's min and max, as Kibana does."""
     intervals: dict[int, float] = {}
-    query = time_filter(view, time_range)
+    where = query(view, time_range, filters)
     for level, op in enumerate(spec.buckets):
         if op.op != "histogram":
             continue
         if op.params.get("interval") not in (None, "auto"):
             intervals[level] = float(op.params["interval"])
             continue
-        stats = es.search(index=view.pattern, size=0, query=query, ignore_unavailable=True,
+        stats = es.search(index=view.pattern, size=0, query=where, ignore_unavailable=True,
                           aggs={"s": {"stats": {"field": op.field}}})["aggregations"]["s"]
         bins = op.params["bins"] if isinstance(op.params["bins"], int) else MAX_BARS
         span = (stats["max"] - stats["min"]) if stats.get("count") else 0
         intervals[level] = span / bins if span > 0 else 1.0
-    body = request(spec, view, time_range, intervals)
+    body = request(spec, view, time_range, intervals, filters)
     return dict(es.search(index=view.pattern, ignore_unavailable=True, **body))
 
 

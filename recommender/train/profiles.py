@@ -21,22 +21,27 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from recommender import contracts
 from recommender.clients import CASSANDRA_FORMAT
-from recommender.errors import BackendUnavailable, DatasetError
+from recommender.errors import BackendUnavailable, DatasetError, RecommenderError
 from recommender.settings import Settings
 from recommender.train.artifacts import ModelArtifacts
 
 if TYPE_CHECKING:
+    from elasticsearch import Elasticsearch
     from pyspark.sql import DataFrame, SparkSession
 
 NO_GENRE = "(no genres listed)"
 TABLES = ("user_taste", "similar_users")
+SHARED_GENRES = 3  # neighbour_genres per user
+BULK_DOCS = 5000
 
 
 @dataclass(frozen=True)
 class ProfileStats:
     taste_rows: int
     similar_rows: int
+    taste_documents: int
 
 
 def read_movies_cassandra(spark: SparkSession, keyspace: str) -> DataFrame:
@@ -130,6 +135,78 @@ def similar_users(ratings: DataFrame, artifacts: ModelArtifacts) -> DataFrame:
             .withColumn("model_version", F.lit(artifacts.version)))
 
 
+def taste_documents(taste: DataFrame, similar: DataFrame) -> DataFrame:
+    """``user-taste`` documents (``contracts.USER_TASTE_MAPPING``): each taste row with the
+    user's neighbour and the ``SHARED_GENRES`` genres the two weigh most together."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    pairs = similar.select("user_id", "neighbour_id")
+    theirs = taste.select(F.col("user_id").alias("neighbour_id"), "genre",
+                          F.col("score").alias("their_score"))
+    strongest = Window.partitionBy("user_id").orderBy(F.desc("weight"), "genre")
+    shared = (taste.join(pairs, "user_id").join(theirs, ["neighbour_id", "genre"])
+              .withColumn("weight", F.col("score") * F.col("their_score"))
+              .withColumn("n", F.row_number().over(strongest))
+              .where(F.col("n") <= SHARED_GENRES)
+              .groupBy("user_id").agg(F.collect_list("genre").alias("neighbour_genres")))
+    return (taste.join(pairs, "user_id", "left").join(shared, "user_id", "left")
+            .select(F.col("user_id").cast("string").alias("user_id"), "genre", "score",
+                    "percentile", "ratings",
+                    F.col("neighbour_id").cast("string").alias("neighbour_id"),
+                    F.coalesce("neighbour_genres", F.array().cast("array<string>"))
+                    .alias("neighbour_genres")))
+
+
+def index_documents(docs: DataFrame, es: Elasticsearch) -> int:
+    """Bulk-index ``taste_documents`` into ``user-taste`` (NDJSON rendered in the JVM, sent
+    in chunks from the driver, retried while Elasticsearch is busy); how many it accepted."""
+    from pyspark.sql import functions as F
+
+    from recommender.indices import bulk_index
+    from recommender.streaming import with_retries
+
+    index = contracts.USER_TASTE_INDEX
+    action = F.to_json(F.struct(F.struct(
+        F.lit(index).alias("_index"), F.concat_ws(":", "user_id", "genre").alias("_id"))
+        .alias("index")))
+    lines = docs.select(F.concat(action, F.lit("\n"), F.to_json(F.struct(*docs.columns)),
+                                 F.lit("\n")).alias("line"))
+    what = f"Elasticsearch bulk index of {index}"
+
+    def send(chunk: list[str]) -> int:
+        body = "".join(chunk).encode()
+        rejected: list[tuple[int, str]] = []
+        with_retries(lambda: rejected.extend(bulk_index(es, body)), what)
+        if rejected:
+            raise RecommenderError(f"Elasticsearch rejected {len(rejected)} {index} "
+                                   f"documents, first: {rejected[0][1]}")
+        return len(chunk)
+
+    indexed, chunk = 0, []
+    for row in lines.toLocalIterator():
+        chunk.append(row.line)
+        if len(chunk) == BULK_DOCS:
+            indexed, chunk = indexed + send(chunk), []
+    if chunk:
+        indexed += send(chunk)
+    es.indices.refresh(index=index)
+    return indexed
+
+
+def publish_taste(taste: DataFrame, similar: DataFrame, settings: Settings) -> int:
+    """Index the taste documents into ``user-taste`` (created by ``es setup`` if missing)."""
+    from recommender.clients import elasticsearch_client
+    from recommender.indices import setup as setup_indices
+
+    es = elasticsearch_client(settings.elasticsearch)
+    try:
+        setup_indices(es)
+        return index_documents(taste_documents(taste, similar), es)
+    finally:
+        es.close()
+
+
 def write(df: DataFrame, keyspace: str, table: str) -> None:
     df.write.format(CASSANDRA_FORMAT).options(keyspace=keyspace, table=table) \
         .mode("append").save()
@@ -153,8 +230,8 @@ def ensure_tables(settings: Settings) -> None:
 
 def build(ratings: DataFrame, movies: DataFrame, artifacts: ModelArtifacts,
           settings: Settings) -> ProfileStats:
-    """Compute both tables from ``ratings`` and the promoted model and write them into
-    ``settings.cassandra.keyspace``."""
+    """Compute both tables from ``ratings`` and the promoted model, write them into
+    ``settings.cassandra.keyspace`` and index the taste documents into Elasticsearch."""
     keyspace = settings.cassandra.keyspace
     ensure_tables(settings)
     owned = not ratings.is_cached
@@ -164,7 +241,8 @@ def build(ratings: DataFrame, movies: DataFrame, artifacts: ModelArtifacts,
     try:
         write(taste, keyspace, "user_taste")
         write(similar, keyspace, "similar_users")
-        return ProfileStats(taste.count(), similar.count())
+        documents = publish_taste(taste, similar, settings)
+        return ProfileStats(taste.count(), similar.count(), documents)
     finally:
         taste.unpersist()
         similar.unpersist()

@@ -22,19 +22,9 @@ from recommender.ingest import start_ingest
 from recommender.schema import ensure_schema
 from recommender.settings import Settings, as_env
 from recommender.topics import ensure_topics
+from tests.support.names import private
 
 ML_SMALL_RATINGS = 100_836
-
-
-def private(settings: Settings, name: str) -> Settings:
-    """The session settings with their own topics and keyspace, for a test that needs them."""
-    suffix = f"{name}-{uuid.uuid4().hex[:6]}"
-    kafka = settings.kafka.model_copy(update={
-        "ratings_topic": f"it-{suffix}-ratings", "ratings_dlq_topic": f"it-{suffix}-dlq"})
-    cassandra = settings.cassandra.model_copy(update={"keyspace": f"it_{suffix}".replace("-", "_")})
-    spark = settings.spark.model_copy(update={
-        "checkpoint_dir": settings.spark.checkpoint_dir / suffix})
-    return settings.model_copy(update={"kafka": kafka, "cassandra": cassandra, "spark": spark})
 
 
 def prepare(settings: Settings) -> None:
@@ -92,7 +82,7 @@ BAD_EVENTS = {
 
 
 def test_bad_events_go_to_the_dead_letter_topic_with_reason_and_offset(spark, settings, stack):
-    own = private(settings, "dlq")
+    own = private(settings, "dlq", own_keyspace=True)
     prepare(own)
     producer = kafka_producer(own.kafka)
     good = [{"event_id": f"g{i}", "user_id": 7, "movie_id": 100 + i, "rating": 4.0,
@@ -119,9 +109,7 @@ def test_bad_events_go_to_the_dead_letter_topic_with_reason_and_offset(spark, se
 
 def test_ingest_killed_mid_stream_and_restarted_loses_and_duplicates_nothing(
         spark, settings, data_dir, stack, tmp_path):
-    own = private(settings, "kill")
-    own = own.model_copy(update={"spark": own.spark.model_copy(
-        update={"max_offsets_per_trigger": 5000})})
+    own = private(settings, "kill", own_keyspace=True, max_offsets_per_trigger=5000)
     prepare(own)
     dataset = locate("ml-latest-small", data_dir)
     replay(own, dataset.ratings(), resume=False, limit=60_000)

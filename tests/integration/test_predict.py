@@ -9,34 +9,20 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections import defaultdict
 
 import pytest
 
-from recommender.clients import cassandra_session, kafka_consumer, kafka_producer
+from recommender.clients import cassandra_session, kafka_producer
 from recommender.predict.job import Predictor
 from recommender.predict.rollover import rollover, running_instances, stop_instance
 from recommender.settings import Settings, as_env
-from recommender.topics import ensure_topics
 from recommender.train.registry import ModelRegistry
+from tests.support.names import private
+from tests.support.topics import collect
 
 TOY_STORY = 1
 NEW_USER, NO_HISTORY_USER = 900_001, 900_002
-
-
-def private(settings: Settings, name: str) -> Settings:
-    """Own request/prediction topics, consumer group and checkpoints for one test."""
-    suffix = f"{name}-{uuid.uuid4().hex[:6]}"
-    kafka = settings.kafka.model_copy(update={
-        "requests_topic": f"it-{suffix}-requests", "requests_dlq_topic": f"it-{suffix}-rdlq",
-        "predictions_topic": f"it-{suffix}-predictions", "predictor_group": f"it-{suffix}"})
-    spark = settings.spark.model_copy(update={
-        "checkpoint_dir": settings.spark.checkpoint_dir / suffix,
-        "max_offsets_per_trigger": 2000})
-    own = settings.model_copy(update={"kafka": kafka, "spark": spark})
-    ensure_topics(own, kafka.requests_topic, kafka.requests_dlq_topic, kafka.predictions_topic)
-    return own
 
 
 def send(settings: Settings, requests: list[dict | bytes]) -> None:
@@ -47,23 +33,6 @@ def send(settings: Settings, requests: list[dict | bytes]) -> None:
         producer.send(settings.kafka.requests_topic, key=b"k", value=value)
     producer.flush()
     producer.close()
-
-
-def collect(settings: Settings, topic: str, until, timeout_s: float = 240) -> list[dict]:
-    """Read ``topic`` from the start until ``until(records)`` holds."""
-    consumer = kafka_consumer(settings.kafka, topic, group_id=None, consumer_timeout_ms=1000)
-    records: list[dict] = []
-    deadline = time.monotonic() + timeout_s
-    try:
-        while not until(records):
-            assert time.monotonic() < deadline, f"gave up waiting on {topic}: {records[-3:]}"
-            for message in consumer:
-                value = json.loads(message.value)
-                value["_kafka_ts"] = message.timestamp
-                records.append(value)
-    finally:
-        consumer.close()
-    return records
 
 
 def answered(ids: set[str]):
@@ -79,7 +48,7 @@ def version(trained: Settings) -> str:
 def live(spark, trained):
     """A predictor running in this process on its own topics, with a new user and a
     history-less user prepared in Cassandra."""
-    own = private(trained, "live")
+    own = private(trained, "live", max_offsets_per_trigger=2000)
     session = cassandra_session(own.cassandra, keyspace=own.cassandra.keyspace)
     for movie, rating in ((TOY_STORY, 5.0), (260, 5.0), (1196, 4.5)):
         session.execute("INSERT INTO ratings (user_id, movie_id, rating) VALUES (%s, %s, %s)",
@@ -188,7 +157,7 @@ def predictor_process(settings: Settings, log, *args: str) -> subprocess.Popen:
 
 
 def test_killed_predictor_restarted_answers_every_request(trained, tmp_path):
-    settings = private(trained, "kill")
+    settings = private(trained, "kill", max_offsets_per_trigger=2000)
     ids = [f"k{i}" for i in range(3000)]
     send(settings, [{"request_id": i, "user_id": 1 + n % 600, "movie_id": TOY_STORY}
                     for n, i in enumerate(ids)])
@@ -209,7 +178,7 @@ def test_killed_predictor_restarted_answers_every_request(trained, tmp_path):
 
 def test_rollover_under_steady_load_answers_everything_and_switches_version(
         trained, version, tmp_path):
-    settings = private(trained, "roll")
+    settings = private(trained, "roll", max_offsets_per_trigger=2000)
     registry = ModelRegistry(settings.model.models_dir)
     target = registry.new_version()
     shutil.copytree(registry.version_dir(version), registry.path(target))

@@ -11,29 +11,15 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 
-from recommender.clients import elasticsearch_client, kafka_consumer, kafka_producer
+from recommender.clients import kafka_consumer, kafka_producer
 from recommender.predict.job import Predictor
 from recommender.serve.main import create_app
 from recommender.settings import Settings
 from recommender.ship import Shipper
-from recommender.stack.base import find_java
-from recommender.stack.elasticsearch import ElasticsearchService
-from recommender.topics import ensure_topics
-
-
-def private(settings: Settings, name: str) -> Settings:
-    suffix = f"{name}-{uuid.uuid4().hex[:6]}"
-    kafka = settings.kafka.model_copy(update={
-        "requests_topic": f"it-{suffix}-requests", "requests_dlq_topic": f"it-{suffix}-rdlq",
-        "predictions_topic": f"it-{suffix}-predictions",
-        "predictions_dlq_topic": f"it-{suffix}-pdlq",
-        "predictor_group": f"it-{suffix}-predictor", "shipper_group": f"it-{suffix}-shipper"})
-    spark = settings.spark.model_copy(update={
-        "checkpoint_dir": settings.spark.checkpoint_dir / suffix})
-    own = settings.model_copy(update={"kafka": kafka, "spark": spark})
-    ensure_topics(own, *(getattr(kafka, f) for f in (
-        "requests_topic", "requests_dlq_topic", "predictions_topic", "predictions_dlq_topic")))
-    return own
+from tests.support.elastic import documents
+from tests.support.names import private
+from tests.support.servers import down
+from tests.support.waiting import wait_for
 
 
 class ShipperThread:
@@ -51,26 +37,6 @@ class ShipperThread:
     def __exit__(self, *_: object) -> None:
         self.stop.set()
         self.thread.join(timeout=120)
-
-
-def documents(settings: Settings, request_ids: list[str]) -> dict[str, int]:
-    """How many prediction documents each request has in Elasticsearch."""
-    es = elasticsearch_client(settings.elasticsearch)
-    es.indices.refresh(index="predictions")
-    counts: dict[str, int] = {}
-    for start in range(0, len(request_ids), 1000):
-        body = es.search(index="predictions", size=0, query={"terms": {
-            "request_id": request_ids[start:start + 1000]}}, aggs={"ids": {"terms": {
-                "field": "request_id", "size": 1000}}})
-        counts.update({b["key"]: b["doc_count"] for b in body["aggregations"]["ids"]["buckets"]})
-    return counts
-
-
-def wait_for(condition, what: str, timeout_s: float = 300) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(1)
 
 
 def prediction(request_id: str, **fields) -> bytes:
@@ -129,7 +95,6 @@ def test_redelivered_predictions_overwrite_and_rejected_ones_go_to_the_dead_lett
 @pytest.mark.slow
 def test_elasticsearch_down_for_30s_loses_nothing_and_duplicates_nothing(trained):
     settings = private(trained, "outage")
-    es_service = ElasticsearchService(settings.stack)
     ids = [f"o-{uuid.uuid4().hex}" for _ in range(4000)]
     producer = kafka_producer(settings.kafka)
 
@@ -142,15 +107,11 @@ def test_elasticsearch_down_for_30s_loses_nothing_and_duplicates_nothing(trained
     with ShipperThread(settings) as shipper:
         send(ids[:2000])
         wait_for(lambda: shipper.stats.indexed >= 2000, "the first half to be shipped")
-        assert es_service.stop(), "the stack's Elasticsearch was not running"
-        try:
+        with down(settings.stack, "elasticsearch"):
             send(ids[2000:])
             time.sleep(30)  # the outage itself: the shipper must wait, not drop or crash
             assert shipper.stats.indexed == 2000
             assert shipper.stats.es_retries > 0
-        finally:
-            es_service.start(find_java(settings.stack))
-            es_service.wait_ready(time.monotonic() + settings.stack.startup_timeout_s)
         wait_for(lambda: shipper.stats.indexed >= 4000, "the shipper to catch up")
     producer.close()
     assert documents(settings, ids) == dict.fromkeys(ids, 1)

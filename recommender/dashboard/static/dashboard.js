@@ -97,11 +97,15 @@ function lineChart(box, p) {
     const path = el("svg:path", { class: "mark", d, fill: "none", "stroke-width": 1.5,
       stroke: COLORS[i % COLORS.length] }, svg);
     el("svg:title", {}, path, s.name);
-    if (s.points.length === 1) {
-      const [t, v] = s.points[0];
-      el("svg:circle", { class: "mark", cx: sx(t), cy: sy(v), r: 3,
-        fill: COLORS[i % COLORS.length] }, svg);
-    }
+    // A value between two gaps (a minute with predictions among empty ones) has no
+    // segment to draw: show it as a dot.
+    const gap = j => j < 0 || j >= s.points.length || s.points[j][1] === null;
+    s.points.forEach(([t, v], j) => {
+      if (v !== null && gap(j - 1) && gap(j + 1)) {
+        el("svg:circle", { class: "mark", cx: sx(t), cy: sy(v), r: 3,
+          fill: COLORS[i % COLORS.length] }, svg);
+      }
+    });
   });
   legend(box, p.series.map(s => s.name));
 }

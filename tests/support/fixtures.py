@@ -1,4 +1,6 @@
-"""The real stack for integration tests: started once per session, reused if already up.
+"""Session fixtures on the real stack, shared by every suite (a pytest plugin registered in
+``tests/conftest.py``): the stack, started once per session and reused if already up, one
+SparkSession, ml-latest-small ingested, and a trained model.
 
 When this session started the stack it stops it at the end; a stack that was already
 running (a developer's, or a demo's) is left running.

@@ -1,0 +1,397 @@
+"""Soak: the streaming pipeline under steady load for a long time, watching for leaks and for
+consumers that fall behind.
+
+The ingest job, the predictor and the shipper run as their own processes on private names
+(ratings documents and predictions in private Elasticsearch indices), serving a model
+trained on ml-latest-small, while this process sends 1,000 pair prediction requests/s and
+replays synthetic ratings at 200/s. After a warm-up, for ``SOAK_MINUTES`` (default 30), the
+resident memory of every process (each job's whole tree: driver, Spark JVM, Python
+workers; Kafka, Cassandra, Elasticsearch; this process) is sampled every 5 s and each
+consumer's lag every 10 s: the ingest job's from its checkpoint, the predictor's and the
+shipper's from their consumer groups. Reported: each process's RSS slope (MiB/hour, least
+squares over the measured window) and each consumer's lag over time, with its slope and
+whether it grew by more than 10 s of input over the run.
+
+    make soak                          # 30 minutes
+    SOAK_MINUTES=3 python -m bench.soak  # a short run, marked as such in the results
+
+Results: ``bench/results/soak.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.common import (
+    REPO,
+    RESULTS_DIR,
+    Clock,
+    base_settings,
+    close_workspace,
+    envelope,
+    log,
+    table,
+    target,
+    topic_end_offsets,
+    wait_until,
+    workspace,
+)
+from bench.fixtures import (
+    ML_SMALL,
+    copy_model,
+    ml_small,
+    ml_small_keyspace,
+    private_predictions_index,
+    private_ratings_indices,
+    synthetic_events,
+    trained_model,
+)
+from bench.lag import checkpoint_offsets, group_offsets, lag
+from bench.monitor import MIB, RssMonitor
+from bench.predict import Pairs, Stream, create_group
+from recommender.settings import Settings, as_env
+from recommender.stack.base import tail
+
+FULL_MINUTES = 30.0
+REQUESTS_PER_S = 1_000
+RATINGS_PER_S = 200
+WARMUP_S = 120.0
+RSS_EVERY_S = 5.0
+LAG_EVERY_S = 10.0
+GROWING_AFTER_S = 10.0  # lag that grew by more than this many seconds of input is growing
+DRAIN_TIMEOUT_S = 600.0
+MAX_OFFSETS_PER_TRIGGER = 50_000
+
+
+def run(settings: Settings, minutes: float) -> dict[str, Any]:
+    """Set up, load, measure for ``minutes`` after the warm-up, drain; the result envelope."""
+    from recommender.topics import ensure_topics
+    from recommender.train.registry import ModelRegistry
+
+    ws = workspace(settings)
+    clock = Clock()
+    data = ml_small_keyspace(ws)
+    model = trained_model(ws)
+    own = ws.settings("soak", cassandra={"keyspace": data.cassandra.keyspace},
+                      spark={"max_offsets_per_trigger": MAX_OFFSETS_PER_TRIGGER})
+    kafka = own.kafka
+    ensure_topics(own, kafka.ratings_topic, kafka.ratings_dlq_topic, kafka.requests_topic,
+                  kafka.requests_dlq_topic, kafka.predictions_topic, kafka.predictions_dlq_topic)
+    artifacts = ModelRegistry.from_settings(own.model).load(copy_model(model, own))
+    create_group(own)
+    jobs = start_jobs(ws, own)
+    lags = LagSampler(own)
+    stop_replay = threading.Event()
+    replay_thread = threading.Thread(target=replay_ratings, args=(ws, own, stop_replay),
+                                     name="replay", daemon=True)
+    pairs = Pairs(artifacts.user_ids, artifacts.item_ids)
+    try:
+        with Stream(own, pairs, "soak", REQUESTS_PER_S) as requests:
+            replay_thread.start()
+            warmup_s = warm_up(jobs, lags)
+            answered_before = sum(topic_end_offsets(own, kafka.predictions_topic).values())
+            started = time.monotonic()
+            with RssMonitor(interval_s=RSS_EVERY_S, keep_series=True) as rss, lags:
+                for name, job_process in jobs.items():
+                    rss.track(name, job_process.proc.pid)
+                rss.track("bench process (load, python only)", os.getpid(), children=False)
+                rss.track_stack(own)
+                measure(minutes, jobs, lags)
+            answered = sum(topic_end_offsets(own, kafka.predictions_topic).values())
+            window_s = time.monotonic() - started
+    finally:
+        stop_replay.set()
+        replay_thread.join(timeout=120)
+    drained_s = drain(lags)
+    return report(own, clock, minutes, {
+        "warmup_s": round(warmup_s, 1), "drained_after_s": drained_s,
+        "requests_sent": requests.sent,
+        "answered_per_s_measured": round((answered - answered_before) / window_s, 1),
+        "rss": rss_trends(rss), "lag": lag_trends(lags),
+    }, rss)
+
+
+@dataclass(frozen=True)
+class JobProcess:
+    proc: subprocess.Popen
+    log_file: Path
+
+    def check(self, name: str) -> None:
+        """Raise, with the end of its log, if the job has exited."""
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"soak: {name} exited with {self.proc.returncode}:\n"
+                               f"{tail(self.log_file)}")
+
+
+def warm_up(jobs: dict[str, JobProcess], lags: LagSampler) -> float:
+    """Seconds until every consumer has committed offsets, plus ``WARMUP_S`` under load."""
+    def running() -> bool:
+        for name, job_process in jobs.items():
+            job_process.check(name)
+        return lags.ready()
+
+    try:
+        first = wait_until(running, 900, "every consumer to commit its first offsets", poll_s=2)
+    except TimeoutError as exc:
+        logs = "\n".join(f"--- {name}:\n{tail(j.log_file, 15)}" for name, j in jobs.items())
+        raise TimeoutError(f"{exc}\n{logs}") from None
+    log(f"soak: all consumers running after {first:.0f} s; warming up {WARMUP_S:.0f} s")
+    time.sleep(WARMUP_S)
+    return first + WARMUP_S
+
+
+def start_jobs(ws: Any, settings: Settings) -> dict[str, JobProcess]:
+    """The three jobs as processes; ingest and shipper through ``job`` below (private
+    Elasticsearch names), the predictor as ``recommender predict``."""
+    env = as_env(settings)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    prefix = ws.prefix("soak")
+    commands = {
+        "ingest (python, Spark JVM, workers)": ["-m", "bench.soak", "job", "ingest",
+                                                "--prefix", prefix],
+        "predictor (python, Spark JVM, workers)": ["-m", "recommender", "predict"],
+        "shipper (python)": ["-m", "bench.soak", "job", "ship", "--prefix", prefix],
+    }
+    out = {}
+    for name, args in commands.items():
+        log_file = ws.tmp / "soak" / f"{name.split()[0]}.log"
+        out[name] = JobProcess(ws.start([sys.executable, *args], log_file, env=env), log_file)
+    return out
+
+
+def replay_ratings(ws: Any, settings: Settings, stop: threading.Event) -> None:
+    """Synthetic ratings over the ml-latest-small catalogue at a fixed rate until ``stop``."""
+    from data_loading.replay import replay
+
+    events = synthetic_events(ml_small(settings), 10**8)
+    result = replay(settings, itertools.takewhile(lambda _: not stop.is_set(), events),
+                    rate=RATINGS_PER_S, resume=False, source=f"soak-{ws.run_id}")
+    ws.files.append(Path(result.progress_file))
+    log(f"soak: replayed {result.acked:,} ratings")
+
+
+def measure(minutes: float, jobs: dict[str, JobProcess], lags: LagSampler) -> None:
+    """Wait out the measured window, failing early if a job dies."""
+    deadline = time.monotonic() + minutes * 60
+    while time.monotonic() < deadline:
+        for name, job_process in jobs.items():
+            job_process.check(name)
+        last = lags.series[-1] if lags.series else {}
+        left = (deadline - time.monotonic()) / 60
+        log(f"soak: {left:.1f} min left; lag {json.dumps(last.get('lag', {}))}")
+        time.sleep(min(60.0, max(0.0, deadline - time.monotonic())))
+
+
+def drain(lags: LagSampler) -> float | None:
+    """Seconds until every consumer caught up after the load stopped (None: not in time)."""
+    def caught_up() -> bool:
+        sample = lags.sample(record=False)
+        return sample is not None and not any(sample.values())
+
+    try:
+        return round(wait_until(caught_up, DRAIN_TIMEOUT_S, "the consumers to catch up",
+                                poll_s=5), 1)
+    except TimeoutError:
+        return None
+
+
+class LagSampler:
+    """Each consumer's lag, sampled every ``LAG_EVERY_S`` in a background thread while used
+    as a context manager."""
+
+    def __init__(self, settings: Settings) -> None:
+        kafka = settings.kafka
+        checkpoint = settings.spark.checkpoint_dir / "ingest"
+        self.settings = settings
+        self.consumers: dict[str, tuple[str, Callable[[], dict[int, int]]]] = {
+            "ingest (ratings)": (kafka.ratings_topic, lambda: checkpoint_offsets(
+                checkpoint, kafka.ratings_topic)),
+            "predictor (prediction requests)": (kafka.requests_topic, lambda: group_offsets(
+                settings, kafka.predictor_group, kafka.requests_topic)),
+            "shipper (predictions)": (kafka.predictions_topic, lambda: group_offsets(
+                settings, kafka.shipper_group, kafka.predictions_topic)),
+        }
+        self.rates = {"ingest (ratings)": RATINGS_PER_S,
+                      "predictor (prediction requests)": REQUESTS_PER_S,
+                      "shipper (predictions)": REQUESTS_PER_S}
+        self.series: list[dict[str, Any]] = []
+        self.t0 = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="lag", daemon=True)
+
+    def sample(self, record: bool = True) -> dict[str, int] | None:
+        """Lag per consumer now; None while some consumer has committed nothing yet."""
+        out = {}
+        for name, (topic, done) in self.consumers.items():
+            committed = done()
+            if not committed:
+                return None
+            out[name] = lag(topic_end_offsets(self.settings, topic), committed)
+        if record:
+            self.series.append({"t_s": round(time.monotonic() - self.t0, 1), "lag": out})
+        return out
+
+    def ready(self) -> bool:
+        """Has every consumer committed offsets (and do Kafka and the checkpoint answer)?"""
+        from kafka.errors import KafkaError
+
+        try:
+            return self.sample(record=False) is not None
+        except (KafkaError, OSError):
+            return False
+
+    def _loop(self) -> None:
+        while not self._stop.wait(LAG_EVERY_S):
+            try:
+                self.sample()
+            except Exception as exc:  # noqa: BLE001 - a missed sample is not a failed run
+                log(f"soak: lag sample failed: {exc!r}")
+
+    def __enter__(self) -> LagSampler:
+        self.t0 = time.monotonic()
+        self.sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def slope(t_s: list[float], values: list[float], per_s: float) -> float | None:
+    """Least-squares slope of ``values`` over ``t_s`` seconds, per ``per_s`` seconds."""
+    if len(t_s) < 3 or max(t_s) == min(t_s):
+        return None
+    return float(np.polyfit(np.asarray(t_s), np.asarray(values, dtype=float), 1)[0] * per_s)
+
+
+def rss_trends(rss: RssMonitor) -> dict[str, dict[str, Any]]:
+    out = {}
+    for label, points in sorted((rss.series or {}).items()):
+        t0 = points[0][0]
+        t_s, mib = [t - t0 for t, _ in points], [b / MIB for _, b in points]
+        per_hour = slope(t_s, mib, 3600)
+        out[label] = {"samples": len(points), "start_mib": round(mib[0], 1),
+                      "end_mib": round(mib[-1], 1), "peak_mib": round(max(mib), 1),
+                      "slope_mib_per_hour": None if per_hour is None else round(per_hour, 1)}
+    return out
+
+
+def lag_trends(lags: LagSampler) -> dict[str, dict[str, Any]]:
+    out = {}
+    t_s = [s["t_s"] for s in lags.series]
+    for name in lags.consumers:
+        values = [s["lag"][name] for s in lags.series]
+        per_min = slope(t_s, values, 60)
+        window_min = (t_s[-1] - t_s[0]) / 60 if len(t_s) > 1 else 0.0
+        grew_by = per_min * window_min if per_min is not None else None
+        out[name] = {"first": values[0], "last": values[-1], "max": max(values),
+                     "mean": round(float(np.mean(values)), 1),
+                     "slope_per_min": None if per_min is None else round(per_min, 1),
+                     "growing": None if grew_by is None else
+                     grew_by > GROWING_AFTER_S * lags.rates[name],
+                     "series": [[s["t_s"], s["lag"][name]] for s in lags.series]}
+    return out
+
+
+def report(settings: Settings, clock: Clock, minutes: float, metrics: dict[str, Any],
+           rss: RssMonitor) -> dict[str, Any]:
+    short = minutes < FULL_MINUTES
+    notes = [f"RSS sampled every {RSS_EVERY_S:g} s, lag every {LAG_EVERY_S:g} s, over the "
+             f"{minutes:g} measured minutes after {metrics['warmup_s']:.0f} s of load "
+             "(start-up and warm-up excluded from the slopes).",
+             f"Lag is 'growing' when its fitted increase over the window exceeds "
+             f"{GROWING_AFTER_S:g} s of that consumer's input rate.",
+             f"Predictor: at most {MAX_OFFSETS_PER_TRIGGER:,} requests per micro-batch, "
+             f"trigger {settings.spark.trigger_interval}, Spark master {settings.spark.master}."]
+    if short:
+        notes.insert(0, f"SHORT RUN: {minutes:g} minutes instead of {FULL_MINUTES:g}. Slopes "
+                     "over a few minutes are dominated by JVM heaps still growing towards "
+                     "their steady size; they show the harness works, not that nothing leaks.")
+    rss_rows = [[label, t["start_mib"], t["end_mib"], t["peak_mib"], t["slope_mib_per_hour"]]
+                for label, t in metrics["rss"].items()]
+    lag_rows = [[name, t["first"], t["last"], t["max"], t["mean"], t["slope_per_min"],
+                 t["growing"]] for name, t in metrics["lag"].items()]
+    return envelope(
+        "soak", settings, short, clock,
+        dataset={"model": f"explicit ALS on {ML_SMALL}", "requests_per_s": REQUESTS_PER_S,
+                 "ratings_per_s": RATINGS_PER_S},
+        config={"minutes": minutes, "short_run": short, "warmup_s": WARMUP_S,
+                "max_offsets_per_trigger": MAX_OFFSETS_PER_TRIGGER,
+                "trigger_interval": settings.spark.trigger_interval},
+        metrics={"short_run": short, "minutes": minutes, **metrics},
+        targets=[target("predictions/s over the measured window",
+                        metrics["answered_per_s_measured"], REQUESTS_PER_S, ">=", "req/s")],
+        tables=[table("Resident memory (MiB) over the measured window",
+                      ["process", "start", "end", "peak", "slope MiB/hour"], rss_rows),
+                table("Consumer lag (messages) over the measured window",
+                      ["consumer", "first", "last", "max", "mean", "slope /min", "growing"],
+                      lag_rows)],
+        rss=rss, notes=notes)
+
+
+def job(name: str, prefix: str) -> None:
+    """``python -m bench.soak job ingest|ship --prefix P``: the real job, writing its
+    Elasticsearch documents to ``P``-prefixed private indices."""
+    from recommender.ingest import run_ingest
+    from recommender.settings import get_settings
+    from recommender.ship import Shipper
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    settings = get_settings()
+    if name == "ingest":
+        with private_ratings_indices(settings, prefix):
+            run_ingest(settings)
+        return
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    with private_predictions_index(settings, prefix):
+        Shipper(settings).run(stopping.is_set)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split(
+        "\n")[0])
+    sub = parser.add_subparsers(dest="command")
+    job_parser = sub.add_parser("job", help="run one job on private index names (internal)")
+    job_parser.add_argument("name", choices=["ingest", "ship"])
+    job_parser.add_argument("--prefix", required=True)
+    args = parser.parse_args(argv)
+    if args.command == "job":
+        job(args.name, args.prefix)
+        return 0
+    from recommender.stack import manager
+
+    logging.getLogger("kafka").setLevel(logging.ERROR)
+    minutes = float(os.environ.get("SOAK_MINUTES", FULL_MINUTES))
+    settings = base_settings()
+    manager.up(settings.stack, on_event=log)
+    workspace(settings)
+    try:
+        result = run(settings, minutes)
+    finally:
+        close_workspace()
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / "soak.json"
+    path.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    log(f"wrote {path.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
