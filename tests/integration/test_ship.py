@@ -4,7 +4,6 @@ shipper -> Elasticsearch -> API; re-deliveries, rejected documents, an Elasticse
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
 
@@ -12,31 +11,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from recommender.clients import kafka_consumer, kafka_producer
-from recommender.predict.job import Predictor
 from recommender.serve.main import create_app
-from recommender.settings import Settings
-from recommender.ship import Shipper
 from tests.support.elastic import documents
 from tests.support.names import private
 from tests.support.servers import down
+from tests.support.serving import ShipperThread, serving
 from tests.support.waiting import wait_for
-
-
-class ShipperThread:
-    """A shipper running beside the test, stopped on exit."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.stop = threading.Event()
-        self.shipper = Shipper(settings)
-        self.thread = threading.Thread(target=self.shipper.run, args=(self.stop.is_set,))
-
-    def __enter__(self) -> Shipper:
-        self.thread.start()
-        return self.shipper
-
-    def __exit__(self, *_: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=120)
 
 
 def prediction(request_id: str, **fields) -> bytes:
@@ -50,21 +30,17 @@ def prediction(request_id: str, **fields) -> bytes:
 
 def test_request_through_api_predictor_shipper_and_back(spark, trained):
     settings = private(trained, "roundtrip")
-    query = Predictor(spark, settings).start()
-    try:
-        with ShipperThread(settings), TestClient(create_app(settings)) as api:
-            answer = api.post("/prediction-requests", json={"user_id": 1, "movie_id": 1})
-            assert answer.status_code == 202, answer.text
-            [request_id] = answer.json()["request_ids"]
-            assert api.get(f"/prediction-requests/{request_id}").status_code in (404, 200)
-            wait_for(lambda: api.get(f"/prediction-requests/{request_id}").status_code == 200,
-                     "the prediction to reach Elasticsearch")
-            body = api.get(f"/prediction-requests/{request_id}").json()
-            [doc] = body["predictions"]
-            assert (doc["user_id"], doc["movie_id"], doc["title"]) == (1, 1, "Toy Story")
-            assert doc["strategy"] == "als" and 0.5 <= doc["predicted_rating"] <= 5
-    finally:
-        query.stop()
+    with serving(spark, settings), TestClient(create_app(settings)) as api:
+        answer = api.post("/prediction-requests", json={"user_id": 1, "movie_id": 1})
+        assert answer.status_code == 202, answer.text
+        [request_id] = answer.json()["request_ids"]
+        assert api.get(f"/prediction-requests/{request_id}").status_code in (404, 200)
+        wait_for(lambda: api.get(f"/prediction-requests/{request_id}").status_code == 200,
+                 "the prediction to reach Elasticsearch")
+        body = api.get(f"/prediction-requests/{request_id}").json()
+        [doc] = body["predictions"]
+        assert (doc["user_id"], doc["movie_id"], doc["title"]) == (1, 1, "Toy Story")
+        assert doc["strategy"] == "als" and 0.5 <= doc["predicted_rating"] <= 5
 
 
 def test_redelivered_predictions_overwrite_and_rejected_ones_go_to_the_dead_letters(trained):
