@@ -211,6 +211,9 @@ def write_batch(batch: DataFrame, batch_id: int, settings: Settings, movies: Mov
 def start_ingest(spark: SparkSession, settings: Settings, *, available_now: bool = False,
                  query_name: str = "ingest") -> StreamingQuery:
     """Start the streaming query; ``available_now`` drains what is in the topic and stops."""
+    from recommender.schema import wait_for_connector
+
+    wait_for_connector(spark, settings.cassandra.keyspace, ("ratings", "tags", "movies"))
     movies = MoviesCache(spark, settings.cassandra.keyspace)
     writer = (
         read_topic(spark, settings, settings.kafka.ratings_topic)

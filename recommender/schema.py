@@ -25,6 +25,7 @@ from recommender.settings import Settings
 if TYPE_CHECKING:
     from cassandra.cluster import Session
     from elasticsearch import Elasticsearch
+    from pyspark.sql import SparkSession
 
 DDL_TIMEOUT_S = 60.0  # schema changes wait for agreement across the cluster
 # One node cannot hold a replica: 0 keeps the embedded cluster green. Override per call.
@@ -84,3 +85,29 @@ def ensure_index(es: Elasticsearch, name: str, mapping: dict[str, Any],
         raise BackendUnavailable(f"Elasticsearch did not answer ({exc}); start it with "
                                  "`recommender stack up` or set "
                                  "RECOMMENDER_ELASTICSEARCH__URL") from exc
+
+
+def wait_for_connector(spark: SparkSession, keyspace: str, tables: Iterable[str],
+                       timeout_s: float = 120.0) -> None:
+    """Block until Spark's Cassandra connector sees ``tables``. The connector's schema
+    metadata follows DDL events, which a busy node can deliver seconds after the Python
+    driver created the tables; a job that wrote before then would fail its first batch."""
+    import time
+
+    from pyspark.errors import AnalysisException
+
+    from recommender.clients import CASSANDRA_FORMAT
+
+    deadline = time.monotonic() + timeout_s
+    for table in tables:
+        while True:
+            try:
+                reader = spark.read.format(CASSANDRA_FORMAT)
+                if reader.options(keyspace=keyspace, table=table).load().columns:
+                    break
+            except AnalysisException as exc:
+                if time.monotonic() > deadline:
+                    raise BackendUnavailable(f"Spark's Cassandra connector does not see "
+                                             f"{keyspace}.{table} after {timeout_s:.0f}s: "
+                                             f"{exc}") from exc
+                time.sleep(1.0)

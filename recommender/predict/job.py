@@ -109,9 +109,11 @@ class Predictor:
 
     def __init__(self, spark: SparkSession, settings: Settings, *, instance: str = "main",
                  pinned_version: str | None = None, allow_no_model: bool = False) -> None:
+        from recommender.schema import wait_for_connector
         from recommender.train.registry import ModelRegistry
 
         self.spark, self.settings, self.instance = spark, settings, instance
+        wait_for_connector(spark, settings.cassandra.keyspace, ("ratings", "movies"))
         self.registry = ModelRegistry(settings.model.models_dir)
         self.allow_no_model = allow_no_model
         self.bundle_ref: Any = None

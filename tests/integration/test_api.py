@@ -61,19 +61,28 @@ def dataset(data_dir: Path) -> Dataset:
 
 
 @pytest.fixture(scope="module")
-def model(settings: Settings, dataset: Dataset) -> ModelArtifacts:
-    return save_model(ModelRegistry.from_settings(settings.model), dataset, seed=7)
+def api_settings(settings: Settings) -> Settings:
+    """The session settings with a keyspace of this module's own: ``rated`` drops it at the
+    end, which must not take the ratings other modules ingested into the session's one."""
+    own = f"{settings.cassandra.keyspace}_api"
+    return settings.model_copy(update={"cassandra": settings.cassandra.model_copy(
+        update={"keyspace": own})})
 
 
 @pytest.fixture(scope="module")
-def rated(settings: Settings, stack, dataset: Dataset) -> Iterator[dict[int, dict[int, float]]]:
+def model(api_settings: Settings, dataset: Dataset) -> ModelArtifacts:
+    return save_model(ModelRegistry.from_settings(api_settings.model), dataset, seed=7)
+
+
+@pytest.fixture(scope="module")
+def rated(api_settings: Settings, stack, dataset: Dataset) -> Iterator[dict[int, dict[int, float]]]:
     """Users 1 and 2 with their real ratings, plus profiles for user 1, in Cassandra."""
     frame = dataset.ratings_frame
     ratings = {u: {int(m): float(r) for m, r in frame.loc[frame.user_id == u,
                                                           ["movie_id", "rating"]].to_numpy()}
                for u in (KNOWN, NEW)}
-    session = cassandra_session(settings.cassandra)
-    ks = settings.cassandra.keyspace
+    session = cassandra_session(api_settings.cassandra)
+    ks = api_settings.cassandra.keyspace
     session.execute(keyspace_cql(ks, 1))
     for table in ("ratings", "user_taste", "similar_users"):
         session.execute(CASSANDRA_TABLES[table].format(ks=ks))
@@ -95,12 +104,12 @@ def rated(settings: Settings, stack, dataset: Dataset) -> Iterator[dict[int, dic
 
 
 @pytest.fixture(scope="module")
-def names(settings: Settings, stack, run_id: str, model: ModelArtifacts,
+def names(api_settings: Settings, stack, run_id: str, model: ModelArtifacts,
           dataset: Dataset) -> Iterator[IndexNames]:
     """Private index names, with the model's vectors published under the private alias."""
     names = IndexNames(predictions=f"it-{run_id}-predictions",
                        movie_vectors=f"it-{run_id}-movie-vectors")
-    es = elasticsearch_client(settings.elasticsearch)
+    es = elasticsearch_client(api_settings.elasticsearch)
     publish_movie_vectors(es, model, dataset.movies(), alias=names.movie_vectors)
     yield names
     mine = list(es.indices.get(index=f"it-{run_id}-*", expand_wildcards="all"))
@@ -109,8 +118,8 @@ def names(settings: Settings, stack, run_id: str, model: ModelArtifacts,
 
 
 @pytest.fixture(scope="module")
-def client(settings: Settings, names: IndexNames, rated) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, indices=names)) as test_client:
+def client(api_settings: Settings, names: IndexNames, rated) -> Iterator[TestClient]:
+    with TestClient(create_app(api_settings, indices=names)) as test_client:
         yield test_client
 
 
@@ -209,7 +218,7 @@ def test_invalid_prediction_requests_are_422_json(client, body):
     assert payload["error"] == "invalid request" and payload["detail"]
 
 
-def test_prediction_requests_reach_the_topic(client, settings):
+def test_prediction_requests_reach_the_topic(client, api_settings):
     given = uuid.uuid4().hex
     response = client.post("/prediction-requests", json=[
         {"user_id": 7, "k": 5, "exclude": [1, 2]}, {"user_id": 8, "movie_id": 260,
@@ -217,7 +226,7 @@ def test_prediction_requests_reach_the_topic(client, settings):
     assert response.status_code == 202, response.text
     request_ids = response.json()["request_ids"]
     assert request_ids[1] == given and len(request_ids[0]) == 32
-    consumer = kafka_consumer(settings.kafka, settings.kafka.requests_topic, group_id=None,
+    consumer = kafka_consumer(api_settings.kafka, api_settings.kafka.requests_topic, group_id=None,
                               consumer_timeout_ms=10_000)
     got = {}
     for record in consumer:
@@ -232,9 +241,9 @@ def test_prediction_requests_reach_the_topic(client, settings):
     assert got[given][1]["movie_id"] == 260 and got[given][1]["k"] is None
 
 
-def test_write_endpoints_require_the_api_key_when_set(settings, names, rated):
-    locked = settings.model_copy(update={"api": ApiSettings.model_validate(
-        {**settings.api.model_dump(), "api_key": "s3cret"})})
+def test_write_endpoints_require_the_api_key_when_set(api_settings, names, rated):
+    locked = api_settings.model_copy(update={"api": ApiSettings.model_validate(
+        {**api_settings.api.model_dump(), "api_key": "s3cret"})})
     with TestClient(create_app(locked, indices=names)) as c:
         body = {"user_id": 1, "k": 3}
         assert c.post("/prediction-requests", json=body).status_code == 401
@@ -244,8 +253,8 @@ def test_write_endpoints_require_the_api_key_when_set(settings, names, rated):
         assert ok.status_code == 202
 
 
-def test_predictions_are_read_back_from_elasticsearch(client, settings, names):
-    es = elasticsearch_client(settings.elasticsearch)
+def test_predictions_are_read_back_from_elasticsearch(client, api_settings, names):
+    es = elasticsearch_client(api_settings.elasticsearch)
     index = f"{names.predictions}-2024.01.01"
     es.indices.create(index=index, mappings=PREDICTIONS_MAPPING,
                       aliases={names.predictions: {}})
@@ -302,8 +311,8 @@ def test_health_and_metrics(client, model):
     assert "recommender_api_request_duration_seconds_bucket" in text
 
 
-def test_elasticsearch_down_is_a_quick_503(settings, names, rated):
-    down = settings.model_copy(update={"elasticsearch": settings.elasticsearch.model_copy(
+def test_elasticsearch_down_is_a_quick_503(api_settings, names, rated):
+    down = api_settings.model_copy(update={"elasticsearch": api_settings.elasticsearch.model_copy(
         update={"url": "http://127.0.0.1:1"})})
     with TestClient(create_app(down, indices=names)) as c:
         c.get("/health")  # first call pays for thread pools and the Cassandra connection
@@ -319,14 +328,14 @@ def test_elasticsearch_down_is_a_quick_503(settings, names, rated):
         assert health.json()["checks"]["kafka"]["ok"] and health.json()["checks"]["cassandra"]["ok"]
 
 
-def test_model_reload_follows_current(settings, dataset, names, rated, tmp_path):
+def test_model_reload_follows_current(api_settings, dataset, names, rated, tmp_path):
     """A promotion is served without restart: CURRENT and the published alias move."""
-    isolated = settings.model_copy(update={"model": settings.model.model_copy(
+    isolated = api_settings.model_copy(update={"model": api_settings.model.model_copy(
         update={"models_dir": tmp_path / "models"})})
     registry = ModelRegistry.from_settings(isolated.model)
     alias = IndexNames(predictions=names.predictions,
                        movie_vectors=f"{names.movie_vectors}-reload")
-    es = elasticsearch_client(settings.elasticsearch)
+    es = elasticsearch_client(api_settings.elasticsearch)
     first = save_model(registry, dataset, seed=1)
     publish_movie_vectors(es, first, dataset.movies(), alias=alias.movie_vectors)
     with TestClient(create_app(isolated, indices=alias)) as c:
