@@ -40,6 +40,8 @@ def read_all(settings: Settings, topic: str, timeout_s: float = 300) -> list[Con
     from kafka import TopicPartition
 
     ends = {p: end for p, end in topic_end_offsets(settings, topic).items() if end}
+    if not ends:  # nothing was ever written (or the topic does not exist yet)
+        return []
     consumer = kafka_consumer(settings.kafka, group_id=None)
     records: list[Any] = []
     try:
