@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MOVIES_TTL_S = 60.0
+MAX_EVENT_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 
 RATING_EVENT_SCHEMA = T.StructType([
     T.StructField("event_id", T.StringType()),
@@ -53,6 +54,10 @@ def validation_rules() -> list:
         *missing("user_id", "movie_id", "event_time"),
         ((F.col("user_id") <= 0) | (F.col("movie_id") <= 0),
          "user_id and movie_id must be positive integers"),
+        # beyond year 9999 the conversion to a Cassandra timestamp overflows and fails the batch
+        (~F.col("event_time").between(0, MAX_EVENT_TIME_MS),
+         F.concat(F.lit("event_time out of range (epoch ms, years 1970-9999): "),
+                  F.col("event_time").cast("string"))),
         (~kind.isin("rating", "tag"),
          F.concat(F.lit("unknown event_type: "), F.col("event_type"))),
         ((kind == "rating") & F.col("rating").isNull(), "missing field: rating"),
