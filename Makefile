@@ -47,8 +47,8 @@ bench: bootstrap  ## benchmarks -> bench/results/*.json and BENCHMARKS.md
 	$(BIN)/python -m bench.run_all
 
 .PHONY: faults soak
-faults: bootstrap  ## every job and server fault under load, ledger checked -> bench/results/faults.json
-	$(BIN)/pytest -m long tests/faults $(PYTEST_ARGS)
+faults: bootstrap  ## every fault under load + 10,000 fuzzed messages per topic -> bench/results/faults.json, fuzz.json
+	$(BIN)/pytest -m long tests/faults tests/fuzz $(PYTEST_ARGS)
 
 soak: bootstrap  ## 30 min at 1,000 requests/s + replay (SOAK_MINUTES=3: short) -> bench/results/soak.json
 	$(BIN)/python -m bench.soak

@@ -1,13 +1,14 @@
 """Fuzzing the input topics with the ingest and predictor jobs running.
 
-10,000 random and mutated messages go into the ratings topic and as many into the
-prediction-requests topic while both streaming jobs run (the same ``start_ingest`` and
-``Predictor`` the CLI runs, in this process, ratings documents in private Elasticsearch
-indices). Once each job has committed past the last message, every message must be
-accounted for: dead-lettered with a reason and its original bytes, or processed (its
-Cassandra row written, its prediction produced), and both jobs must still be running.
-Figures go to ``bench/results/fuzz.json``; the seed is in it and in any failure message,
-and ``FUZZ_SEED`` replays a run.
+Random and mutated messages go into the ratings topic and as many into the
+prediction-requests topic (10,000 each in ``make faults``, 2,000 in ``make test``) while both
+streaming jobs run: the same ``start_ingest`` and ``Predictor`` the CLI runs, in this
+process, ratings documents in private Elasticsearch indices. Once each job has committed
+past the last message, every message must be accounted for: dead-lettered with a reason and
+its original bytes, or processed (its Cassandra row written, its prediction produced), and
+both jobs must still be running. Figures go to ``bench/results/fuzz.json``
+(``fuzz.quick.json``); the seed is in them and in any failure message, and ``FUZZ_SEED``
+replays a run.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ from tests.support.results import write_result
 from tests.support.topics import read_all
 from tests.support.waiting import wait_for
 
-MESSAGES = 10_000
+MESSAGES = 10_000  # per topic, in make faults (fuzz.json)
+QUICK_MESSAGES = 2_000  # per topic, in make test (fuzz.quick.json)
 DRAIN_TIMEOUT_S = 900
 TAGS = ["funny", "atmospheric", "twist ending", "Pixar", "  padded  "]
 HALF_STARS = [x / 2 for x in range(1, 11)]
@@ -174,7 +176,19 @@ def fuzz_settings(trained: Settings) -> Iterator[Settings]:
 
 def test_fuzzed_messages_are_processed_or_dead_lettered_and_the_jobs_stay_up(
         spark, fuzz_settings):
-    settings, kafka = fuzz_settings, fuzz_settings.kafka
+    fuzz(spark, fuzz_settings, QUICK_MESSAGES, quick=True)
+
+
+@pytest.mark.long
+def test_ten_thousand_fuzzed_messages_per_topic_are_processed_or_dead_lettered(
+        spark, fuzz_settings):
+    fuzz(spark, fuzz_settings, MESSAGES, quick=False)
+
+
+def fuzz(spark: Any, settings: Settings, messages: int, quick: bool) -> None:
+    """Send ``messages`` fuzzed messages to each input topic with both jobs running, account
+    for every one, write the figures, then assert."""
+    kafka = settings.kafka
     clock = Clock()
     seed = int(os.environ.get("FUZZ_SEED") or random.SystemRandom().randrange(2**32))
     run = uuid.uuid4().hex[:8]
@@ -186,9 +200,9 @@ def test_fuzzed_messages_are_processed_or_dead_lettered_and_the_jobs_stay_up(
         try:
             ratings = send(settings, kafka.ratings_topic, Fuzzer(rating_events(
                 1_500_000_000 + int(run, 16) % 10**8, movies, f"fuzz-{run}"), seed)
-                .messages(MESSAGES))
+                .messages(messages))
             requests = send(settings, kafka.requests_topic, Fuzzer(prediction_requests(
-                f"fuzz-{run}", movies), seed + 1).messages(MESSAGES))
+                f"fuzz-{run}", movies), seed + 1).messages(messages))
             checkpoint = settings.spark.checkpoint_dir / f"ingest-fuzz-{run}"
 
             def settled() -> bool:
@@ -218,12 +232,12 @@ def test_fuzzed_messages_are_processed_or_dead_lettered_and_the_jobs_stay_up(
         "requests": account(settings, requests, kafka.requests_dlq_topic,
                             lambda m: request_id(m.value) in answered),
     }
-    write_result("fuzz", False, clock, settings, {
-        "seed": seed, "messages_per_topic": MESSAGES, "jobs_alive_after": alive,
+    write_result("fuzz", quick, clock, settings, {
+        "seed": seed, "messages_per_topic": messages, "jobs_alive_after": alive,
         "job_crashes": crashes, "topics": {name: a.figures() for name, a in topics.items()}})
     assert alive == {"ingest": True, "predictor": True}, (seed, crashes)
     for name, result in topics.items():
         assert not result.unaccounted, (name, seed, result.unaccounted[:5])
-        assert result.dead_lettered + result.processed == MESSAGES, (name, seed)
+        assert result.dead_lettered + result.processed == messages, (name, seed)
         assert (result.letters_without_reason, result.letters_with_other_bytes,
                 result.letters_for_unknown_offsets) == (0, 0, 0), (name, seed)
