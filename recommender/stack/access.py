@@ -29,7 +29,8 @@ RATINGS_INDICES = f"{contracts.RATINGS_INDEX_PREFIX}*"
 PREDICTION_INDICES = (contracts.PREDICTIONS_ALIAS, f"{contracts.PREDICTIONS_INDEX_PREFIX}*")
 VECTOR_INDICES = (contracts.MOVIE_VECTORS_ALIAS, f"{contracts.MOVIE_VECTORS_ALIAS}-*")
 WRITE_INDEX = ("create_index", "view_index_metadata", "index")  # write documents, auto-create
-# ``recommender.indices.setup``, which ingest and training run before they write (idempotent):
+# ``recommender.indices.setup``, which ingest, training and the shipper run before they write
+# (idempotent):
 # the index templates, and the fixed indices created when missing.
 SETUP_CLUSTER = ("manage_index_templates",)
 SETUP_INDICES = ((contracts.MOVIES_INDEX, contracts.USER_TASTE_INDEX),
@@ -96,8 +97,8 @@ COMPONENTS: tuple[Component, ...] = (
         "shipper", "recommender ship",
         topics={"predictions_topic": READ, "predictions_dlq_topic": WRITE},
         groups=("shipper_group",),
-        es_cluster=("monitor",),
-        indices=((PREDICTION_INDICES, WRITE_INDEX),),
+        es_cluster=("monitor", *SETUP_CLUSTER),
+        indices=((PREDICTION_INDICES, WRITE_INDEX), SETUP_INDICES),
     ),
     Component(
         "api", "recommender serve",
