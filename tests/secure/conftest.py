@@ -24,6 +24,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from recommender.errors import StackError
 from recommender.settings import Settings, StackSettings, as_env
@@ -116,9 +117,10 @@ def components(secure_settings: Settings, tmp_path_factory: pytest.TempPathFacto
 
 
 @pytest.fixture(scope="session")
-def api_key(secure_stack: StackSettings) -> str:
-    """What the website is given: the key of the API's write endpoints."""
-    return StackSecrets.of(secure_stack).api_key_file.read_text().strip()
+def api_key(secure_stack: StackSettings) -> SecretStr:
+    """What the website is given: the key of the API's write endpoints (a SecretStr, so a
+    failing test's report does not print it)."""
+    return SecretStr(StackSecrets.of(secure_stack).api_key_file.read_text().strip())
 
 
 @pytest.fixture(scope="session")

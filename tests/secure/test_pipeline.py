@@ -8,6 +8,7 @@ import time
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from recommender.settings import Settings
 from recommender.stack.connect import admin_settings
@@ -55,9 +56,9 @@ def test_replayed_ratings_reach_cassandra_and_elasticsearch(ingested: Components
 
 
 def test_a_request_is_predicted_shipped_and_read_back(trained: Components, api: str,
-                                                      api_key: str):
+                                                      api_key: SecretStr):
     accepted = httpx.post(f"{api}/prediction-requests", json={"user_id": USER, "k": 5},
-                          headers={"X-API-Key": api_key}, timeout=30)
+                          headers={"X-API-Key": api_key.get_secret_value()}, timeout=30)
     assert accepted.status_code == 202, accepted.text
     request_id = accepted.json()["request_ids"][0]
     predictor = trained.start("predictor", "predict")
