@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 MOVIES_TTL_S = 60.0
 MAX_EVENT_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+MAX_ID_CHARS = 256
 
 RATING_EVENT_SCHEMA = T.StructType([
     T.StructField("event_id", T.StringType()),
@@ -54,6 +55,9 @@ def validation_rules() -> list:
         *missing("user_id", "movie_id", "event_time"),
         ((F.col("user_id") <= 0) | (F.col("movie_id") <= 0),
          "user_id and movie_id must be positive integers"),
+        # Elasticsearch refuses keyword terms over 32,766 bytes, which would fail the batch
+        ((F.length("event_id") > MAX_ID_CHARS) | (F.length("source") > MAX_ID_CHARS),
+         f"event_id and source hold at most {MAX_ID_CHARS} characters"),
         # beyond year 9999 the conversion to a Cassandra timestamp overflows and fails the batch
         (~F.col("event_time").between(0, MAX_EVENT_TIME_MS),
          F.concat(F.lit("event_time out of range (epoch ms, years 1970-9999): "),
