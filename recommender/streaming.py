@@ -75,6 +75,8 @@ def parse_kafka_json(df: DataFrame, schema: T.StructType, rules: list[Rule],
     error = (
         F.when(F.col("value").isNull() | (F.length(text) == 0), F.lit("empty message"))
         .when(as_map.isNull(), F.lit("malformed JSON: not a JSON object"))
+        # the JSON reader stops after the object and ignores what follows it
+        .when(~text.rlike(r"\}\s*$"), F.lit("malformed JSON: characters after the object"))
         .when(F.col(f"_p.{CORRUPT}").isNotNull(),
               F.concat(F.lit("wrong type for field(s): "), wrong_types))
     )
