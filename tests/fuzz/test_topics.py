@@ -147,7 +147,8 @@ def account(settings: Settings, sent: Sent, dlq_topic: str,
 def cause(error: BaseException) -> str:
     """The root cause of a streaming query's failure, from its long Java/Python report."""
     text = str(error)
-    causes = re.findall(r"Caused by: ([^\n]+)", text)
+    causes = (re.findall(r"Caused by: ([^\n]+)", text)
+              or re.findall(r"(?m)^\w[\w.]*(?:Error|Exception): .+$", text))
     return (causes[-1] if causes else text.splitlines()[0])[:500]
 
 

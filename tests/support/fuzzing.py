@@ -8,8 +8,8 @@ invalid UTF-8, trailing garbage; plus JSON that is not an object, random bytes, 
 messages and tombstones. Several JSON-level mutations may stack.
 
 The oracles say what a job that did *not* dead-letter a message must have done with it,
-read the way any consumer reads JSON (``json.loads``): which Cassandra row a rating event
-lands in, which request id a prediction answers.
+read the way the jobs read JSON: which Cassandra row a rating event lands in, which request
+id a prediction answers.
 """
 
 from __future__ import annotations
@@ -174,9 +174,12 @@ class Fuzzer:
 
 
 def as_json_object(value: bytes | None) -> Payload | None:
-    """The message as any consumer reads JSON, or None when it is not a JSON object."""
+    """The message as the jobs' JSON reader (Jackson under Spark's ``from_json``) sees it, or
+    None when it is not a JSON object: invalid UTF-8 inside strings is tolerated, and
+    whatever follows the first JSON value is ignored."""
     try:
-        parsed = json.loads(value) if value else None
+        text = value.decode("utf-8", "replace").lstrip() if value else ""
+        parsed = json.JSONDecoder().raw_decode(text)[0] if text else None
     except (ValueError, RecursionError):
         return None
     return parsed if isinstance(parsed, dict) else None
