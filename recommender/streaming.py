@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import operator
 import time
 from collections.abc import Callable
+from functools import reduce
 from typing import TYPE_CHECKING
 
 from pyspark.sql import Column, DataFrame
@@ -72,13 +74,17 @@ def parse_kafka_json(df: DataFrame, schema: T.StructType, rules: list[Rule],
         F.when(as_map[f.name].isNotNull() & F.col(f"_p.{f.name}").isNull(), F.lit(f.name))
         for f in schema.fields
     ])
+    not_strings = non_string_fields(text, schema)
     error = (
         F.when(F.col("value").isNull() | (F.length(text) == 0), F.lit("empty message"))
+        .when(F.encode(text, "UTF-8") != F.col("value"), F.lit("malformed: not valid UTF-8"))
         .when(as_map.isNull(), F.lit("malformed JSON: not a JSON object"))
-        # the JSON reader stops after the object and ignores what follows it
-        .when(~text.rlike(r"\}\s*$"), F.lit("malformed JSON: characters after the object"))
+        .when(~is_single_json_value(text),
+              F.lit("malformed JSON: characters after the object"))
         .when(F.col(f"_p.{CORRUPT}").isNotNull(),
               F.concat(F.lit("wrong type for field(s): "), wrong_types))
+        .when(not_strings != "",
+              F.concat(F.lit("wrong type for field(s): "), not_strings, F.lit(" (not a string)")))
     )
     if strict:
         unknown = F.array_except(F.map_keys(as_map), F.array(*[F.lit(f.name) for f in schema]))
@@ -91,6 +97,42 @@ def parse_kafka_json(df: DataFrame, schema: T.StructType, rules: list[Rule],
         *[F.col(f"_p.{f.name}").alias(f.name) for f in schema.fields],
         error.alias("error"),
     )
+
+
+END_OF_MESSAGE = "__end_of_message__"
+
+
+def is_single_json_value(text: Column) -> Column:
+    """True when nothing but whitespace follows the first JSON value.
+
+    Spark's JSON reader stops after the first value and ignores the rest, so
+    ``{...}\\n{...}`` would silently lose its second object. Read as the first element of
+    an array closed by a sentinel, anything after the value either breaks the array or
+    shows up as an extra element before the sentinel.
+    """
+    elements = F.from_json(F.concat(F.lit("["), text, F.lit(f',"{END_OF_MESSAGE}"]')),
+                           T.ArrayType(T.StringType()))
+    return F.coalesce((F.size(elements) == 2) & (elements[1] == END_OF_MESSAGE), F.lit(False))
+
+
+NOT_A_STRING = (T.DoubleType(), T.BooleanType(), T.MapType(T.StringType(), T.StringType()),
+                T.ArrayType(T.StringType()))
+
+
+def non_string_fields(text: Column, schema: T.StructType) -> Column:
+    """Names of the schema's string fields whose JSON value is not a string, comma-separated.
+
+    Spark's reader hands such a value over as its JSON text: ``"request_id": 1e-308`` would
+    come back as the id ``1.0E-308``, which the sender never wrote. Each witness parse below
+    reads one kind of non-string value (number, boolean, object, array) and nothing else.
+    """
+    names = [f.name for f in schema.fields if isinstance(f.dataType, T.StringType)]
+    witnesses = [F.from_json(text, T.StructType([T.StructField(n, kind) for n in names]),
+                             {"allowNonNumericNumbers": "false"}) for kind in NOT_A_STRING]
+    return F.concat_ws(", ", *[
+        F.when(reduce(operator.or_, [w[n].isNotNull() for w in witnesses]), F.lit(n))
+        for n in names
+    ])
 
 
 def missing(*fields: str) -> list[Rule]:

@@ -64,6 +64,8 @@ ids = st.integers(1, INT32_MAX)
 numbers = st.one_of(st.integers(-5, 5), ids, st.integers(-(2**70), 2**70),
                     st.floats(allow_nan=True, allow_infinity=True))
 scalars = st.one_of(st.none(), st.booleans(), numbers, st.text(max_size=12))
+not_strings = st.one_of(st.integers(), st.floats(), st.booleans(), st.lists(st.text(), max_size=2),
+                        st.dictionaries(st.text(max_size=4), st.integers(), max_size=2))
 json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
                            | st.dictionaries(st.text(max_size=6), inner, max_size=3),
                            max_leaves=6)
@@ -102,11 +104,9 @@ def payloads(fields: dict[str, st.SearchStrategy]) -> st.SearchStrategy[list[byt
 
 
 def text_field(row: Row, obj: dict[str, Any], name: str) -> None:
-    """A string field is the JSON string (a non-string value is kept as its JSON text)."""
-    if isinstance(obj.get(name), str):
-        assert getattr(row, name) == obj[name], name
-    else:
-        assert (getattr(row, name) is None) == (obj.get(name) is None), name
+    """A string field is the JSON string, or absent."""
+    assert obj.get(name) is None or isinstance(obj[name], str), f"{name} is not a string"
+    assert getattr(row, name) == obj.get(name), name
 
 
 def id_field(row: Row, obj: dict[str, Any], name: str) -> None:
@@ -268,6 +268,8 @@ EVENT_DEFECTS: dict[str, tuple[st.SearchStrategy, str]] = {
     "blank tag": (st.sampled_from([None, "", "   "]).map(lambda t: {**TAG_EVENT, "tag": t}),
                   "missing field: tag"),
     "not an object": (json_values.filter(lambda v: not isinstance(v, dict)), "malformed JSON"),
+    "event id not a string": (not_strings.map(lambda v: {**EVENT, "event_id": v}),
+                              "event_id (not a string)"),
 }
 REQUEST = {"request_id": "r", "user_id": 7, "movie_id": 1, "k": None, "exclude": [],
            "requested_at": 1}
@@ -286,25 +288,43 @@ REQUEST_DEFECTS: dict[str, tuple[st.SearchStrategy, str]] = {
                     "exclude must hold positive movie ids"),
     "no request id": (st.just({k: v for k, v in REQUEST.items() if k != "request_id"}),
                       "missing field: request_id"),
+    "request id not a string": (not_strings.map(lambda v: {**REQUEST, "request_id": v}),
+                                "request_id (not a string)"),
+}
+MARK = "\u2603"
+BAD_UTF8 = st.sampled_from([b"\xff", b"\xed\xa0\x80", b"\xc0\x80", b"\x80", b"\xe2\x82"])
+MESSAGE_DEFECTS: dict[str, tuple[st.SearchStrategy, str]] = {
+    "not UTF-8": (BAD_UTF8.map(lambda bad: dumps({**REQUEST, "request_id": MARK}).replace(
+        json.dumps(MARK).strip('"').encode(), bad)), "not valid UTF-8"),
+    "more after the object": (st.tuples(st.sampled_from(["", " ", "\n", ",", "}", "]"]),
+                                        json_values).map(
+        lambda t: dumps(REQUEST) + t[0].encode() + dumps(t[1])), "characters after the object"),
 }
 
 
 @pytest.mark.parametrize("defect", sorted(EVENT_DEFECTS))
 def test_an_event_with_one_defect_is_refused_for_it(spark, defect):
     strategy, reason = EVENT_DEFECTS[defect]
-    refused_for(spark, parse_events, strategy, reason)
+    refused_for(spark, parse_events, strategy.map(dumps), reason)
 
 
 @pytest.mark.parametrize("defect", sorted(REQUEST_DEFECTS))
 def test_a_request_with_one_defect_is_refused_for_it(spark, defect):
     strategy, reason = REQUEST_DEFECTS[defect]
-    refused_for(spark, parse_requests, strategy, reason)
+    refused_for(spark, parse_requests, strategy.map(dumps), reason)
+
+
+@pytest.mark.parametrize("defect", sorted(MESSAGE_DEFECTS))
+@pytest.mark.parametrize("parse", [parse_events, parse_requests], ids=["event", "request"])
+def test_a_message_that_is_not_exactly_one_utf8_json_object_is_refused(spark, parse, defect):
+    strategy, reason = MESSAGE_DEFECTS[defect]
+    refused_for(spark, parse, strategy, reason)
 
 
 def refused_for(spark: Any, parse: Callable[[DataFrame], DataFrame],
-                strategy: st.SearchStrategy, reason: str) -> None:
+                strategy: st.SearchStrategy[bytes], reason: str) -> None:
     @hypothesis.settings(SETTINGS, max_examples=3)
-    @hypothesis.given(batch=st.lists(strategy.map(dumps), min_size=40, max_size=40))
+    @hypothesis.given(batch=st.lists(strategy, min_size=40, max_size=40))
     def refused(batch: list[bytes]) -> None:
         for payload, row in zip(batch, run(spark, parse, batch), strict=True):
             assert row.error is not None and reason in row.error, (payload, row.error)

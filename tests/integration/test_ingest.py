@@ -19,7 +19,7 @@ from recommender.clients import (
     kafka_producer,
 )
 from recommender.ingest import start_ingest
-from recommender.schema import ensure_schema
+from recommender.schema import ensure_schema, wait_for_connector
 from recommender.settings import Settings, as_env
 from recommender.topics import ensure_topics
 from tests.support.names import private
@@ -27,11 +27,14 @@ from tests.support.names import private
 ML_SMALL_RATINGS = 100_836
 
 
-def prepare(settings: Settings) -> None:
+def prepare(spark, settings: Settings) -> None:
+    """Topics and tables, and the tables visible to this session's Cassandra connector (its
+    schema metadata may lag the driver's DDL by seconds)."""
     ensure_topics(settings, settings.kafka.ratings_topic, settings.kafka.ratings_dlq_topic)
     session = cassandra_session(settings.cassandra)
     ensure_schema(session, settings)
     session.cluster.shutdown()
+    wait_for_connector(spark, settings.cassandra.keyspace, ("ratings",))
 
 
 def cassandra_count(spark, settings: Settings, table: str = "ratings") -> int:
@@ -83,7 +86,7 @@ BAD_EVENTS = {
 
 def test_bad_events_go_to_the_dead_letter_topic_with_reason_and_offset(spark, settings, stack):
     own = private(settings, "dlq", own_keyspace=True)
-    prepare(own)
+    prepare(spark, own)
     producer = kafka_producer(own.kafka)
     good = [{"event_id": f"g{i}", "user_id": 7, "movie_id": 100 + i, "rating": 4.0,
              "event_time": 1_000_000 + i, "event_type": "rating", "source": "it"}
@@ -110,7 +113,7 @@ def test_bad_events_go_to_the_dead_letter_topic_with_reason_and_offset(spark, se
 def test_ingest_killed_mid_stream_and_restarted_loses_and_duplicates_nothing(
         spark, settings, data_dir, stack, tmp_path):
     own = private(settings, "kill", own_keyspace=True, max_offsets_per_trigger=5000)
-    prepare(own)
+    prepare(spark, own)
     dataset = locate("ml-latest-small", data_dir)
     replay(own, dataset.ratings(), resume=False, limit=60_000)
     env = as_env(own)

@@ -8,8 +8,8 @@ invalid UTF-8, trailing garbage; plus JSON that is not an object, random bytes, 
 messages and tombstones. Several JSON-level mutations may stack.
 
 The oracles say what a job that did *not* dead-letter a message must have done with it,
-read the way the jobs read JSON: which Cassandra row a rating event lands in, which request
-id a prediction answers.
+read the way any consumer reads JSON (``json.loads``): which Cassandra row a rating event
+lands in, which request id a prediction answers.
 """
 
 from __future__ import annotations
@@ -174,12 +174,10 @@ class Fuzzer:
 
 
 def as_json_object(value: bytes | None) -> Payload | None:
-    """The message as the jobs' JSON reader (Jackson under Spark's ``from_json``) sees it, or
-    None when it is not a JSON object: invalid UTF-8 inside strings is tolerated, and
-    whatever follows the first JSON value is ignored."""
+    """The message as any consumer reads JSON (strict UTF-8, one value and nothing after
+    it), or None when it is not a JSON object."""
     try:
-        text = value.decode("utf-8", "replace").lstrip() if value else ""
-        parsed = json.JSONDecoder().raw_decode(text)[0] if text else None
+        parsed = json.loads(value) if value else None
     except (ValueError, RecursionError):
         return None
     return parsed if isinstance(parsed, dict) else None
@@ -203,10 +201,7 @@ def as_stored(text: str) -> str:
 
 
 def request_id(value: bytes | None) -> str | None:
-    """The request id a prediction for an accepted request carries (Spark reads a non-string
-    JSON value of a string field as its JSON text)."""
+    """The request id a prediction for an accepted request carries."""
     request = as_json_object(value)
     rid = None if request is None else request.get("request_id")
-    if rid is None:
-        return None
-    return as_stored(rid if isinstance(rid, str) else json.dumps(rid, separators=(",", ":")))
+    return as_stored(rid) if isinstance(rid, str) else None
