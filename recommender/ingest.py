@@ -20,6 +20,7 @@ from recommender import contracts
 from recommender.clients import CASSANDRA_FORMAT as CASSANDRA
 from recommender.settings import ElasticsearchSettings, Settings
 from recommender.streaming import (
+    epoch_ms_out_of_range,
     missing,
     parse_kafka_json,
     read_topic,
@@ -34,7 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MOVIES_TTL_S = 60.0
-MAX_EVENT_TIME_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 MAX_ID_CHARS = 256
 
 RATING_EVENT_SCHEMA = T.StructType([
@@ -58,10 +58,7 @@ def validation_rules() -> list:
         # Elasticsearch refuses keyword terms over 32,766 bytes, which would fail the batch
         ((F.length("event_id") > MAX_ID_CHARS) | (F.length("source") > MAX_ID_CHARS),
          f"event_id and source hold at most {MAX_ID_CHARS} characters"),
-        # beyond year 9999 the conversion to a Cassandra timestamp overflows and fails the batch
-        (~F.col("event_time").between(0, MAX_EVENT_TIME_MS),
-         F.concat(F.lit("event_time out of range (epoch ms, years 1970-9999): "),
-                  F.col("event_time").cast("string"))),
+        epoch_ms_out_of_range("event_time"),
         (~kind.isin("rating", "tag"),
          F.concat(F.lit("unknown event_type: "), F.col("event_type"))),
         ((kind == "rating") & F.col("rating").isNull(), "missing field: rating"),

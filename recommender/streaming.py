@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 CORRUPT = "_corrupt_record"
 Rule = tuple[Column, Column | str]
 KEEP_NULLS = {"ignoreNullFields": "false"}  # a contract field is present even when null
+NO_NAN = {"allowNonNumericNumbers": "false"}  # RFC 8259 JSON, as every other consumer reads it
 
 
 def read_topic(spark: SparkSession, settings: Settings, topic: str,
@@ -70,6 +71,7 @@ def parse_kafka_json(df: DataFrame, schema: T.StructType, rules: list[Rule],
         "_p", F.from_json(text, with_corrupt, {"mode": "PERMISSIVE",
                                                "columnNameOfCorruptRecord": CORRUPT}))
     as_map = F.from_json(text, T.MapType(T.StringType(), T.StringType()))
+    standard = F.from_json(text, T.MapType(T.StringType(), T.StringType()), NO_NAN)
     wrong_types = F.concat_ws(", ", *[
         F.when(as_map[f.name].isNotNull() & F.col(f"_p.{f.name}").isNull(), F.lit(f.name))
         for f in schema.fields
@@ -79,6 +81,7 @@ def parse_kafka_json(df: DataFrame, schema: T.StructType, rules: list[Rule],
         F.when(F.col("value").isNull() | (F.length(text) == 0), F.lit("empty message"))
         .when(F.encode(text, "UTF-8") != F.col("value"), F.lit("malformed: not valid UTF-8"))
         .when(as_map.isNull(), F.lit("malformed JSON: not a JSON object"))
+        .when(standard.isNull(), F.lit("malformed JSON: NaN and Infinity are not JSON numbers"))
         .when(~is_single_json_value(text),
               F.lit("malformed JSON: characters after the object"))
         .when(F.col(f"_p.{CORRUPT}").isNotNull(),
@@ -124,11 +127,12 @@ def non_string_fields(text: Column, schema: T.StructType) -> Column:
 
     Spark's reader hands such a value over as its JSON text: ``"request_id": 1e-308`` would
     come back as the id ``1.0E-308``, which the sender never wrote. Each witness parse below
-    reads one kind of non-string value (number, boolean, object, array) and nothing else.
+    reads one kind of non-string value (number, boolean, object, array) and nothing else
+    (without ``NO_NAN`` the number witness would also read the strings "NaN" and "Infinity").
     """
     names = [f.name for f in schema.fields if isinstance(f.dataType, T.StringType)]
     witnesses = [F.from_json(text, T.StructType([T.StructField(n, kind) for n in names]),
-                             {"allowNonNumericNumbers": "false"}) for kind in NOT_A_STRING]
+                             NO_NAN) for kind in NOT_A_STRING]
     return F.concat_ws(", ", *[
         F.when(reduce(operator.or_, [w[n].isNotNull() for w in witnesses]), F.lit(n))
         for n in names
@@ -137,6 +141,17 @@ def non_string_fields(text: Column, schema: T.StructType) -> Column:
 
 def missing(*fields: str) -> list[Rule]:
     return [(F.col(f).isNull(), f"missing field: {f}") for f in fields]
+
+
+MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+
+
+def epoch_ms_out_of_range(field: str) -> Rule:
+    """Beyond year 9999 (or before 1970) a timestamp overflows Cassandra's and Python's date
+    conversions and would fail the whole batch; a null passes (``missing`` decides that)."""
+    return (~F.col(field).between(0, MAX_EPOCH_MS),
+            F.concat(F.lit(f"{field} out of range (epoch ms, years 1970-9999): "),
+                     F.col(field).cast("string")))
 
 
 def write_dead_letters(bad: DataFrame, kafka: KafkaSettings, topic: str) -> None:

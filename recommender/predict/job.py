@@ -38,6 +38,7 @@ from recommender.predict.scoring import (
 from recommender.settings import Settings
 from recommender.streaming import (
     KEEP_NULLS,
+    epoch_ms_out_of_range,
     missing,
     parse_kafka_json,
     read_topic,
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MAX_EXCLUDE = 1000
+MAX_REQUEST_ID_BYTES = 256
 
 REQUEST_SCHEMA = T.StructType([
     T.StructField("request_id", T.StringType()),
@@ -66,6 +68,10 @@ def request_rules(max_k: int) -> list:
     return [
         *missing("request_id", "user_id"),
         (F.length(F.trim("request_id")) == 0, "request_id must not be empty"),
+        # the id becomes part of an Elasticsearch document id, which holds at most 512 bytes
+        (F.octet_length("request_id") > MAX_REQUEST_ID_BYTES,
+         f"request_id holds at most {MAX_REQUEST_ID_BYTES} bytes"),
+        epoch_ms_out_of_range("requested_at"),
         (F.col("user_id") <= 0, "user_id must be a positive integer"),
         (has_movie & has_k, "give either movie_id or k, not both"),
         (~has_movie & ~has_k, "missing field: movie_id or k"),

@@ -12,6 +12,7 @@ with one known defect are refused for that defect.
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import asdict
@@ -30,7 +31,7 @@ from recommender.ingest import parse_events
 from recommender.predict.job import MAX_EXCLUDE, REQUEST_SCHEMA, request_rules
 from recommender.serve.schemas import INT32_MAX, PredictionRequestIn
 from recommender.settings import Settings
-from recommender.streaming import parse_kafka_json
+from recommender.streaming import MAX_EPOCH_MS, parse_kafka_json
 from tests.support.fuzzing import as_json_object, is_int
 
 BATCH = 150
@@ -61,10 +62,10 @@ def run(spark: Any, parse: Callable[[DataFrame], DataFrame],
 # --- strategies ------------------------------------------------------------------------------
 
 ids = st.integers(1, INT32_MAX)
-numbers = st.one_of(st.integers(-5, 5), ids, st.integers(-(2**70), 2**70),
-                    st.floats(allow_nan=True, allow_infinity=True))
+finite = st.floats(allow_nan=False, allow_infinity=False)  # NaN has its own defect below
+numbers = st.one_of(st.integers(-5, 5), ids, st.integers(-(2**70), 2**70), finite)
 scalars = st.one_of(st.none(), st.booleans(), numbers, st.text(max_size=12))
-not_strings = st.one_of(st.integers(), st.floats(), st.booleans(), st.lists(st.text(), max_size=2),
+not_strings = st.one_of(st.integers(), finite, st.booleans(), st.lists(st.text(), max_size=2),
                         st.dictionaries(st.text(max_size=4), st.integers(), max_size=2))
 json_values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3)
                            | st.dictionaries(st.text(max_size=6), inner, max_size=3),
@@ -77,7 +78,8 @@ EVENT_FIELDS = {"event_id": st.text(max_size=30), "user_id": ids, "movie_id": id
                 "tag": st.text(max_size=20), "source": st.text(max_size=10)}
 REQUEST_FIELDS = {"request_id": st.text(min_size=1, max_size=20), "user_id": ids,
                   "movie_id": ids, "k": st.integers(1, MAX_K),
-                  "exclude": st.lists(ids, max_size=5), "requested_at": st.integers(0, 2**41)}
+                  "exclude": st.lists(ids, max_size=5),
+                  "requested_at": st.integers(0, MAX_EPOCH_MS)}
 
 
 def dumps(value: Any) -> bytes:
@@ -147,8 +149,10 @@ def accepted_request(payload: bytes | None, row: Row) -> None:
     assert exclude is None or (isinstance(exclude, list) and len(exclude) <= MAX_EXCLUDE
                                and all(is_int(m) and m > 0 for m in exclude))
     assert (row.exclude or None) == (exclude or None)
-    assert obj.get("requested_at") is None or (is_int(obj["requested_at"])
-                                               and row.requested_at == obj["requested_at"])
+    assert len(row.request_id.encode()) <= 256, "a request_id too long for a document id"
+    assert obj.get("requested_at") is None or (
+        is_int(obj["requested_at"]) and 0 <= obj["requested_at"] <= MAX_EPOCH_MS
+        and row.requested_at == obj["requested_at"])
 
 
 def check(rows: list[Row], batch: list[bytes | None],
@@ -252,7 +256,7 @@ EVENT = {"event_id": "e", "user_id": 7, "movie_id": 1, "rating": 4.0, "event_tim
          "event_type": "rating", "tag": None, "source": "s"}
 TAG_EVENT = {**EVENT, "event_type": "tag", "rating": None, "tag": "funny"}
 EVENT_DEFECTS: dict[str, tuple[st.SearchStrategy, str]] = {
-    "rating out of range": (st.floats(allow_nan=True).filter(
+    "rating out of range": (finite.filter(
         lambda r: not RATING_MIN <= r <= RATING_MAX).map(lambda r: {**EVENT, "rating": r}),
         "rating out of range"),
     "no rating": (st.just({**EVENT, "rating": None}), "missing field: rating"),
@@ -260,7 +264,7 @@ EVENT_DEFECTS: dict[str, tuple[st.SearchStrategy, str]] = {
                 "missing field: user_id"),
     "id not positive": (st.integers(max_value=0).filter(lambda n: n >= -(2**31)).map(
         lambda n: {**EVENT, "movie_id": n}), "must be positive"),
-    "id not an int": (st.one_of(st.text(), st.floats(), st.booleans(),
+    "id not an int": (st.one_of(st.text(), finite, st.booleans(),
                                 st.integers(min_value=2**31)).map(
         lambda v: {**EVENT, "user_id": v}), "wrong type for field(s): user_id"),
     "unknown event type": (st.text().filter(lambda t: t not in ("rating", "tag")).map(
@@ -290,12 +294,19 @@ REQUEST_DEFECTS: dict[str, tuple[st.SearchStrategy, str]] = {
                       "missing field: request_id"),
     "request id not a string": (not_strings.map(lambda v: {**REQUEST, "request_id": v}),
                                 "request_id (not a string)"),
+    "request id too long": (st.text(min_size=257, max_size=400).filter(lambda r: r.strip(" ")).map(
+        lambda r: {**REQUEST, "request_id": r}), "request_id holds at most 256 bytes"),
+    "requested_at out of range": (st.one_of(st.integers(-(2**63), -1),
+                                            st.integers(MAX_EPOCH_MS + 1, 2**63 - 1)).map(
+        lambda t: {**REQUEST, "requested_at": t}), "requested_at out of range"),
 }
 MARK = "\u2603"
 BAD_UTF8 = st.sampled_from([b"\xff", b"\xed\xa0\x80", b"\xc0\x80", b"\x80", b"\xe2\x82"])
 MESSAGE_DEFECTS: dict[str, tuple[st.SearchStrategy, str]] = {
     "not UTF-8": (BAD_UTF8.map(lambda bad: dumps({**REQUEST, "request_id": MARK}).replace(
         json.dumps(MARK).strip('"').encode(), bad)), "not valid UTF-8"),
+    "NaN or Infinity": (st.sampled_from([math.nan, math.inf, -math.inf]).map(
+        lambda x: dumps({**REQUEST, "movie_id": x})), "NaN and Infinity are not JSON numbers"),
     "more after the object": (st.tuples(st.sampled_from(["", " ", "\n", ",", "}", "]"]),
                                         json_values).map(
         lambda t: dumps(REQUEST) + t[0].encode() + dumps(t[1])), "characters after the object"),
