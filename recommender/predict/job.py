@@ -238,23 +238,32 @@ class Predictor:
                 .mapInPandas(score_partitions(self.bundle_ref), PREDICTION_SCHEMA))
 
     def commit(self, ends: dict[str, int]) -> None:
-        """Commit finished offsets to the predictor's consumer group (standard lag tooling)."""
+        """Commit finished offsets to the predictor's consumer group, where lag tooling and a
+        rollover's successor read them. The checkpoint stays the source of truth, so a failed
+        commit is logged rather than fatal: the next batch's commit supersedes it, and a
+        successor starting from an older offset only re-answers requests that Elasticsearch
+        then overwrites by id."""
         if not ends:
             return
         from kafka import TopicPartition
+        from kafka.errors import KafkaError, NoError
         from kafka.structs import OffsetAndMetadata
 
         topic = self.settings.kafka.requests_topic
-        if self.admin is None:
-            self.admin = kafka_admin(self.settings.kafka)
+        offsets = {TopicPartition(topic, int(p)): OffsetAndMetadata(end, self.instance, -1)
+                   for p, end in ends.items()}
         try:
-            self.admin.alter_group_offsets(self.settings.kafka.predictor_group, {
-                TopicPartition(topic, int(p)): OffsetAndMetadata(end, self.instance, -1)
-                for p, end in ends.items()
-            })
-        except Exception:  # a broken connection: the next batch starts a fresh client
+            if self.admin is None:
+                self.admin = kafka_admin(self.settings.kafka)
+            result = self.admin.alter_group_offsets(self.settings.kafka.predictor_group, offsets)
+            failed = {tp.partition: err.__name__ for tp, err in result.items()
+                      if err is not NoError}
+        except KafkaError as exc:  # a broken connection: the next batch starts a fresh client
             self.close()
-            raise
+            failed = {"all partitions": repr(exc)}
+        if failed:
+            log.warning("predictor %s: offsets not committed to group %s: %s", self.instance,
+                        self.settings.kafka.predictor_group, failed)
 
     def close(self) -> None:
         if self.admin is not None:
