@@ -71,6 +71,13 @@ class Pipeline:
         except Exception:  # noqa: BLE001 - down or restarting: not caught up yet
             return -1
 
+    def ratings_indexed(self) -> int:
+        """This run's rating documents in Elasticsearch (-1 while it does not answer)."""
+        try:
+            return count(self.settings, "ratings-*", {"term": {"source": self.source}})
+        except Exception:  # noqa: BLE001 - down or restarting: not caught up yet
+            return -1
+
     def predictions_shipped(self) -> int:
         """Prediction documents of this run in Elasticsearch (-1 while it does not answer)."""
         try:
@@ -80,11 +87,12 @@ class Pipeline:
             return -1
 
     def wait_caught_up(self, what: str) -> float:
-        """Seconds until everything acknowledged now has reached Cassandra and Elasticsearch."""
+        """Seconds until everything acknowledged now has reached Cassandra and Elasticsearch
+        (ingest writes a batch to Cassandra first, so both sinks are waited for)."""
         ratings, requests = self.ratings.acked(), len(self.requests.acked)
 
         def caught_up() -> bool:
-            return (self.ratings_landed() >= ratings
+            return (self.ratings_landed() >= ratings and self.ratings_indexed() >= ratings
                     and self.predictions_shipped() >= requests)
 
         try:
@@ -93,6 +101,7 @@ class Pipeline:
             logs = "\n".join(f"--- {n}:\n{self.jobs.log_tail(n)}" for n in self.jobs.jobs)
             raise AssertionError(
                 f"{exc}: Cassandra {self.ratings_landed()}/{ratings} ratings, Elasticsearch "
+                f"{self.ratings_indexed()}/{ratings} ratings and "
                 f"{self.predictions_shipped()}/{requests} predictions\n{logs}") from None
 
     def close(self) -> None:
@@ -181,7 +190,7 @@ def ratings_ledger(pipeline: Pipeline) -> dict[str, int]:
     rows = [r.event_id for r in pipeline.session.execute("SELECT event_id FROM ratings",
                                                          timeout=120)]
     found = set(rows)
-    in_es = count(pipeline.settings, "ratings-*", {"term": {"source": pipeline.source}})
+    in_es = pipeline.ratings_indexed()
     return {"in_ledger": len(ledger), "in_cassandra": len(rows), "lost": len(ledger - found),
             "duplicates": len(rows) - len(found), "not_in_ledger": len(found - ledger),
             "in_elasticsearch": in_es, "lost_in_elasticsearch": len(ledger) - in_es}
