@@ -118,7 +118,8 @@ class Workspace:
             self.keyspaces.append(keyspace)
         root = self.tmp / name
         updates: dict[str, dict[str, Any]] = {
-            "kafka": {**topics, "predictor_group": prefix, "shipper_group": prefix},
+            "kafka": {**topics, "predictor_group": f"{prefix}-predictor",
+                      "shipper_group": f"{prefix}-shipper"},
             "cassandra": {"keyspace": keyspace},
             "spark": {"checkpoint_dir": root / "checkpoints"},
             "model": {"models_dir": root / "models"},

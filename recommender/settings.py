@@ -89,6 +89,15 @@ class KafkaSettings(SecretFiles):
     num_partitions: int = Field(4, ge=1, description="Partitions of topics the project creates.")
     replication_factor: int = Field(1, ge=1)
 
+    @model_validator(mode="after")
+    def _distinct_groups(self) -> KafkaSettings:
+        # the predictor commits offsets to an idle group; Kafka refuses commits to a group
+        # whose members (shippers) are active, so sharing one would stall its lag figures
+        if self.predictor_group == self.shipper_group:
+            raise ValueError("kafka.predictor_group and kafka.shipper_group must differ, got "
+                             f"{self.predictor_group!r} for both")
+        return self
+
 
 class CassandraSettings(SecretFiles):
     """Cassandra contact points, auth and the keyspace that is the system of record."""

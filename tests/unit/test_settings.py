@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+from pydantic import ValidationError
+
 from recommender.settings import Settings, as_env
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "recommender.example.toml"
@@ -34,3 +37,9 @@ def test_as_env_round_trips_through_a_child_process_environment(monkeypatch):
     for key, value in as_env(original, base={}).items():
         monkeypatch.setenv(key, value)
     assert Settings() == original
+
+
+def test_one_consumer_group_for_predictor_and_shipper_is_refused(monkeypatch):
+    monkeypatch.setenv("RECOMMENDER_KAFKA__SHIPPER_GROUP", "recommender-predictor")
+    with pytest.raises(ValidationError, match="must differ"):
+        Settings()
