@@ -210,9 +210,10 @@ def send_requests(settings: Settings, pairs: Pairs, prefix: str, n: int) -> None
 def create_group(settings: Settings, timeout_s: float = 60.0) -> None:
     """Make the predictor group known to its coordinator before the predictor commits to it.
 
-    The predictor commits after each micro-batch and does not retry a retriable
-    ``CoordinatorNotAvailable``, which a brand-new group can get from a busy broker (seen on
-    this shared host); committing the earliest offsets first, with retries, avoids that.
+    A brand-new group can get a retriable ``CoordinatorNotAvailable`` from a busy broker
+    (seen on this shared host); the predictor only logs a failed commit and tries again after
+    its next micro-batch, which would leave the lag unmeasurable for a while. Committing the
+    earliest offsets first, with retries, gives the lag a starting point.
     """
     from kafka import TopicPartition
     from kafka.errors import KafkaError
