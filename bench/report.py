@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 ORDER = ("replay", "ingest", "train", "predict", "serve", "demo")
+SEPARATE = ("soak",)  # run by its own make target (make soak), reported here too
 MET = {True: "yes", False: "**no**", None: "not measured"}
 
 
 def load(results_dir: Path) -> dict[str, dict[str, Any]]:
     out = {}
-    for name in ORDER:
+    for name in (*ORDER, *SEPARATE):
         for path in (results_dir / f"{name}.json", results_dir / f"{name}.quick.json"):
             if path.is_file():
                 out[name] = json.loads(path.read_text())
