@@ -281,15 +281,29 @@ def slope(t_s: list[float], values: list[float], per_s: float) -> float | None:
 
 
 def rss_trends(rss: RssMonitor) -> dict[str, dict[str, Any]]:
+    """Per process: start, end, peak, the slope over the whole window and over its second
+    half (a JVM whose heap is still filling towards ``-Xmx`` has a steep whole-window slope
+    that flattens; a leak keeps its slope), and the mean RSS of each minute."""
     out = {}
     for label, points in sorted((rss.series or {}).items()):
         t0 = points[0][0]
         t_s, mib = [t - t0 for t, _ in points], [b / MIB for _, b in points]
-        per_hour = slope(t_s, mib, 3600)
+        half = len(t_s) // 2
+        per_minute: dict[int, list[float]] = {}
+        for t, m in zip(t_s, mib, strict=True):
+            per_minute.setdefault(int(t // 60), []).append(m)
         out[label] = {"samples": len(points), "start_mib": round(mib[0], 1),
                       "end_mib": round(mib[-1], 1), "peak_mib": round(max(mib), 1),
-                      "slope_mib_per_hour": None if per_hour is None else round(per_hour, 1)}
+                      "slope_mib_per_hour": rounded(slope(t_s, mib, 3600)),
+                      "second_half_slope_mib_per_hour": rounded(slope(t_s[half:], mib[half:],
+                                                                      3600)),
+                      "mean_mib_per_minute": [round(sum(v) / len(v), 1)
+                                              for _, v in sorted(per_minute.items())]}
     return out
+
+
+def rounded(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
 
 
 def lag_trends(lags: LagSampler) -> dict[str, dict[str, Any]]:
@@ -323,8 +337,8 @@ def report(settings: Settings, clock: Clock, minutes: float, metrics: dict[str, 
         notes.insert(0, f"SHORT RUN: {minutes:g} minutes instead of {FULL_MINUTES:g}. Slopes "
                      "over a few minutes are dominated by JVM heaps still growing towards "
                      "their steady size; they show the harness works, not that nothing leaks.")
-    rss_rows = [[label, t["start_mib"], t["end_mib"], t["peak_mib"], t["slope_mib_per_hour"]]
-                for label, t in metrics["rss"].items()]
+    rss_rows = [[label, t["start_mib"], t["end_mib"], t["peak_mib"], t["slope_mib_per_hour"],
+                 t["second_half_slope_mib_per_hour"]] for label, t in metrics["rss"].items()]
     lag_rows = [[name, t["first"], t["last"], t["max"], t["mean"], t["slope_per_min"],
                  t["growing"]] for name, t in metrics["lag"].items()]
     return envelope(
@@ -338,7 +352,8 @@ def report(settings: Settings, clock: Clock, minutes: float, metrics: dict[str, 
         targets=[target("predictions/s over the measured window",
                         metrics["answered_per_s_measured"], REQUESTS_PER_S, ">=", "req/s")],
         tables=[table("Resident memory (MiB) over the measured window",
-                      ["process", "start", "end", "peak", "slope MiB/hour"], rss_rows),
+                      ["process", "start", "end", "peak", "slope MiB/hour",
+                       "second half slope MiB/hour"], rss_rows),
                 table("Consumer lag (messages) over the measured window",
                       ["consumer", "first", "last", "max", "mean", "slope /min", "growing"],
                       lag_rows)],
