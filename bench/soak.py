@@ -5,12 +5,13 @@ The ingest job, the predictor and the shipper run as their own processes on priv
 (ratings documents and predictions in private Elasticsearch indices), serving a model
 trained on ml-latest-small, while this process sends 1,000 pair prediction requests/s and
 replays synthetic ratings at 200/s. After a warm-up, for ``SOAK_MINUTES`` (default 30), the
-resident memory of every process (each job's whole tree: driver, Spark JVM, Python
-workers; Kafka, Cassandra, Elasticsearch; this process) is sampled every 5 s and each
-consumer's lag every 10 s: the ingest job's from its checkpoint, the predictor's and the
-shipper's from their consumer groups. Reported: each process's RSS slope (MiB/hour, least
-squares over the measured window) and each consumer's lag over time, with its slope and
-whether it grew by more than 10 s of input over the run.
+resident memory of every process is sampled every 5 s (each Spark job split into its
+Python driver, its JVM and its Python workers; the shipper; Kafka, Cassandra,
+Elasticsearch; this process), and each consumer's lag every 10 s (the ingest job's from
+its checkpoint, the predictor's and the shipper's from their consumer groups). Reported:
+each process's RSS slope (MiB/hour, least squares over the measured window and over its
+second half) and each consumer's lag over time, with its slope and whether it grew by more
+than 10 s of input over the run.
 
     make soak                          # 30 minutes
     SOAK_MINUTES=3 python -m bench.soak  # a short run, marked as such in the results
@@ -109,6 +110,7 @@ def run(settings: Settings, minutes: float) -> dict[str, Any]:
             with RssMonitor(interval_s=RSS_EVERY_S, keep_series=True) as rss, lags:
                 for name, job_process in jobs.items():
                     rss.track(name, job_process.proc.pid)
+                rss.discover = spark_parts(jobs)
                 rss.track("bench process (load, python only)", os.getpid(), children=False)
                 rss.track_stack(own)
                 measure(minutes, jobs, lags)
@@ -162,16 +164,42 @@ def start_jobs(ws: Any, settings: Settings) -> dict[str, JobProcess]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     prefix = ws.prefix("soak")
     commands = {
-        "ingest (python, Spark JVM, workers)": ["-m", "bench.soak", "job", "ingest",
+        "ingest: driver (python)": ["-m", "bench.soak", "job", "ingest",
                                                 "--prefix", prefix],
-        "predictor (python, Spark JVM, workers)": ["-m", "recommender", "predict"],
+        "predictor: driver (python)": ["-m", "recommender", "predict"],
         "shipper (python)": ["-m", "bench.soak", "job", "ship", "--prefix", prefix],
     }
     out = {}
     for name, args in commands.items():
-        log_file = ws.tmp / "soak" / f"{name.split()[0]}.log"
+        log_file = ws.tmp / "soak" / f"{job_name(name)}.log"
         out[name] = JobProcess(ws.start([sys.executable, *args], log_file, env=env), log_file)
     return out
+
+
+def job_name(label: str) -> str:
+    return label.split()[0].rstrip(":")
+
+
+def spark_parts(jobs: dict[str, JobProcess]) -> Callable[[], dict[str, int]]:
+    """Labels for each Spark job's JVM and its Python worker daemon, looked up at every sample
+    (the daemon starts with the first batch, and Spark restarts it if it dies). The job's own
+    label then keeps only its Python driver, so a JVM heap still filling towards ``-Xmx`` is
+    told apart from Python memory that grows."""
+    import psutil
+
+    def discover() -> dict[str, int]:
+        out = {}
+        for label, job_process in jobs.items():
+            for jvm in psutil.Process(job_process.proc.pid).children(recursive=True):
+                if jvm.name() != "java":
+                    continue
+                out[f"{job_name(label)}: Spark JVM"] = jvm.pid
+                for child in jvm.children():
+                    if "pyspark.daemon" in child.cmdline():
+                        out[f"{job_name(label)}: Python workers"] = child.pid
+        return out
+
+    return discover
 
 
 def replay_ratings(ws: Any, settings: Settings, stop: threading.Event) -> None:
