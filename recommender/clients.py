@@ -8,9 +8,11 @@ or a production cluster by configuration alone.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from recommender.errors import BackendUnavailable
 from recommender.settings import (
     CassandraSettings,
     ElasticsearchSettings,
@@ -27,6 +29,7 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
+log = logging.getLogger(__name__)
 CASSANDRA_FORMAT = "org.apache.spark.sql.cassandra"  # the connector's Spark data source
 
 
@@ -111,8 +114,37 @@ def kafka_admin(kafka: KafkaSettings, **overrides: Any) -> KafkaAdminClient:
 
 
 def cassandra_session(cassandra: CassandraSettings, keyspace: str | None = None,
-                      connect_timeout: float = 10.0) -> Session:
-    """A session on the contact points; the caller owns ``session.cluster.shutdown()``."""
+                      connect_timeout: float = 10.0, wait_s: float = 0.0) -> Session:
+    """A session on the contact points; the caller owns ``session.cluster.shutdown()``.
+
+    ``wait_s``: how long to keep retrying, with backoff, while no node answers. Jobs pass
+    ``cassandra.connect_wait_s`` so one started while Cassandra restarts waits for it rather
+    than exiting; refused credentials are never retried."""
+    import time
+
+    from cassandra import AuthenticationFailed
+    from cassandra.cluster import NoHostAvailable
+
+    deadline, delay = time.monotonic() + wait_s, 1.0
+    while True:
+        try:
+            return _connect(cassandra, keyspace, connect_timeout)
+        except NoHostAvailable as exc:
+            refused = any(isinstance(e, AuthenticationFailed) for e in exc.errors.values())
+            if refused or time.monotonic() + delay > deadline:
+                if wait_s and not refused:
+                    raise BackendUnavailable(
+                        f"no Cassandra node at {cassandra.contact_points} port "
+                        f"{cassandra.port} answered within {wait_s:.0f} s: {exc}") from exc
+                raise
+            log.warning("Cassandra at %s:%d not reachable; retrying in %.0f s",
+                        cassandra.contact_points, cassandra.port, delay)
+            time.sleep(delay)
+            delay = min(2 * delay, 15.0)
+
+
+def _connect(cassandra: CassandraSettings, keyspace: str | None,
+             connect_timeout: float) -> Session:
     from cassandra.auth import PlainTextAuthProvider
     from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
     from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
@@ -130,7 +162,11 @@ def cassandra_session(cassandra: CassandraSettings, keyspace: str | None = None,
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         protocol_version=5, connect_timeout=connect_timeout,
     )
-    return cluster.connect(keyspace)
+    try:
+        return cluster.connect(keyspace)
+    except Exception:
+        cluster.shutdown()  # a failed connect leaves the cluster's threads running
+        raise
 
 
 def elasticsearch_client(es: ElasticsearchSettings, **overrides: Any) -> Elasticsearch:

@@ -241,7 +241,7 @@ def run_ingest(settings: Settings, *, available_now: bool = False,
     from recommender.topics import ensure_topics
 
     ensure_topics(settings, settings.kafka.ratings_topic, settings.kafka.ratings_dlq_topic)
-    session = cassandra_session(settings.cassandra)
+    session = cassandra_session(settings.cassandra, wait_s=settings.cassandra.connect_wait_s)
     try:
         ensure_schema(session, settings)
     finally:

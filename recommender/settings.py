@@ -107,6 +107,8 @@ class CassandraSettings(SecretFiles):
     local_dc: str = "datacenter1"
     keyspace: str = "movielens"
     request_timeout_s: float = 30.0
+    connect_wait_s: float = Field(300.0, ge=0, description=(
+        "How long a starting job waits, retrying with backoff, for a Cassandra node."))
     replication_factor: int = Field(1, ge=1)
     username: str | None = None
     password: SecretStr | None = None

@@ -12,7 +12,7 @@ from recommender.streaming import run_query
 def run_predictor(settings: Settings, *, instance: str = "main", version: str | None = None,
                   from_group: bool = False, allow_no_model: bool = False) -> None:
     """Start the query and block; a SIGTERM stops it between micro-batches, never mid-batch."""
-    from recommender.clients import spark_session
+    from recommender.clients import cassandra_session, spark_session
     from recommender.predict.job import Predictor
     from recommender.predict.rollover import committed_offsets
     from recommender.topics import ensure_topics
@@ -20,6 +20,9 @@ def run_predictor(settings: Settings, *, instance: str = "main", version: str | 
     kafka = settings.kafka
     ensure_topics(settings, kafka.requests_topic, kafka.requests_dlq_topic,
                   kafka.predictions_topic)
+    # histories and movies come from Cassandra: wait for it rather than exit mid-restart
+    cassandra_session(settings.cassandra, wait_s=settings.cassandra.connect_wait_s
+                      ).cluster.shutdown()
     spark = spark_session(settings, app_name=f"recommender-predict-{instance}")
     predictor = Predictor(spark, settings, instance=instance, pinned_version=version,
                           allow_no_model=allow_no_model)
