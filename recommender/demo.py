@@ -146,7 +146,8 @@ def train_first_model(settings: Settings, supervisor: Supervisor, options: DemoO
         if stop.is_set():
             return
         say(f"{options.train_after}+ ratings ingested: training the first model")
-        supervisor.start(Job("train", ("train", "--no-profiles")))
+        # with taste profiles and similar users: the Users dashboard and /users/{id}/similar
+        supervisor.start(Job("train", ("train",)))
         while supervisor.pid("train") and not stop.is_set():
             stop.wait(2)
     if ModelRegistry(settings.model.models_dir).current_version() is None:
