@@ -120,6 +120,10 @@ def is_single_json_value(text: Column) -> Column:
 
 NOT_A_STRING = (T.DoubleType(), T.BooleanType(), T.MapType(T.StringType(), T.StringType()),
                 T.ArrayType(T.StringType()))
+# How Spark's reader (Jackson) renders a non-string JSON value it reads into a string field:
+# a number's text (digits, sign, point, exponent; an overflowing one as Infinity, maybe
+# quoted), true/false, or an object's or array's JSON.
+RENDERED_NON_STRING = r'^("?-?(Infinity|NaN)"?|-?[0-9][0-9.eE+-]*|true|false)$|^[{\[]'
 
 
 def non_string_fields(text: Column, schema: T.StructType) -> Column:
@@ -129,12 +133,16 @@ def non_string_fields(text: Column, schema: T.StructType) -> Column:
     come back as the id ``1.0E-308``, which the sender never wrote. Each witness parse below
     reads one kind of non-string value (number, boolean, object, array) and nothing else
     (without ``NO_NAN`` the number witness would also read the strings "NaN" and "Infinity").
+    A witness throws an exception inside Spark for every field it cannot read, so the
+    witnesses run only for a field whose text could be such a rendering (``42``, ``true``,
+    ``{...}``): an id like ``"u7-a1"`` cannot be, and costs one regular expression.
     """
     names = [f.name for f in schema.fields if isinstance(f.dataType, T.StringType)]
     witnesses = [F.from_json(text, T.StructType([T.StructField(n, kind) for n in names]),
                              NO_NAN) for kind in NOT_A_STRING]
     return F.concat_ws(", ", *[
-        F.when(reduce(operator.or_, [w[n].isNotNull() for w in witnesses]), F.lit(n))
+        F.when(F.col(f"_p.{n}").rlike(RENDERED_NON_STRING)
+               & reduce(operator.or_, [w[n].isNotNull() for w in witnesses]), F.lit(n))
         for n in names
     ])
 

@@ -341,3 +341,21 @@ def refused_for(spark: Any, parse: Callable[[DataFrame], DataFrame],
             assert row.error is not None and reason in row.error, (payload, row.error)
 
     refused()
+
+
+# Request ids at the edge of the fast path in ``streaming.non_string_fields``: strings that
+# look like a rendered number, boolean, object or array are strings; numbers that Spark's
+# reader renders unusually (overflow to Infinity, underflow, exponents) are not.
+LOOK_ALIKE_IDS = ["12345", "-0", "1e5", "1.0E-308", "true", "false", "{", "[1]", "Infinity",
+                  "-NaN", '"Infinity"']
+ODD_NUMBERS = [b"1e999", b"-1e999", b"1E+2", b"-0", b"0.5e-400", b"12345678901234567890123"]
+
+
+def test_ids_that_look_like_json_values_are_strings_and_odd_numbers_are_not(spark):
+    look_alikes = [dumps({**REQUEST, "request_id": rid}) for rid in LOOK_ALIKE_IDS]
+    numbers = [dumps(REQUEST).replace(b'"r"', number, 1) for number in ODD_NUMBERS]
+    rows = run(spark, parse_requests, look_alikes + numbers)
+    for rid, row in zip(LOOK_ALIKE_IDS, rows, strict=False):
+        assert row.error is None and row.request_id == rid, (rid, row)
+    for number, row in zip(ODD_NUMBERS, rows[len(look_alikes):], strict=True):
+        assert row.error is not None and "request_id (not a string)" in row.error, (number, row)
