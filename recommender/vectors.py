@@ -244,9 +244,18 @@ def publish_after_promotion(settings: Settings, version: str,
     """The API's kNN must rank with the promoted model, so every promotion path republishes
     its movie vectors. A promotion stands even when Elasticsearch is down: ``say`` tells how
     to catch up instead of failing the promotion."""
+    from recommender.train.registry import ModelRegistry
+
+    registry = ModelRegistry.from_settings(settings.model)
     try:
-        _, index, count = publish_version(settings, version)
-        say(f"published {count} movie vectors of {version} as {index}")
+        # Under the registry's lock, and always CURRENT's vectors: two promotions racing
+        # cannot leave the alias on the version that lost.
+        with registry.locked():
+            current = registry.current_version() or version
+            if current != version:
+                say(f"{version} is no longer CURRENT: publishing {current} instead")
+            _, index, count = publish_version(settings, current)
+        say(f"published {count} movie vectors of {current} as {index}")
     except RecommenderError as exc:
         say(f"warning: {version} is promoted but its movie vectors were not published "
             f"({exc}); run `recommender es publish-vectors` when Elasticsearch is back")

@@ -264,7 +264,7 @@ class ModelRegistry:
     def publish(self, version: str, force: bool = False) -> GateDecision:
         """Gate a freshly trained version and promote it if accepted, else record the
         refusal (the version stays on disk for inspection until pruned). Then prune."""
-        with self._locked():
+        with self.locked():
             decision = self.gate(version, force)
             if decision.accepted:
                 self._promote(version, "train", decision)
@@ -276,7 +276,7 @@ class ModelRegistry:
 
     def promote(self, version: str, force: bool = False) -> GateDecision:
         """Make ``version`` current by hand; the gate applies unless ``force``."""
-        with self._locked():
+        with self.locked():
             decision = self.gate(version, force)
             if decision.accepted and decision.reason != "already current":
                 self._promote(version, "manual", decision)
@@ -284,7 +284,7 @@ class ModelRegistry:
 
     def rollback(self) -> str:
         """Promote the version that served before the current one; returns its name."""
-        with self._locked():
+        with self.locked():
             target = self.previous()
             if target is None:
                 raise ModelError("nothing to roll back to: no earlier promoted version is "
@@ -301,7 +301,7 @@ class ModelRegistry:
 
     def prune(self) -> list[str]:
         """Delete versions beyond ``retention`` (never CURRENT or the previous one)."""
-        with self._locked():
+        with self.locked():
             return self._prune()
 
     # --- internals --------------------------------------------------------------------------
@@ -349,7 +349,9 @@ class ModelRegistry:
         return doomed
 
     @contextmanager
-    def _locked(self) -> Iterator[None]:
+    def locked(self) -> Iterator[None]:
+        """The registry's exclusive lock (not re-entrant): promotions, rollbacks and prunes
+        hold it, and so does publishing the movie vectors that follow a promotion."""
         self.root.mkdir(parents=True, exist_ok=True)
         with open(self.root / ".lock", "w") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
