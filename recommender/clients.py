@@ -130,13 +130,13 @@ def cassandra_session(cassandra: CassandraSettings, keyspace: str | None = None,
         try:
             return _connect(cassandra, keyspace, connect_timeout)
         except NoHostAvailable as exc:
-            refused = any(isinstance(e, AuthenticationFailed) for e in exc.errors.values())
-            if refused or time.monotonic() + delay > deadline:
-                if wait_s and not refused:
-                    raise BackendUnavailable(
-                        f"no Cassandra node at {cassandra.contact_points} port "
-                        f"{cassandra.port} answered within {wait_s:.0f} s: {exc}") from exc
+            if not wait_s or any(isinstance(e, AuthenticationFailed)
+                                 for e in exc.errors.values()):
                 raise
+            if time.monotonic() + delay > deadline:
+                raise BackendUnavailable(
+                    f"no Cassandra node at {cassandra.contact_points} port "
+                    f"{cassandra.port} answered within {wait_s:.0f} s: {exc}") from exc
             log.warning("Cassandra at %s:%d not reachable; retrying in %.0f s",
                         cassandra.contact_points, cassandra.port, delay)
             time.sleep(delay)
