@@ -47,6 +47,7 @@ class RssMonitor:
         self.series: dict[str, list[tuple[float, int]]] | None = {} if keep_series else None
         self.roots: dict[str, tuple[int, bool]] = {}
         self.peaks: dict[str, int] = {}
+        self.peak_total = 0  # the highest sum over every label in one sample
         self.cpu_first: dict[tuple[int, float], float] = {}
         self.cpu_last: dict[tuple[int, float], float] = {}
         self.cpu_owner: dict[tuple[int, float], str] = {}
@@ -96,6 +97,7 @@ class RssMonitor:
                 if children:
                     todo.extend(kids.get(current, []))
             trees[label] = tree
+        total = 0
         for label, tree in trees.items():
             own = set(tree)
             for other, other_tree in trees.items():
@@ -117,10 +119,12 @@ class RssMonitor:
                     self.cpu_first.setdefault(key, 0.0 if key[1] >= self._born_after else used)
                     self.cpu_last[key] = used
                     self.cpu_owner[key] = label
+            total += rss
             if rss:
                 self.peaks[label] = max(self.peaks.get(label, 0), rss)
                 if self.series is not None:
                     self.series.setdefault(label, []).append((time.monotonic(), rss))
+        self.peak_total = max(self.peak_total, total)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):

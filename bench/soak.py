@@ -26,7 +26,6 @@ import itertools
 import json
 import logging
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -57,8 +56,6 @@ from bench.fixtures import (
     copy_model,
     ml_small,
     ml_small_keyspace,
-    private_predictions_index,
-    private_ratings_indices,
     synthetic_events,
     trained_model,
 )
@@ -164,10 +161,9 @@ def start_jobs(ws: Any, settings: Settings) -> dict[str, JobProcess]:
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     prefix = ws.prefix("soak")
     commands = {
-        "ingest: driver (python)": ["-m", "bench.soak", "job", "ingest",
-                                                "--prefix", prefix],
+        "ingest: driver (python)": ["-m", "bench.jobs", "ingest", "--prefix", prefix],
         "predictor: driver (python)": ["-m", "recommender", "predict"],
-        "shipper (python)": ["-m", "bench.soak", "job", "ship", "--prefix", prefix],
+        "shipper (python)": ["-m", "bench.jobs", "ship", "--prefix", prefix],
     }
     out = {}
     for name, args in commands.items():
@@ -388,36 +384,9 @@ def report(settings: Settings, clock: Clock, minutes: float, metrics: dict[str, 
         rss=rss, notes=notes)
 
 
-def job(name: str, prefix: str) -> None:
-    """``python -m bench.soak job ingest|ship --prefix P``: the real job, writing its
-    Elasticsearch documents to ``P``-prefixed private indices."""
-    from recommender.ingest import run_ingest
-    from recommender.settings import get_settings
-    from recommender.ship import Shipper
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    settings = get_settings()
-    if name == "ingest":
-        with private_ratings_indices(settings, prefix):
-            run_ingest(settings)
-        return
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    with private_predictions_index(settings, prefix):
-        Shipper(settings).run(stopping.is_set)
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split(
-        "\n")[0])
-    sub = parser.add_subparsers(dest="command")
-    job_parser = sub.add_parser("job", help="run one job on private index names (internal)")
-    job_parser.add_argument("name", choices=["ingest", "ship"])
-    job_parser.add_argument("--prefix", required=True)
-    args = parser.parse_args(argv)
-    if args.command == "job":
-        job(args.name, args.prefix)
-        return 0
+    argparse.ArgumentParser(prog="python -m bench.soak",
+                            description=__doc__.split("\n")[0]).parse_args(argv)
     from recommender.stack import manager
 
     logging.getLogger("kafka").setLevel(logging.ERROR)

@@ -70,8 +70,10 @@ def parse_kafka_json(df: DataFrame, schema: T.StructType, rules: list[Rule],
     parsed = df.withColumn(
         "_p", F.from_json(text, with_corrupt, {"mode": "PERMISSIVE",
                                                "columnNameOfCorruptRecord": CORRUPT}))
-    as_map = F.from_json(text, T.MapType(T.StringType(), T.StringType()))
-    standard = F.from_json(text, T.MapType(T.StringType(), T.StringType()), NO_NAN)
+    # Each parse costs as much as the typed one: a good record pays for three (typed, map,
+    # trailing characters), and the lenient map is parsed only to explain a failure.
+    as_map = F.from_json(text, T.MapType(T.StringType(), T.StringType()), NO_NAN)
+    lenient_map = F.from_json(text, T.MapType(T.StringType(), T.StringType()))
     wrong_types = F.concat_ws(", ", *[
         F.when(as_map[f.name].isNotNull() & F.col(f"_p.{f.name}").isNull(), F.lit(f.name))
         for f in schema.fields
@@ -80,8 +82,9 @@ def parse_kafka_json(df: DataFrame, schema: T.StructType, rules: list[Rule],
     error = (
         F.when(F.col("value").isNull() | (F.length(text) == 0), F.lit("empty message"))
         .when(F.encode(text, "UTF-8") != F.col("value"), F.lit("malformed: not valid UTF-8"))
-        .when(as_map.isNull(), F.lit("malformed JSON: not a JSON object"))
-        .when(standard.isNull(), F.lit("malformed JSON: NaN and Infinity are not JSON numbers"))
+        .when(as_map.isNull(),
+              F.when(lenient_map.isNull(), F.lit("malformed JSON: not a JSON object"))
+              .otherwise(F.lit("malformed JSON: NaN and Infinity are not JSON numbers")))
         .when(~is_single_json_value(text),
               F.lit("malformed JSON: characters after the object"))
         .when(F.col(f"_p.{CORRUPT}").isNotNull(),
@@ -140,8 +143,9 @@ def non_string_fields(text: Column, schema: T.StructType) -> Column:
     names = [f.name for f in schema.fields if isinstance(f.dataType, T.StringType)]
     witnesses = [F.from_json(text, T.StructType([T.StructField(n, kind) for n in names]),
                              NO_NAN) for kind in NOT_A_STRING]
+    # coalesce: for an absent field the gate is null, and ``null AND x`` evaluates ``x``
     return F.concat_ws(", ", *[
-        F.when(F.col(f"_p.{n}").rlike(RENDERED_NON_STRING)
+        F.when(F.coalesce(F.col(f"_p.{n}").rlike(RENDERED_NON_STRING), F.lit(False))
                & reduce(operator.or_, [w[n].isNotNull() for w in witnesses]), F.lit(n))
         for n in names
     ])
