@@ -46,12 +46,15 @@ lint: $(STAMP)
 bench: bootstrap  ## benchmarks -> bench/results/*.json and BENCHMARKS.md
 	$(BIN)/python -m bench.run_all
 
-.PHONY: faults soak
+.PHONY: faults soak scale
 faults: bootstrap  ## every fault under load + 10,000 fuzzed messages per topic -> bench/results/faults.json, fuzz.json
 	$(BIN)/pytest -m long tests/faults tests/fuzz $(PYTEST_ARGS)
 
 soak: bootstrap  ## 30 min at 1,000 requests/s + replay (SOAK_MINUTES=3: short) -> bench/results/soak.json
 	$(BIN)/python -m bench.soak
+
+scale: bootstrap  ## 1M synthetic users (~20.8M ratings) through ingest and training -> bench/results/scale.json
+	$(BIN)/python -m bench.run_all --only scale
 
 clean:
 	rm -rf $(VENV) build *.egg-info

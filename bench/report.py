@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 ORDER = ("replay", "ingest", "train", "predict", "serve", "demo")
-SEPARATE = ("soak",)  # run by its own make target (make soak), reported here too
+ON_REQUEST = ("scale",)  # run by run_all only when named (--only scale, make scale)
+SEPARATE = (*ON_REQUEST, "soak")  # reported here too; soak has its own runner (make soak)
 MET = {True: "yes", False: "**no**", None: "not measured"}
 
 
