@@ -241,6 +241,16 @@ def stop_process(proc: subprocess.Popen, timeout_s: float = 60.0) -> None:
 _current: Workspace | None = None
 
 
+def child_env(settings: Settings | None = None) -> dict[str, str]:
+    """The environment of a child process that runs ``python -m bench.<module>``: this
+    checkout on ``PYTHONPATH`` and, given ``settings``, exactly those settings."""
+    from recommender.settings import as_env
+
+    env = as_env(settings) if settings is not None else dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return env
+
+
 def workspace(settings: Settings | None = None) -> Workspace:
     """The run's workspace, created on first use; ``close_workspace`` ends it."""
     global _current

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
-    REPO,
     RESULTS_DIR,
     Clock,
+    child_env,
     envelope,
     log,
     table,
@@ -42,7 +42,7 @@ from bench.common import (
 )
 from bench.fixtures import SYNTHETIC_SEED, ml_small, prepare_keyspace, private_ratings_indices
 from bench.monitor import MIB, RssMonitor
-from recommender.settings import Settings, as_env
+from recommender.settings import Settings
 from recommender.stack.base import tail
 
 FULL_USERS = 1_000_000
@@ -180,7 +180,7 @@ def ingest(ws: Any, settings: Settings, stages: Stages, prefix: str,
     log_file = ws.tmp / "scale" / "ingest.log"
     started = time.perf_counter()
     proc = ws.start([sys.executable, "-m", "bench.jobs", "ingest", "--prefix", prefix, "--once"],
-                    log_file, env=job_env(settings))
+                    log_file, env=child_env(settings))
     with stages.monitor("ingest", {"ingest job (driver, Spark JVM, Python workers)": proc.pid}):
         code = wait_for(proc, log_file, "ingest")
     wall = time.perf_counter() - started
@@ -203,7 +203,7 @@ def ingest(ws: Any, settings: Settings, stages: Stages, prefix: str,
 def train(ws: Any, settings: Settings, stages: Stages) -> dict[str, Any]:
     log_file = ws.tmp / "scale" / "train.log"
     spark = settings.spark.model_copy(update={"driver_memory": TRAIN_DRIVER_MEMORY})
-    env = job_env(settings.model_copy(update={"spark": spark}))
+    env = child_env(settings.model_copy(update={"spark": spark}))
     started = time.perf_counter()
     proc = ws.start([sys.executable, "-m", "bench.jobs", "train"], log_file, env=env)
     with stages.monitor("train", {"training job (driver, Spark JVM, Python workers)": proc.pid}):
@@ -222,12 +222,6 @@ def train(ws: Any, settings: Settings, stages: Stages) -> dict[str, Any]:
             "pipeline_wall_s": out["wall_s"], "per_s": round(rows / wall) if rows else None,
             "rows": rows, "users": meta["data"].get("users"), "items": meta["data"].get("items"),
             "timings": meta["timings"], "metrics": meta["metrics"]}
-
-
-def job_env(settings: Settings) -> dict[str, str]:
-    env = as_env(settings)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    return env
 
 
 def wait_for(proc: Any, log_file: Path, name: str) -> int:

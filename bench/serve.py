@@ -26,8 +26,8 @@ import numpy as np
 import orjson
 
 from bench.common import (
-    REPO,
     Clock,
+    child_env,
     envelope,
     log,
     table,
@@ -44,7 +44,7 @@ from bench.fixtures import (
     trained_model,
 )
 from bench.monitor import RssMonitor
-from recommender.settings import Settings, as_env
+from recommender.settings import Settings
 
 TARGET_DOCS_PER_S = 20_000
 TARGET_P99_MS = 20.0
@@ -228,12 +228,10 @@ def free_port() -> int:
 def start_api(ws: Any, settings: Settings, predictions_alias: str,
               vectors_alias: str) -> dict[str, Any]:
     port = free_port()
-    env = as_env(settings)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     log_file = ws.tmp / "serve" / "api.log"
     proc = ws.start([sys.executable, "-m", "bench.api_app", "--port", str(port),
                      "--predictions", predictions_alias, "--movie-vectors", vectors_alias],
-                    log_file, env=env)
+                    log_file, env=child_env(settings))
     url = f"http://127.0.0.1:{port}"
 
     def answers() -> bool:
@@ -309,10 +307,8 @@ def loadgen(ws: Any, spec: dict[str, Any], monitors: list[RssMonitor]) -> dict[s
     work = ws.tmp / "serve" / f"load-{time.monotonic_ns()}"
     work.mkdir(parents=True)
     (work / "spec.json").write_text(json.dumps(spec))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     proc = subprocess.Popen([sys.executable, "-m", "bench.loadgen", str(work / "spec.json"),
-                             str(work / "out.json")], env=env, stdout=subprocess.PIPE,
+                             str(work / "out.json")], env=child_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     for rss in monitors:
         rss.track("load generator (asyncio)", proc.pid)

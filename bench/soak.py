@@ -42,6 +42,7 @@ from bench.common import (
     RESULTS_DIR,
     Clock,
     base_settings,
+    child_env,
     close_workspace,
     envelope,
     log,
@@ -62,7 +63,7 @@ from bench.fixtures import (
 from bench.lag import checkpoint_offsets, group_offsets, lag
 from bench.monitor import MIB, RssMonitor
 from bench.predict import Pairs, Stream, create_group
-from recommender.settings import Settings, as_env
+from recommender.settings import Settings
 from recommender.stack.base import tail
 
 FULL_MINUTES = 30.0
@@ -157,8 +158,7 @@ def warm_up(jobs: dict[str, JobProcess], lags: LagSampler) -> float:
 def start_jobs(ws: Any, settings: Settings) -> dict[str, JobProcess]:
     """The three jobs as processes; ingest and shipper through ``job`` below (private
     Elasticsearch names), the predictor as ``recommender predict``."""
-    env = as_env(settings)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env = child_env(settings)
     prefix = ws.prefix("soak")
     commands = {
         "ingest: driver (python)": ["-m", "bench.jobs", "ingest", "--prefix", prefix],
