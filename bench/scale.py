@@ -13,10 +13,9 @@ each stage and the peak resident memory of every process together, stack include
    evaluates on 10,000 sampled test users and registers the version.
 
 The number of ratings training read from Cassandra must equal the number generated. Results
-are written after every stage, so a run cut short still reports what it measured.
-
-    make scale                              # the full run (about two hours here)
-    python -m bench.run_all --only scale --quick   # 10,000 users, minutes
+are written after every stage, so a run cut short still reports what it measured. Run it
+with ``make scale`` (about an hour here) or, with 10,000 users in a few minutes,
+``python -m bench.run_all --only scale --quick``.
 """
 
 from __future__ import annotations
