@@ -52,6 +52,7 @@ TRAIN_DRIVER_MEMORY = "5g"
 PEAK_GOAL_GIB = 12.0
 GIB = 1024 * MIB
 JOB_TIMEOUT_S = 4 * 3600
+STAGES = ("generate", "ingest", "train")
 BATCH_LINE = re.compile(r"batch (\d+): (\d+) ratings.* in ([\d.]+)s")
 
 
@@ -81,7 +82,7 @@ class Stages:
         generated, trained = m.get("generate", {}).get("events"), m.get("train", {}).get("rows")
         stage_rows = [[stage, m[stage].get("wall_s"), m[stage].get("per_s"),
                        round(self.monitors[stage].peak_total / GIB, 2)]
-                      for stage in ("generate", "ingest", "train") if stage in m]
+                      for stage in STAGES if stage in m]
         peak = self.peak_gib()
         return envelope(
             "scale", self.settings, self.quick, self.clock,
@@ -96,7 +97,7 @@ class Stages:
                     "spark_master": self.settings.spark.master,
                     "topic_partitions": self.settings.kafka.num_partitions},
             metrics={**m, "peak_rss_all_gib": peak,
-                     "stages_done": [s for s in ("generate", "ingest", "train") if s in m]},
+                     "stages_done": [s for s in STAGES if s in m]},
             targets=[
                 target("ratings through ingest and training", trained,
                        20_000_000 if not self.quick else 200_000, ">=", "ratings",
