@@ -98,6 +98,12 @@ def prediction_doc_id(request_id: str, movie_id: int | None, rank: int | None) -
     return request_id if rank is None else f"{request_id}:{movie_id}"
 
 
+def latest_prediction_doc_id(user_id: int, movie_id: int) -> str:
+    """``_id`` in the latest-predictions index: one document per (user, movie), replaced only
+    by a prediction made later (the shipper writes with ``predicted_at`` as external version)."""
+    return f"{user_id}:{movie_id}"
+
+
 @dataclass(frozen=True)
 class DeadLetter:
     """Any ``*-dlq`` topic: the original bytes, where they came from, and why they failed."""
@@ -159,6 +165,9 @@ _DATE = {"type": "date", "format": "epoch_millis||strict_date_optional_time"}
 RATINGS_INDEX_PREFIX = "ratings-"
 PREDICTIONS_INDEX_PREFIX = "predictions-"
 PREDICTIONS_ALIAS = "predictions"
+# Newest prediction per (user, movie), what /users/{id}/predictions ranks. Deliberately outside
+# the predictions-* pattern, so the history alias never counts a prediction twice.
+LATEST_PREDICTIONS_INDEX = "latest-predictions"
 MOVIES_INDEX = "movies"
 MOVIE_VECTORS_ALIAS = "movie-vectors"
 USER_TASTE_INDEX = "user-taste"

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 
 
+CONFLICT = 409
+
+
 class BulkRetry(Exception):
     """Elasticsearch answered 429/5xx for part of a bulk request: resend the batch."""
 
@@ -27,7 +30,8 @@ def bulk_index(es: Elasticsearch, body: bytes) -> list[tuple[int, str]]:
 
     Transport errors and 429/5xx item failures raise, so the caller resends the whole body
     (ids are deterministic, so a resend overwrites); 4xx item failures (mapping conflicts)
-    are permanent and are returned for the dead letters.
+    are permanent and are returned for the dead letters. A 409 is not a failure: only
+    versioned writes conflict, and a conflict means a newer document is already there.
     """
     response = es.bulk(operations=body, refresh=False)
     if not response.get("errors"):
@@ -36,7 +40,7 @@ def bulk_index(es: Elasticsearch, body: bytes) -> list[tuple[int, str]]:
     for position, item in enumerate(response["items"]):
         result = next(iter(item.values()))
         status = result.get("status", 200)
-        if status >= 300:
+        if status >= 300 and status != CONFLICT:
             if status == 429 or status >= 500:
                 retry = True
             else:
@@ -61,6 +65,12 @@ TEMPLATES: dict[str, dict[str, Any]] = {
             "mappings": contracts.PREDICTIONS_MAPPING,
             "aliases": {contracts.PREDICTIONS_ALIAS: {}},
         },
+    },
+    # One fixed index, but a template all the same: whoever writes first (the shipper, or
+    # Logstash in docker-compose) creates it with the right mapping.
+    "recommender-latest-predictions": {
+        "index_patterns": [contracts.LATEST_PREDICTIONS_INDEX],
+        "template": {"settings": SINGLE_NODE, "mappings": contracts.PREDICTIONS_MAPPING},
     },
 }
 
@@ -112,3 +122,28 @@ def delete_older_than(es: Elasticsearch, prefix: str, days: int,
     if doomed:
         es.indices.delete(index=",".join(doomed))
     return doomed
+
+
+RETENTION_PAGE = 5000
+
+
+def delete_predicted_before(es: Elasticsearch, index: str, days: int,
+                            now: datetime | None = None) -> int:
+    """Retention for a non-daily index: delete its documents predicted more than ``days`` ago.
+
+    Page by page through search + bulk delete, because the embedded distribution has no
+    ``_delete_by_query`` (it lives in the reindex module). Returns how many were deleted.
+    """
+    day = (now or datetime.now(UTC)).date() - timedelta(days=days)
+    cutoff_ms = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000)
+    if not es.indices.exists(index=index):
+        return 0
+    deleted = 0
+    while True:
+        hits = es.search(index=index, query={"range": {"predicted_at": {"lt": cutoff_ms}}},
+                         source=False, size=RETENTION_PAGE)["hits"]["hits"]
+        if not hits:
+            return deleted
+        es.bulk(operations=[{"delete": {"_index": index, "_id": hit["_id"]}} for hit in hits],
+                refresh=True)
+        deleted += len(hits)

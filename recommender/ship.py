@@ -1,9 +1,16 @@
 """The built-in shipper: predictions topic -> Elasticsearch, the job Logstash does in the
 docker-compose deployment, with the same document ids and indices.
 
+Each prediction is written twice in one bulk request: into its daily ``predictions-*`` index
+(the history, keyed by ``request_id`` (+ ``movie_id`` for top-k rows)) and into the
+``latest-predictions`` index keyed by ``user_id:movie_id`` with ``predicted_at`` as external
+version, so that index holds exactly the newest prediction per (user, movie) whatever order
+re-deliveries arrive in, and ``/users/{id}/predictions`` is a plain sorted query over it.
+
 Guarantees: offsets are committed only after Elasticsearch acknowledged the batch, so a
-crash re-delivers instead of losing; documents are keyed by ``request_id`` (+ ``movie_id``
-for top-k rows), so a re-delivery overwrites instead of duplicating. While Elasticsearch is
+crash re-delivers instead of losing; ids are deterministic, so a re-delivery overwrites
+instead of duplicating. While one batch is being indexed the next is polled and encoded, so
+Elasticsearch and the shipper's own CPU work at the same time. While Elasticsearch is
 down the shipper waits and retries with backoff. Documents Elasticsearch rejects (a mapping
 conflict) and records that are not valid predictions go to the dead-letter topic with the
 reason; the shipper keeps going. Several shippers in the same group share the partitions.
@@ -13,16 +20,25 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import orjson
 from elastic_transport import TransportError
 from elasticsearch import ApiError
+from kafka.errors import CommitFailedError
+from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from recommender.clients import elasticsearch_client, kafka_consumer, kafka_producer
-from recommender.contracts import DeadLetter, prediction_doc_id
+from recommender.contracts import (
+    LATEST_PREDICTIONS_INDEX,
+    DeadLetter,
+    latest_prediction_doc_id,
+    prediction_doc_id,
+)
 from recommender.indices import BulkRetry, bulk_index, predictions_index
 from recommender.indices import setup as setup_indices
 from recommender.settings import Settings
@@ -45,16 +61,28 @@ class ShipStats:
     batches: int = 0
     es_retries: int = 0
     started: float = field(default_factory=time.monotonic)
+    first_poll: float | None = None  # when the first records arrived
+    last_ack: float | None = None  # when Elasticsearch acknowledged the last batch
 
     @property
     def docs_per_s(self) -> float:
         return self.indexed / max(time.monotonic() - self.started, 1e-9)
 
 
-def to_action(record: ConsumerRecord) -> tuple[dict[str, Any], dict[str, Any]] | str:
-    """The bulk action and source for one record, or the reason it is not a prediction."""
+@dataclass(frozen=True)
+class ShipTargets:
+    """Where predictions go: the daily history index of a ``predicted_at``, and the index of
+    the newest prediction per (user, movie). Benchmarks pass private ones."""
+
+    daily: Callable[[int], str] = predictions_index
+    latest: str = LATEST_PREDICTIONS_INDEX
+
+
+def to_actions(value: bytes, timestamp: int | None, targets: ShipTargets) -> list[bytes] | str:
+    """The bulk lines (action + source) for one record's value and Kafka timestamp, or the
+    reason it is not a prediction. The source is encoded once and sent to both indices."""
     try:
-        doc = orjson.loads(record.value)
+        doc = orjson.loads(value)
     except (orjson.JSONDecodeError, TypeError):
         return "malformed JSON"
     if not isinstance(doc, dict):
@@ -66,24 +94,50 @@ def to_action(record: ConsumerRecord) -> tuple[dict[str, Any], dict[str, Any]] |
         predicted_at = int(doc["predicted_at"])
     except (TypeError, ValueError):
         return "predicted_at is not epoch milliseconds"
-    if doc.get("requested_at") is not None and record.timestamp:
-        doc["latency_ms"] = int(record.timestamp) - int(doc["requested_at"])
+    if doc.get("requested_at") is not None and timestamp:
+        doc["latency_ms"] = int(timestamp) - int(doc["requested_at"])
     doc["indexed_at"] = int(time.time() * 1000)
-    doc_id = prediction_doc_id(str(doc["request_id"]), doc.get("movie_id"), doc.get("rank"))
-    return {"index": {"_index": predictions_index(predicted_at), "_id": doc_id}}, doc
+    source = orjson.dumps(doc) + b"\n"
+    movie_id = doc.get("movie_id")
+    history = {"index": {"_index": targets.daily(predicted_at),
+                         "_id": prediction_doc_id(str(doc["request_id"]), movie_id,
+                                                  doc.get("rank"))}}
+    lines = [orjson.dumps(history) + b"\n", source]
+    if movie_id is not None:
+        latest = {"index": {"_index": targets.latest, "version": predicted_at,
+                            "version_type": "external_gte",
+                            "_id": latest_prediction_doc_id(doc["user_id"], movie_id)}}
+        lines += [orjson.dumps(latest) + b"\n", source]
+    return lines
 
 
-def bulk_body(pairs: Iterable[tuple[dict[str, Any], dict[str, Any]]]) -> bytes:
-    return b"".join(orjson.dumps(a) + b"\n" + orjson.dumps(d) + b"\n" for a, d in pairs)
+@dataclass
+class Batch:
+    """Polled records on their way to Elasticsearch; ``owners[i]`` is the record of bulk
+    action ``i``."""
+
+    records: list[ConsumerRecord]
+    body: bytes = b""
+    owners: list[int] = field(default_factory=list)
+    dead: list[tuple[ConsumerRecord, str]] = field(default_factory=list)
+
+    def offsets(self) -> dict[TopicPartition, OffsetAndMetadata]:
+        """Per partition, the next offset to read: committed once the batch is indexed."""
+        last: dict[TopicPartition, int] = defaultdict(lambda: -1)
+        for record in self.records:
+            tp = TopicPartition(record.topic, record.partition)
+            last[tp] = max(last[tp], record.offset)
+        return {tp: OffsetAndMetadata(offset + 1, "", -1) for tp, offset in last.items()}
 
 
 class Shipper:
     """One shipper process: a consumer-group member that indexes and commits in batches."""
 
     def __init__(self, settings: Settings, *, group_id: str | None = None,
-                 max_records: int = 5000) -> None:
+                 max_records: int = 5000, targets: ShipTargets | None = None) -> None:
         self.settings = settings
         self.max_records = max_records
+        self.targets = targets or ShipTargets()
         kafka = settings.kafka
         self.consumer = kafka_consumer(kafka, kafka.predictions_topic,
                                        group_id=group_id or kafka.shipper_group,
@@ -95,39 +149,55 @@ class Shipper:
 
     def run(self, stop_when: Callable[[], bool] = lambda: False,
             idle_exit_s: float | None = None) -> ShipStats:
-        """Ship until ``stop_when()``; with ``idle_exit_s``, also stop after that long idle."""
+        """Ship until ``stop_when()``; with ``idle_exit_s``, also stop after that long idle.
+
+        One bulk request is in flight while the next batch is polled and encoded; a batch is
+        committed only after its own acknowledgement, and batches are committed in order."""
         self.wait_for_es(stop_when)
         setup_indices(self.es)
         idle_since = time.monotonic()
+        in_flight: tuple[Batch, Future[list[tuple[int, str]]]] | None = None
+        indexer = ThreadPoolExecutor(1, thread_name_prefix="bulk")
         try:
             while not stop_when():
                 batches = self.consumer.poll(timeout_ms=500, max_records=self.max_records)
                 records = [r for part in batches.values() for r in part]
-                if not records:
+                batch = self.encode(records) if records else None
+                if in_flight is not None:
+                    self.finish(*in_flight)
+                    in_flight = None
+                if batch is None:
                     if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
                         break
                     continue
                 idle_since = time.monotonic()
-                self.ship(records, stop_when)
+                self.stats.first_poll = self.stats.first_poll or idle_since
+                in_flight = batch, indexer.submit(self.index, batch, stop_when)
+            if in_flight is not None:
+                self.finish(*in_flight)
         finally:
+            indexer.shutdown(wait=True)
             self.close()
         return self.stats
 
-    def ship(self, records: list[ConsumerRecord], stop_when: Callable[[], bool]) -> None:
-        pairs, sources, dead = [], [], []
-        for record in records:
-            action = to_action(record)
-            if isinstance(action, str):
-                dead.append((record, action))
-            else:
-                pairs.append(action)
-                sources.append(record)
-        rejected: list[tuple[int, str]] = []
+    def encode(self, records: list[ConsumerRecord]) -> Batch:
+        batch, lines = Batch(records), []
+        for position, record in enumerate(records):
+            actions = to_actions(record.value, record.timestamp, self.targets)
+            if isinstance(actions, str):
+                batch.dead.append((record, actions))
+                continue
+            lines += actions
+            batch.owners += [position] * (len(actions) // 2)
+        batch.body = b"".join(lines)
+        return batch
+
+    def index(self, batch: Batch, stop_when: Callable[[], bool]) -> list[tuple[int, str]]:
+        """Bulk-index the batch, waiting out an Elasticsearch outage; the rejected actions."""
         delay = 1.0
-        while pairs:
+        while batch.body:
             try:
-                rejected = bulk_index(self.es, bulk_body(pairs))
-                break
+                return bulk_index(self.es, batch.body)
             except ES_DOWN as exc:  # ES down or overloaded: wait, never drop the batch
                 if stop_when():
                     raise
@@ -135,10 +205,19 @@ class Shipper:
                 log.warning("Elasticsearch unavailable (%s); retrying in %.0fs", exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 15.0)
-        dead += [(sources[position], reason) for position, reason in rejected]
+        return []
+
+    def finish(self, batch: Batch, acked: Future[list[tuple[int, str]]]) -> None:
+        """After Elasticsearch acknowledged: dead letters, then the batch's offsets."""
+        rejected = {batch.owners[action]: reason for action, reason in acked.result()}
+        self.stats.last_ack = time.monotonic()
+        dead = batch.dead + [(batch.records[owner], reason) for owner, reason in rejected.items()]
         self.dead_letter(dead)
-        self.consumer.commit()
-        self.stats.indexed += len(pairs) - len(rejected)
+        try:
+            self.consumer.commit(batch.offsets())
+        except CommitFailedError as exc:  # partitions moved to another shipper: it re-delivers
+            log.warning("offsets not committed (%s); the new owner re-ships them by id", exc)
+        self.stats.indexed += len(set(batch.owners)) - len(rejected)
         self.stats.dead_letters += len(dead)
         self.stats.batches += 1
 

@@ -61,18 +61,20 @@ def retention(
     days: int = typer.Option(..., "--days", min=0, help="Keep this many days of predictions."),
     json: bool = JsonOption,
 ) -> None:
-    """Delete daily predictions-YYYY.MM.DD indices older than --days (by the index's day)."""
+    """Delete predictions older than --days: whole daily predictions-YYYY.MM.DD indices (by
+    the index's day), and the documents of latest-predictions predicted before that day."""
     from recommender.clients import elasticsearch_client
-    from recommender.contracts import PREDICTIONS_INDEX_PREFIX
-    from recommender.indices import delete_older_than
+    from recommender.contracts import LATEST_PREDICTIONS_INDEX, PREDICTIONS_INDEX_PREFIX
+    from recommender.indices import delete_older_than, delete_predicted_before
     from recommender.serve.backends import es_errors
 
     settings = get_settings()
+    es = elasticsearch_client(settings.elasticsearch)
     with es_errors(settings):
-        deleted = delete_older_than(elasticsearch_client(settings.elasticsearch),
-                                    PREDICTIONS_INDEX_PREFIX, days)
+        deleted = delete_older_than(es, PREDICTIONS_INDEX_PREFIX, days)
+        latest = delete_predicted_before(es, LATEST_PREDICTIONS_INDEX, days)
     if json:
-        print_json({"deleted": deleted})
+        print_json({"deleted": deleted, "latest_deleted": latest})
     else:
         console.print(f"deleted {len(deleted)} index(es) older than {days} days: "
-                      f"{', '.join(deleted) or '-'}")
+                      f"{', '.join(deleted) or '-'}; {latest} latest prediction(s)")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from recommender.clients import cassandra_session, elasticsearch_client, kafka_admin, kafka_producer
-from recommender.contracts import MOVIE_VECTORS_ALIAS, PREDICTIONS_ALIAS
+from recommender.contracts import LATEST_PREDICTIONS_INDEX, MOVIE_VECTORS_ALIAS, PREDICTIONS_ALIAS
 from recommender.errors import BackendUnavailable
 from recommender.settings import Settings
 
@@ -37,6 +37,7 @@ class IndexNames:
     several deployments sharing a cluster) pass private ones."""
 
     predictions: str = PREDICTIONS_ALIAS
+    latest_predictions: str = LATEST_PREDICTIONS_INDEX
     movie_vectors: str = MOVIE_VECTORS_ALIAS
 
 

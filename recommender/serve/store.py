@@ -19,34 +19,28 @@ if TYPE_CHECKING:
     from cassandra.cluster import Session
     from elasticsearch import Elasticsearch
 
-MAX_PREDICTION_GROUPS = 1000  # distinct movies read per user before ranking (collapse window)
+LATEST_ORDER = [{"predicted_rating": {"order": "desc", "missing": "_last"}},
+                {"score": {"order": "desc", "missing": "_last"}}, {"movie_id": "asc"}]
 MAX_REQUEST_DOCS = 10_000  # documents one request can have (top-k rows)
 
 
 # --- Elasticsearch: the predictor's output, as the shipper indexed it -----------------------
 
 
-def user_predictions(es: Elasticsearch, settings: Settings, alias: str, user_id: int,
+def user_predictions(es: Elasticsearch, settings: Settings, index: str, user_id: int,
                      k: int) -> list[dict[str, Any]]:
     """The user's ``k`` best predicted movies, using only the latest prediction per movie.
 
-    ``collapse`` on ``movie_id`` with ``predicted_at`` descending keeps one (the newest)
-    document per movie; the survivors are then ordered by predicted rating, then score.
-    An alias that does not exist yet (nothing shipped) gives an empty list.
+    The latest-predictions index holds one document per (user, movie), the newest (the
+    shipper writes it with ``predicted_at`` as external version), so this is a term query
+    sorted by predicted rating, then score; predictions without a rating come last. An index
+    that does not exist yet (nothing shipped) gives an empty list.
     """
     with es_errors(settings):
-        response = es.search(
-            index=alias,
-            query={"bool": {"filter": [{"term": {"user_id": user_id}},
-                                       {"exists": {"field": "movie_id"}}]}},
-            collapse={"field": "movie_id"},
-            sort=[{"predicted_at": {"order": "desc"}}],
-            size=MAX_PREDICTION_GROUPS,
-            ignore_unavailable=True, allow_no_indices=True,
-        )
-    docs = [hit["_source"] for hit in response["hits"]["hits"]]
-    docs.sort(key=_prediction_order, reverse=True)
-    return docs[:k]
+        response = es.search(index=index, query={"term": {"user_id": user_id}},
+                             sort=LATEST_ORDER, size=k, ignore_unavailable=True,
+                             allow_no_indices=True)
+    return [hit["_source"] for hit in response["hits"]["hits"]]
 
 
 def request_predictions(es: Elasticsearch, settings: Settings, alias: str,
@@ -65,12 +59,6 @@ def request_predictions(es: Elasticsearch, settings: Settings, alias: str,
         raise NotFound(f"no prediction for request {request_id!r} yet: requests are answered "
                        "asynchronously, poll again shortly")
     return docs
-
-
-def _prediction_order(doc: dict[str, Any]) -> tuple[bool, float, float]:
-    rating, score = doc.get("predicted_rating"), doc.get("score")
-    return (rating is not None, float(rating or 0.0),
-            float(score) if score is not None else -math.inf)
 
 
 # --- Cassandra: the system of record and the profiles training writes -----------------------

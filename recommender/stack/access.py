@@ -26,7 +26,8 @@ SPARK_GROUP_PREFIX = "spark-kafka-"  # Spark's Kafka source names its consumer g
 READ, WRITE = "READ", "WRITE"  # Kafka operations; both imply DESCRIBE
 SELECT, MODIFY = "SELECT", "MODIFY"  # Cassandra permissions
 RATINGS_INDICES = f"{contracts.RATINGS_INDEX_PREFIX}*"
-PREDICTION_INDICES = (contracts.PREDICTIONS_ALIAS, f"{contracts.PREDICTIONS_INDEX_PREFIX}*")
+PREDICTION_INDICES = (contracts.PREDICTIONS_ALIAS, f"{contracts.PREDICTIONS_INDEX_PREFIX}*",
+                      contracts.LATEST_PREDICTIONS_INDEX)
 VECTOR_INDICES = (contracts.MOVIE_VECTORS_ALIAS, f"{contracts.MOVIE_VECTORS_ALIAS}-*")
 WRITE_INDEX = ("create_index", "view_index_metadata", "index")  # write documents, auto-create
 # ``recommender.indices.setup``, which ingest, training and the shipper run before they write

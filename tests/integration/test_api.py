@@ -16,6 +16,7 @@ from pathlib import Path
 
 import hypothesis
 import numpy as np
+import orjson
 import pytest
 import schemathesis
 from fastapi.testclient import TestClient
@@ -23,9 +24,11 @@ from fastapi.testclient import TestClient
 from data_loading.datasets import Dataset, locate
 from recommender.clients import cassandra_session, elasticsearch_client, kafka_consumer
 from recommender.contracts import CASSANDRA_TABLES, PREDICTIONS_MAPPING, keyspace_cql
+from recommender.indices import bulk_index
 from recommender.serve.backends import IndexNames
 from recommender.serve.main import create_app
 from recommender.settings import ApiSettings, Settings
+from recommender.ship import ShipTargets, to_actions
 from recommender.train.artifacts import ModelArtifacts
 from recommender.train.foldin import fold_in, recommend, recommend_popular, similar_items
 from recommender.train.registry import ModelRegistry
@@ -108,6 +111,7 @@ def names(api_settings: Settings, stack, run_id: str, model: ModelArtifacts,
           dataset: Dataset) -> Iterator[IndexNames]:
     """Private index names, with the model's vectors published under the private alias."""
     names = IndexNames(predictions=f"it-{run_id}-predictions",
+                       latest_predictions=f"it-{run_id}-latest-predictions",
                        movie_vectors=f"it-{run_id}-movie-vectors")
     es = elasticsearch_client(api_settings.elasticsearch)
     publish_movie_vectors(es, model, dataset.movies(), alias=names.movie_vectors)
@@ -254,10 +258,13 @@ def test_write_endpoints_require_the_api_key_when_set(api_settings, names, rated
 
 
 def test_predictions_are_read_back_from_elasticsearch(client, api_settings, names):
+    """Indexed as the shipper does (its bulk lines, into private indices), read by the API."""
     es = elasticsearch_client(api_settings.elasticsearch)
     index = f"{names.predictions}-2024.01.01"
     es.indices.create(index=index, mappings=PREDICTIONS_MAPPING,
                       aliases={names.predictions: {}})
+    es.indices.create(index=names.latest_predictions, mappings=PREDICTIONS_MAPPING)
+    targets = ShipTargets(daily=lambda _predicted_at: index, latest=names.latest_predictions)
     rid = uuid.uuid4().hex
     assert client.get(f"/prediction-requests/{rid}").status_code == 404
 
@@ -267,17 +274,20 @@ def test_predictions_are_read_back_from_elasticsearch(client, api_settings, name
                 "year": 2000, "genres": ["Drama"], "model_version": "v", "strategy": "als",
                 "requested_at": at - 5, "predicted_at": at}
 
+    # movie 12's newest prediction is 3.0; the older 5.0 arrives last and must not replace it
     docs = [doc(rid, 10, 1, 4.5, 2000), doc(rid, 11, 2, 4.0, 2000), doc(rid, 12, 3, 3.0, 2000),
-            doc("older", 12, 1, 5.0, 1000)]  # movie 12's newest prediction is 3.0
-    for d in docs:
-        es.index(index=index, id=f"{d['request_id']}:{d['movie_id']}", document=d)
-    es.indices.refresh(index=index)
+            doc("older", 12, 1, 5.0, 1000), doc("none", 13, None, None, 2000)]
+    lines = [to_actions(orjson.dumps(d), None, targets) for d in docs]
+    assert bulk_index(es, b"".join(line for action in lines for line in action)) == []
+    es.indices.refresh(index=f"{index},{names.latest_predictions}")
     by_request = client.get(f"/prediction-requests/{rid}").json()
     assert [p["rank"] for p in by_request["predictions"]] == [1, 2, 3]
     top = client.get("/users/5/predictions", params={"k": 2}).json()["predictions"]
     assert [(p["movie_id"], p["predicted_rating"]) for p in top] == [(10, 4.5), (11, 4.0)]
     latest = client.get("/users/5/predictions", params={"k": 10}).json()["predictions"]
-    assert {p["movie_id"]: p["predicted_rating"] for p in latest}[12] == 3.0
+    assert [(p["movie_id"], p["predicted_rating"]) for p in latest] == [
+        (10, 4.5), (11, 4.0), (12, 3.0), (13, None)]  # no rating (unknown movie) comes last
+    assert es.count(index=index)["count"] == 5  # the history keeps every prediction
 
 
 # --- profiles, similar movies ----------------------------------------------------------------

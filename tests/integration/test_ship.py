@@ -10,7 +10,9 @@ import uuid
 import pytest
 from fastapi.testclient import TestClient
 
-from recommender.clients import kafka_consumer, kafka_producer
+from recommender.clients import elasticsearch_client, kafka_consumer, kafka_producer
+from recommender.contracts import LATEST_PREDICTIONS_INDEX, PREDICTIONS_INDEX_PREFIX
+from recommender.indices import delete_older_than, delete_predicted_before, predictions_index
 from recommender.serve.main import create_app
 from tests.support.elastic import documents
 from tests.support.names import private
@@ -91,3 +93,36 @@ def test_elasticsearch_down_for_30s_loses_nothing_and_duplicates_nothing(trained
         wait_for(lambda: shipper.stats.indexed >= 4000, "the shipper to catch up")
     producer.close()
     assert documents(settings, ids) == dict.fromkeys(ids, 1)
+
+
+def test_latest_index_keeps_the_newest_prediction_per_movie_and_retention_ages_out(trained):
+    """Out-of-order delivery (an older prediction after a newer one) never replaces the newer
+    one; `es retention` drops the old daily index and the old latest documents."""
+    settings = private(trained, "latest")
+    user = 1_000_000_000 + uuid.uuid4().int % 1_000_000_000
+    now = int(time.time() * 1000)
+    old = now - 40 * 86_400_000
+    deliveries = [(1, now, 4.0), (1, now - 1000, 2.0), (2, old, 3.0)]
+    producer = kafka_producer(settings.kafka)
+    for movie, predicted_at, rating in deliveries:
+        producer.send(settings.kafka.predictions_topic, value=prediction(
+            f"l-{uuid.uuid4().hex}", user_id=user, movie_id=movie, predicted_rating=rating,
+            predicted_at=predicted_at))
+    producer.flush()
+    with ShipperThread(settings) as shipper:
+        wait_for(lambda: shipper.stats.indexed >= len(deliveries), "the shipper to index all")
+    es = elasticsearch_client(settings.elasticsearch)
+
+    def latest() -> dict[int, float]:
+        es.indices.refresh(index=LATEST_PREDICTIONS_INDEX)
+        hits = es.search(index=LATEST_PREDICTIONS_INDEX, query={"term": {"user_id": user}},
+                         size=10)["hits"]["hits"]
+        return {int(h["_source"]["movie_id"]): h["_source"]["predicted_rating"] for h in hits}
+
+    assert latest() == {1: 4.0, 2: 3.0}
+    old_index, today = predictions_index(old), predictions_index(now)
+    assert es.indices.exists(index=old_index) and es.indices.exists(index=today)
+    assert old_index in delete_older_than(es, PREDICTIONS_INDEX_PREFIX, 30)
+    assert delete_predicted_before(es, LATEST_PREDICTIONS_INDEX, 30) >= 1
+    assert latest() == {1: 4.0}
+    assert not es.indices.exists(index=old_index) and es.indices.exists(index=today)
