@@ -20,6 +20,7 @@ from recommender.settings import Settings
 
 if TYPE_CHECKING:
     from data_loading.datasets import Dataset
+    from recommender.ship import ShipTargets
 
 ML_SMALL = "ml-latest-small"
 SYNTHETIC_SEED = 7
@@ -197,21 +198,21 @@ def private_vectors_publish(prefix: str) -> Iterator[str]:
 
 
 @contextmanager
-def private_predictions_index(settings: Settings, prefix: str) -> Iterator[tuple[str, str]]:
-    """The shipper writes one private index (same mapping as ``predictions-*``), reachable
-    through a private alias the API is pointed at; yields (index, alias)."""
-    from recommender import contracts, ship
+def private_predictions_index(settings: Settings,
+                              prefix: str) -> Iterator[tuple[str, str, ShipTargets]]:
+    """One private history index behind a private alias, and a private latest-predictions
+    index, both with the real mapping; yields (index, alias, the shipper's targets), the
+    alias and ``targets.latest`` being what the API is pointed at."""
+    from recommender import contracts
     from recommender.clients import elasticsearch_client
     from recommender.indices import SINGLE_NODE
+    from recommender.ship import ShipTargets
 
     index, alias = f"{prefix}-predictions-000001", f"{prefix}-predictions"
+    latest = f"{prefix}-latest-predictions"
     es = elasticsearch_client(settings.elasticsearch)
     es.indices.create(index=index, settings=SINGLE_NODE, mappings=contracts.PREDICTIONS_MAPPING,
                       aliases={alias: {}})
+    es.indices.create(index=latest, settings=SINGLE_NODE, mappings=contracts.PREDICTIONS_MAPPING)
     es.close()
-    original = ship.predictions_index
-    ship.predictions_index = lambda _predicted_at_ms: index
-    try:
-        yield index, alias
-    finally:
-        ship.predictions_index = original
+    yield index, alias, ShipTargets(daily=lambda _predicted_at_ms: index, latest=latest)

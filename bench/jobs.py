@@ -37,8 +37,8 @@ def ship(prefix: str) -> None:
     settings = get_settings()
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    with private_predictions_index(settings, prefix):
-        Shipper(settings).run(stopping.is_set)
+    with private_predictions_index(settings, prefix) as (_index, _alias, targets):
+        Shipper(settings, targets=targets).run(stopping.is_set)
 
 
 def train() -> None:

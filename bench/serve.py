@@ -80,22 +80,22 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     prefill(own, artifacts, movies, n)
     prefix = ws.prefix("serve")
     es = elasticsearch_client(own.elasticsearch)
-    with private_predictions_index(own, prefix) as (index, alias):
+    with private_predictions_index(own, prefix) as (index, alias, targets):
         with RssMonitor() as ship_rss:
             ship_rss.track("shipper (bench process, python)", os.getpid(), children=False)
             ship_rss.track_stack(own)
-            shipped = measure_shipper(own, n)
+            shipped = measure_shipper(own, n, targets)
         shipped["cpu_bound_ceiling_docs_per_s"] = ship_rss.ceiling(n)
         es.indices.refresh(index=index)
         shipped["elasticsearch_docs"] = es.count(index=index)["count"]
         vectors_alias = f"{prefix}-movie-vectors"
         publish_movie_vectors(es, artifacts, movies, alias=vectors_alias)
-        api = start_api(ws, own, alias, vectors_alias)
+        api = start_api(ws, own, alias, targets.latest, vectors_alias)
         users = [int(u) for u in artifacts.user_ids]
         with RssMonitor() as api_rss:
             api_rss.track("API (uvicorn, one process)", api["proc"].pid)
             api_rss.track_stack(own)
-            loads = api_loads(ws, own, api["url"], alias, users, size, api_rss,
+            loads = api_loads(ws, own, api["url"], targets.latest, users, size, api_rss,
                               api["proc"].pid)
     es.close()
     by = {(r["name"], r["mode"]): r for r in loads}
@@ -192,29 +192,21 @@ def prefill(settings: Settings, artifacts: Any, movies: dict[int, Any], n: int) 
     producer.close()
 
 
-def measure_shipper(settings: Settings, n: int) -> dict[str, Any]:
+def measure_shipper(settings: Settings, n: int, targets: Any) -> dict[str, Any]:
+    """The product's shipper until all ``n`` are acknowledged; the rate from the first poll
+    that returned records to the last acknowledgement."""
     from recommender.ship import Shipper
 
-    shipper = Shipper(settings, group_id=settings.kafka.shipper_group)
-    marks: dict[str, float] = {}
-    ship = shipper.ship
-
-    def timed_ship(records: Any, stop_when: Any) -> None:
-        marks.setdefault("first", time.perf_counter())
-        ship(records, stop_when)
-        marks["last"] = time.perf_counter()
-
-    shipper.ship = timed_ship  # type: ignore[method-assign]
-    started = time.perf_counter()
+    shipper = Shipper(settings, group_id=settings.kafka.shipper_group, targets=targets)
     stats = shipper.run(stop_when=lambda: shipper.stats.indexed + shipper.stats.dead_letters >= n,
                         idle_exit_s=60)
-    span = marks.get("last", 0.0) - marks.get("first", 0.0)
+    span = (stats.last_ack or 0.0) - (stats.first_poll or 0.0)
     result = {"documents": n, "indexed": stats.indexed, "dead_letters": stats.dead_letters,
               "batches": stats.batches, "es_retries": stats.es_retries,
               "seconds": round(span, 2),
               "docs_per_s": round(stats.indexed / span) if span > 0 else None,
-              "docs_per_s_incl_start": round(stats.indexed / (marks["last"] - started))
-              if "last" in marks else None}
+              "docs_per_s_incl_start": round(stats.indexed / (stats.last_ack - stats.started))
+              if stats.last_ack else None}
     log(f"shipper: {result}")
     return result
 
@@ -225,12 +217,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_api(ws: Any, settings: Settings, predictions_alias: str,
+def start_api(ws: Any, settings: Settings, predictions_alias: str, latest_index: str,
               vectors_alias: str) -> dict[str, Any]:
     port = free_port()
     log_file = ws.tmp / "serve" / "api.log"
     proc = ws.start([sys.executable, "-m", "bench.api_app", "--port", str(port),
-                     "--predictions", predictions_alias, "--movie-vectors", vectors_alias],
+                     "--predictions", predictions_alias, "--latest-predictions", latest_index,
+                     "--movie-vectors", vectors_alias],
                     log_file, env=child_env(settings))
     url = f"http://127.0.0.1:{port}"
 
@@ -249,9 +242,10 @@ def start_api(ws: Any, settings: Settings, predictions_alias: str,
     return {"proc": proc, "url": url}
 
 
-def es_search(settings: Settings, alias: str) -> dict[str, Any]:
+def es_search(settings: Settings, index: str) -> dict[str, Any]:
     """The request ``store.user_predictions`` sends, with ``{user}`` for the user id."""
-    from recommender.serve.store import MAX_PREDICTION_GROUPS
+    from recommender.serve.schemas import DEFAULT_K
+    from recommender.serve.store import LATEST_ORDER
 
     headers = {}
     es = settings.elasticsearch
@@ -262,21 +256,18 @@ def es_search(settings: Settings, alias: str) -> dict[str, Any]:
 
         token = f"{es.username}:{es.password.get_secret_value() if es.password else ''}"
         headers["Authorization"] = f"Basic {base64.b64encode(token.encode()).decode()}"
-    return {"url": f"{es.url.rstrip('/')}/{alias}/_search?ignore_unavailable=true"
+    return {"url": f"{es.url.rstrip('/')}/{index}/_search?ignore_unavailable=true"
                    "&allow_no_indices=true", "method": "POST", "headers": headers,
-            "body": {"query": {"bool": {"filter": [{"term": {"user_id": "{user}"}},
-                                                   {"exists": {"field": "movie_id"}}]}},
-                     "collapse": {"field": "movie_id"},
-                     "sort": [{"predicted_at": {"order": "desc"}}],
-                     "size": MAX_PREDICTION_GROUPS}}
+            "body": {"query": {"term": {"user_id": "{user}"}}, "sort": LATEST_ORDER,
+                     "size": DEFAULT_K}}
 
 
-def api_loads(ws: Any, settings: Settings, url: str, alias: str, users: list[int],
+def api_loads(ws: Any, settings: Settings, url: str, latest_index: str, users: list[int],
               size: dict[str, Any], rss: RssMonitor, api_pid: int) -> list[dict[str, Any]]:
     """Every endpoint at the fixed rate, then in a closed loop; per run also the CPU the API,
     Elasticsearch and Cassandra spent per request (the load generator's own CPU excluded)."""
     endpoints = [("/users/{id}/predictions", {"url": f"{url}/users/{{user}}/predictions"}),
-                 ("Elasticsearch search behind /predictions", es_search(settings, alias)),
+                 ("Elasticsearch search behind /predictions", es_search(settings, latest_index)),
                  ("/users/{id}/recommendations", {"url": f"{url}/users/{{user}}/recommendations"})]
     out = []
     for mode in ("fixed", "closed"):

@@ -24,7 +24,7 @@ from recommender.settings import (
 if TYPE_CHECKING:
     from cassandra.cluster import Session
     from confluent_kafka import Producer as BulkProducer
-    from elasticsearch import Elasticsearch
+    from elasticsearch import AsyncElasticsearch, Elasticsearch
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
     from pyspark.sql import SparkSession
 
@@ -172,6 +172,18 @@ def _connect(cassandra: CassandraSettings, keyspace: str | None,
 def elasticsearch_client(es: ElasticsearchSettings, **overrides: Any) -> Elasticsearch:
     from elasticsearch import Elasticsearch
 
+    return Elasticsearch(es.url, **{**_elasticsearch_options(es), **overrides})
+
+
+def async_elasticsearch_client(es: ElasticsearchSettings, **overrides: Any) -> AsyncElasticsearch:
+    """The asyncio client (aiohttp), for API routes that only wait on Elasticsearch: no
+    thread-pool hop per request, about half the API's CPU per request."""
+    from elasticsearch import AsyncElasticsearch
+
+    return AsyncElasticsearch(es.url, **{**_elasticsearch_options(es), **overrides})
+
+
+def _elasticsearch_options(es: ElasticsearchSettings) -> dict[str, Any]:
     opts: dict[str, Any] = {"request_timeout": es.request_timeout}
     if es.api_key:
         opts["api_key"] = es.api_key.get_secret_value()
@@ -181,7 +193,7 @@ def elasticsearch_client(es: ElasticsearchSettings, **overrides: Any) -> Elastic
         opts["ca_certs"] = es.ca_certs
     if es.url.startswith("https"):
         opts["verify_certs"] = es.verify_certs
-    return Elasticsearch(es.url, **{**opts, **overrides})
+    return opts
 
 
 def spark_jars(stack: StackSettings) -> list[Path]:

@@ -2,8 +2,8 @@
 and ``/dashboard/data/{panel_id}``; static assets from this package, so it works offline.
 
 Self-contained so the API only has to ``app.include_router(router)``: settings come from
-``dashboard_settings`` (``get_settings()``; tests override it with FastAPI's
-``dependency_overrides``) and the Elasticsearch client is built once per settings with
+``dashboard_settings`` (the app's ``state.settings`` when it has them, else
+``get_settings()``) and the Elasticsearch client is built once per settings with
 ``clients.elasticsearch_client``. Handlers are plain ``def``: FastAPI runs them in its
 thread pool, so the blocking Elasticsearch client never stalls the event loop.
 """
@@ -30,9 +30,11 @@ QUERY_TIMEOUT_S = 10.0  # a hung cluster shows as an error within one refresh, n
 router = APIRouter(prefix="/dashboard", tags=["dashboard"])
 
 
-def dashboard_settings() -> Settings:
-    """The settings the dashboard reads Elasticsearch with (override in tests)."""
-    return get_settings()
+async def dashboard_settings(request: Request) -> Settings:
+    """The settings the dashboard reads Elasticsearch with: its app's (``state.settings``),
+    else the process's. Not a ``dependency_overrides`` entry: while an app has any, FastAPI
+    re-inspects every dependency of every route on every request (a third of the API's CPU)."""
+    return getattr(request.app.state, "settings", None) or get_settings()
 
 
 _clients: dict[tuple[Any, ...], Elasticsearch] = {}

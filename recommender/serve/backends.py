@@ -17,14 +17,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from recommender.clients import cassandra_session, elasticsearch_client, kafka_admin, kafka_producer
+from recommender.clients import (
+    async_elasticsearch_client,
+    cassandra_session,
+    elasticsearch_client,
+    kafka_admin,
+    kafka_producer,
+)
 from recommender.contracts import LATEST_PREDICTIONS_INDEX, MOVIE_VECTORS_ALIAS, PREDICTIONS_ALIAS
 from recommender.errors import BackendUnavailable
 from recommender.settings import Settings
 
 if TYPE_CHECKING:
     from cassandra.cluster import Session
-    from elasticsearch import Elasticsearch
+    from elasticsearch import AsyncElasticsearch, Elasticsearch
     from kafka import KafkaAdminClient, KafkaProducer
 
 log = logging.getLogger(__name__)
@@ -49,6 +55,7 @@ class Backends:
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
         self._es: Elasticsearch | None = None
+        self._async_es: AsyncElasticsearch | None = None
         self._cassandra: Session | None = None
         self._producer: KafkaProducer | None = None
         self._admin: KafkaAdminClient | None = None
@@ -64,6 +71,22 @@ class Backends:
                     es, request_timeout=min(es.request_timeout, self.timeout_s), max_retries=1,
                     retry_on_timeout=False)
             return self._es
+
+    @property
+    def async_es(self) -> AsyncElasticsearch:
+        """The asyncio client, with the same limits, for routes that only read Elasticsearch.
+        Bound to the event loop that first uses it: ``close_async`` on shutdown."""
+        if self._async_es is None:
+            es = self.settings.elasticsearch
+            self._async_es = async_elasticsearch_client(
+                es, request_timeout=min(es.request_timeout, self.timeout_s), max_retries=1,
+                retry_on_timeout=False)
+        return self._async_es
+
+    async def close_async(self) -> None:
+        client, self._async_es = self._async_es, None
+        if client is not None:
+            await client.close()
 
     def cassandra(self) -> Session:
         """The shared session (keyspace-qualified queries, so no default keyspace)."""

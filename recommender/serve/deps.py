@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from cassandra.cluster import Session
-from elasticsearch import Elasticsearch
+from elasticsearch import AsyncElasticsearch
 from fastapi import Depends, HTTPException, Query, Request, Security
 from fastapi.security import APIKeyHeader
 from kafka import KafkaProducer
@@ -22,7 +22,7 @@ from recommender.serve.backends import Backends, IndexNames
 from recommender.serve.metrics import Metrics
 from recommender.serve.model_cache import ModelCache
 from recommender.serve.recommend import Recommender
-from recommender.serve.schemas import K_CEILING
+from recommender.serve.schemas import DEFAULT_K, K_CEILING
 from recommender.serve.session_store import SessionStore
 from recommender.settings import Settings
 from recommender.train.artifacts import ModelArtifacts
@@ -41,27 +41,32 @@ class ApiContext:
     metrics: Metrics
 
 
-def get_context(request: Request) -> ApiContext:
+# Dependencies that only look something up are ``async def``: FastAPI runs a plain ``def``
+# dependency in its thread pool, a thread hop per dependency per request. Those that may block
+# (connect to Cassandra or Kafka, load a model) stay plain ``def``.
+
+
+async def get_context(request: Request) -> ApiContext:
     return request.app.state.context
 
 
 ContextDep = Annotated[ApiContext, Depends(get_context)]
 
 
-def _settings(ctx: ContextDep) -> Settings:
+async def _settings(ctx: ContextDep) -> Settings:
     return ctx.settings
 
 
-def _indices(ctx: ContextDep) -> IndexNames:
+async def _indices(ctx: ContextDep) -> IndexNames:
     return ctx.indices
 
 
-def _backends(ctx: ContextDep) -> Backends:
+async def _backends(ctx: ContextDep) -> Backends:
     return ctx.backends
 
 
-def _es(ctx: ContextDep) -> Elasticsearch:
-    return ctx.backends.es
+async def _es(ctx: ContextDep) -> AsyncElasticsearch:
+    return ctx.backends.async_es
 
 
 def _cassandra(ctx: ContextDep) -> Session:
@@ -76,11 +81,11 @@ def _current_model(ctx: ContextDep) -> ModelArtifacts:
     return ctx.models.current()
 
 
-def _recommender(ctx: ContextDep) -> Recommender:
+async def _recommender(ctx: ContextDep) -> Recommender:
     return ctx.recommender
 
 
-def _sessions(ctx: ContextDep) -> SessionStore:
+async def _sessions(ctx: ContextDep) -> SessionStore:
     return ctx.sessions
 
 
@@ -90,7 +95,7 @@ def _sessions(ctx: ContextDep) -> SessionStore:
 SettingsDep = Annotated[Settings, Depends(_settings)]
 BackendsDep = Annotated[Backends, Depends(_backends)]
 IndicesDep = Annotated[IndexNames, Depends(_indices)]
-EsDep = Annotated[Elasticsearch, Depends(_es)]
+EsDep = Annotated[AsyncElasticsearch, Depends(_es)]
 CassandraDep = Annotated[Session, Depends(_cassandra)]
 ProducerDep = Annotated[KafkaProducer, Depends(_producer)]
 ModelDep = Annotated[ModelArtifacts, Depends(_current_model)]
@@ -98,9 +103,9 @@ RecommenderDep = Annotated[Recommender, Depends(_recommender)]
 SessionsDep = Annotated[SessionStore, Depends(_sessions)]
 
 
-def top_k(settings: SettingsDep,
+async def top_k(settings: SettingsDep,
           k: Annotated[int, Query(ge=1, le=K_CEILING,
-                                  description="How many; at most settings.api.max_k.")] = 10,
+                                  description="How many; at most settings.api.max_k.")] = DEFAULT_K,
           ) -> int:
     """``k`` bounded by ``settings.api.max_k`` (the schema can only carry a static bound)."""
     if k > settings.api.max_k:
@@ -115,7 +120,7 @@ _api_key_header = APIKeyHeader(
     description="Required on write endpoints when settings.api.api_key is set.")
 
 
-def require_api_key(settings: SettingsDep,
+async def require_api_key(settings: SettingsDep,
                     key: Annotated[str | None, Security(_api_key_header)] = None) -> None:
     """401 unless the header matches ``settings.api.api_key``; open when no key is set."""
     expected = settings.api.api_key

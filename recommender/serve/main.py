@@ -9,6 +9,7 @@ instead of crash-looping; every route fails fast with a 503 naming the backend.
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -49,7 +50,11 @@ def create_app(settings: Settings | None = None, *,
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Everything loaded so far lives as long as the app: out of the collector's scans,
+        # which otherwise pause requests for tens of milliseconds (the p99 at 200 req/s).
+        gc.freeze()
         yield
+        await ctx.backends.close_async()
         ctx.backends.close()
 
     app = FastAPI(
@@ -59,6 +64,7 @@ def create_app(settings: Settings | None = None, *,
         version="0.1.0", lifespan=lifespan, responses=ERRORS,  # type: ignore[arg-type]
     )
     app.state.context = ctx
+    app.state.settings = settings  # what the dashboard reads too
     app.state.metrics = ctx.metrics
     handlers.install(app)
     if settings.api.cors_origins:
@@ -69,8 +75,5 @@ def create_app(settings: Settings | None = None, *,
     for module in (users, requests, movies, sessions, ops):
         app.include_router(module.router)
     if importlib.util.find_spec("recommender.dashboard") and importlib.util.find_spec(DASHBOARD):
-        dashboard = importlib.import_module(DASHBOARD)
-        app.include_router(dashboard.router)
-        if hasattr(dashboard, "dashboard_settings"):  # the dashboard reads what the API reads
-            app.dependency_overrides[dashboard.dashboard_settings] = lambda: settings
+        app.include_router(importlib.import_module(DASHBOARD).router)
     return app

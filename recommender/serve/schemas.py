@@ -17,6 +17,7 @@ INT32_MAX = 2**31 - 1
 MAX_EXCLUDE = 1000
 MAX_BATCH = 1000
 K_CEILING = 10_000  # static bound for the schema; settings.api.max_k is checked per request
+DEFAULT_K = 10  # how many the GET endpoints return without ?k=
 
 PositiveId = Annotated[int, Field(gt=0, le=INT32_MAX)]
 RequestId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]

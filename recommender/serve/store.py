@@ -17,7 +17,7 @@ from recommender.settings import Settings
 
 if TYPE_CHECKING:
     from cassandra.cluster import Session
-    from elasticsearch import Elasticsearch
+    from elasticsearch import AsyncElasticsearch
 
 LATEST_ORDER = [{"predicted_rating": {"order": "desc", "missing": "_last"}},
                 {"score": {"order": "desc", "missing": "_last"}}, {"movie_id": "asc"}]
@@ -27,8 +27,8 @@ MAX_REQUEST_DOCS = 10_000  # documents one request can have (top-k rows)
 # --- Elasticsearch: the predictor's output, as the shipper indexed it -----------------------
 
 
-def user_predictions(es: Elasticsearch, settings: Settings, index: str, user_id: int,
-                     k: int) -> list[dict[str, Any]]:
+async def user_predictions(es: AsyncElasticsearch, settings: Settings, index: str,
+                           user_id: int, k: int) -> list[dict[str, Any]]:
     """The user's ``k`` best predicted movies, using only the latest prediction per movie.
 
     The latest-predictions index holds one document per (user, movie), the newest (the
@@ -37,17 +37,17 @@ def user_predictions(es: Elasticsearch, settings: Settings, index: str, user_id:
     that does not exist yet (nothing shipped) gives an empty list.
     """
     with es_errors(settings):
-        response = es.search(index=index, query={"term": {"user_id": user_id}},
+        response = await es.search(index=index, query={"term": {"user_id": user_id}},
                              sort=LATEST_ORDER, size=k, ignore_unavailable=True,
                              allow_no_indices=True)
     return [hit["_source"] for hit in response["hits"]["hits"]]
 
 
-def request_predictions(es: Elasticsearch, settings: Settings, alias: str,
-                        request_id: str) -> list[dict[str, Any]]:
+async def request_predictions(es: AsyncElasticsearch, settings: Settings, alias: str,
+                              request_id: str) -> list[dict[str, Any]]:
     """Every prediction of one request, by rank; ``NotFound`` until the shipper indexed it."""
     with es_errors(settings):
-        response = es.search(
+        response = await es.search(
             index=alias,
             query={"bool": {"filter": [{"term": {"request_id": request_id}}]}},
             sort=[{"rank": {"order": "asc", "missing": "_first"}}],

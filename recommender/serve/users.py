@@ -28,15 +28,15 @@ UserId = Annotated[int, Path(gt=0, le=INT32_MAX, description="MovieLens user id.
 
 
 @router.get("/{user_id}/predictions", response_model=UserPredictions)
-def user_predictions(user_id: UserId, k: TopK, es: EsDep, settings: SettingsDep,
-                     indices: IndicesDep) -> UserPredictions:
+async def user_predictions(user_id: UserId, k: TopK, es: EsDep, settings: SettingsDep,
+                           indices: IndicesDep) -> UserPredictions:
     """The user's top predicted movies as the streaming predictor answered them.
 
     Reads the ``latest-predictions`` index, which keeps only the newest prediction of each
     movie; movies are ordered by predicted rating, then score. Empty before anything was
     shipped.
     """
-    docs = store.user_predictions(es, settings, indices.latest_predictions, user_id, k)
+    docs = await store.user_predictions(es, settings, indices.latest_predictions, user_id, k)
     return UserPredictions(user_id=user_id,
                            predictions=[PredictionOut.model_validate(d) for d in docs])
 
