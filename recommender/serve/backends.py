@@ -10,6 +10,7 @@ connect on first use, and each client library's failures become ``BackendUnavail
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 from collections.abc import Iterator
@@ -56,6 +57,7 @@ class Backends:
         self._lock = threading.Lock()
         self._es: Elasticsearch | None = None
         self._async_es: AsyncElasticsearch | None = None
+        self._async_loop: asyncio.AbstractEventLoop | None = None
         self._cassandra: Session | None = None
         self._producer: KafkaProducer | None = None
         self._admin: KafkaAdminClient | None = None
@@ -75,17 +77,24 @@ class Backends:
     @property
     def async_es(self) -> AsyncElasticsearch:
         """The asyncio client, with the same limits, for routes that only read Elasticsearch.
-        Bound to the event loop that first uses it: ``close_async`` on shutdown."""
-        if self._async_es is None:
+
+        Its connections belong to the event loop that made it: a server has one loop, but test
+        harnesses may call one app from several, so a new loop gets a new client."""
+        loop = asyncio.get_running_loop()
+        if self._async_es is None or self._async_loop is not loop:
             es = self.settings.elasticsearch
             self._async_es = async_elasticsearch_client(
                 es, request_timeout=min(es.request_timeout, self.timeout_s), max_retries=1,
                 retry_on_timeout=False)
+            self._async_loop = loop
         return self._async_es
 
     async def close_async(self) -> None:
-        client, self._async_es = self._async_es, None
-        if client is not None:
+        """Close the asyncio client if it belongs to this loop (another loop's cannot be
+        awaited from here; it goes with its loop)."""
+        client, loop = self._async_es, self._async_loop
+        self._async_es = self._async_loop = None
+        if client is not None and loop is asyncio.get_running_loop():
             await client.close()
 
     def cassandra(self) -> Session:
