@@ -191,3 +191,27 @@ class RssMonitor:
             title += (f" ({self.host['wall_s']} s wall x {self.host['cores']} cores; host "
                       f"{self.host['busy_pct']}% busy, steal {self.host['steal_pct']}%)")
         return {"title": title, "columns": ["process", "CPU s"], "rows": rows}
+
+
+def wait_for_quiet_stack(settings: Settings, max_cores: float = 0.2, window_s: float = 3.0,
+                         timeout_s: float = 120.0) -> float:
+    """Wait until Kafka, Cassandra and Elasticsearch together use under ``max_cores`` over a
+    window (merges and compactions of what a fixture just wrote would otherwise be billed to
+    the next measurement); the seconds waited. Gives up after ``timeout_s`` and says so."""
+    import psutil
+
+    procs = [psutil.Process(pid) for pid in stack_pids(settings.stack.model_dump_json()).values()]
+
+    def cpu_s() -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in procs)
+
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        before = cpu_s()
+        time.sleep(window_s)
+        if (cpu_s() - before) / window_s < max_cores:
+            return round(time.monotonic() - started, 1)
+    from bench.common import log
+
+    log(f"the stack stayed above {max_cores} cores for {timeout_s:.0f}s; measuring anyway")
+    return round(time.monotonic() - started, 1)
