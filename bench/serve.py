@@ -252,7 +252,7 @@ def start_api(ws: Any, settings: Settings, predictions_alias: str, latest_index:
 def es_search(settings: Settings, index: str) -> dict[str, Any]:
     """The request ``store.user_predictions`` sends, with ``{user}`` for the user id."""
     from recommender.serve.schemas import DEFAULT_K
-    from recommender.serve.store import LATEST_ORDER
+    from recommender.serve.store import LATEST_ORDER, ONLY_SOURCES
 
     headers = {}
     es = settings.elasticsearch
@@ -264,6 +264,7 @@ def es_search(settings: Settings, index: str) -> dict[str, Any]:
         token = f"{es.username}:{es.password.get_secret_value() if es.password else ''}"
         headers["Authorization"] = f"Basic {base64.b64encode(token.encode()).decode()}"
     return {"url": f"{es.url.rstrip('/')}/{index}/_search?ignore_unavailable=true"
+                   f"&filter_path={','.join(ONLY_SOURCES)}"
                    "&allow_no_indices=true", "method": "POST", "headers": headers,
             "body": {"query": {"term": {"user_id": "{user}"}}, "sort": LATEST_ORDER,
                      "size": DEFAULT_K}}

@@ -177,10 +177,13 @@ def elasticsearch_client(es: ElasticsearchSettings, **overrides: Any) -> Elastic
 
 def async_elasticsearch_client(es: ElasticsearchSettings, **overrides: Any) -> AsyncElasticsearch:
     """The asyncio client (aiohttp), for API routes that only wait on Elasticsearch: no
-    thread-pool hop per request, about half the API's CPU per request."""
+    thread-pool hop per request, about half the API's CPU per request. Responses are parsed
+    with orjson, a few times faster than the standard library on search hits."""
     from elasticsearch import AsyncElasticsearch
+    from elasticsearch.serializer import OrjsonSerializer
 
-    return AsyncElasticsearch(es.url, **{**_elasticsearch_options(es), **overrides})
+    return AsyncElasticsearch(es.url, **{**_elasticsearch_options(es),
+                                         "serializer": OrjsonSerializer(), **overrides})
 
 
 def _elasticsearch_options(es: ElasticsearchSettings) -> dict[str, Any]:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from cassandra.cluster import Session
     from elasticsearch import AsyncElasticsearch
 
+ONLY_SOURCES = ["hits.hits._source"]  # no scores, sort values or shard stats to parse
 LATEST_ORDER = [{"predicted_rating": {"order": "desc", "missing": "_last"}},
                 {"score": {"order": "desc", "missing": "_last"}}, {"movie_id": "asc"}]
 MAX_REQUEST_DOCS = 10_000  # documents one request can have (top-k rows)
@@ -38,9 +39,9 @@ async def user_predictions(es: AsyncElasticsearch, settings: Settings, index: st
     """
     with es_errors(settings):
         response = await es.search(index=index, query={"term": {"user_id": user_id}},
-                             sort=LATEST_ORDER, size=k, ignore_unavailable=True,
-                             allow_no_indices=True)
-    return [hit["_source"] for hit in response["hits"]["hits"]]
+                                   sort=LATEST_ORDER, size=k, ignore_unavailable=True,
+                                   allow_no_indices=True, filter_path=ONLY_SOURCES)
+    return [hit["_source"] for hit in response.get("hits", {}).get("hits", [])]
 
 
 async def request_predictions(es: AsyncElasticsearch, settings: Settings, alias: str,
