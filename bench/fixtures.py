@@ -213,6 +213,7 @@ def private_predictions_index(settings: Settings,
     es = elasticsearch_client(settings.elasticsearch)
     es.indices.create(index=index, settings=SINGLE_NODE, mappings=contracts.PREDICTIONS_MAPPING,
                       aliases={alias: {}})
-    es.indices.create(index=latest, settings=SINGLE_NODE, mappings=contracts.PREDICTIONS_MAPPING)
+    es.indices.create(index=latest, settings=SINGLE_NODE,
+                      mappings=contracts.LATEST_PREDICTIONS_MAPPING)
     es.close()
     yield index, alias, ShipTargets(daily=lambda _predicted_at_ms: index, latest=latest)

@@ -70,7 +70,8 @@ TEMPLATES: dict[str, dict[str, Any]] = {
     # Logstash in docker-compose) creates it with the right mapping.
     "recommender-latest-predictions": {
         "index_patterns": [contracts.LATEST_PREDICTIONS_INDEX],
-        "template": {"settings": SINGLE_NODE, "mappings": contracts.PREDICTIONS_MAPPING},
+        "template": {"settings": SINGLE_NODE,
+                     "mappings": contracts.LATEST_PREDICTIONS_MAPPING},
     },
 }
 

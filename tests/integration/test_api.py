@@ -23,7 +23,12 @@ from fastapi.testclient import TestClient
 
 from data_loading.datasets import Dataset, locate
 from recommender.clients import cassandra_session, elasticsearch_client, kafka_consumer
-from recommender.contracts import CASSANDRA_TABLES, PREDICTIONS_MAPPING, keyspace_cql
+from recommender.contracts import (
+    CASSANDRA_TABLES,
+    LATEST_PREDICTIONS_MAPPING,
+    PREDICTIONS_MAPPING,
+    keyspace_cql,
+)
 from recommender.indices import bulk_index
 from recommender.serve.backends import IndexNames
 from recommender.serve.main import create_app
@@ -263,7 +268,7 @@ def test_predictions_are_read_back_from_elasticsearch(client, api_settings, name
     index = f"{names.predictions}-2024.01.01"
     es.indices.create(index=index, mappings=PREDICTIONS_MAPPING,
                       aliases={names.predictions: {}})
-    es.indices.create(index=names.latest_predictions, mappings=PREDICTIONS_MAPPING)
+    es.indices.create(index=names.latest_predictions, mappings=LATEST_PREDICTIONS_MAPPING)
     targets = ShipTargets(daily=lambda _predicted_at: index, latest=names.latest_predictions)
     rid = uuid.uuid4().hex
     assert client.get(f"/prediction-requests/{rid}").status_code == 404
