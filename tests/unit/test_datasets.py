@@ -16,7 +16,7 @@ import pytest
 
 from data_loading.datasets import REGISTRY, DatasetSpec, fetch, locate
 from data_loading.readers import parse_genres, parse_title, rating_line_problem
-from data_loading.replay import Pacer, ProgressFile, _skip, progress_path
+from data_loading.replay import ChunkFailed, Ledger, Pacer, ProgressFile, _skip, progress_path
 from recommender.contracts import RatingEvent
 from recommender.errors import DatasetError
 from recommender.settings import Settings
@@ -296,3 +296,27 @@ def test_skip_refuses_a_changed_stream(tmp_path):
     with pytest.raises(DatasetError, match="the stream changed"):
         list(_skip(iter(_events(10)), 4, "s:9:9:9", tmp_path))
 
+
+
+def test_progress_moves_only_past_fully_acknowledged_leading_chunks(tmp_path):
+    state = ProgressFile(tmp_path / "progress.json")
+    ledger = Ledger(state, skipped=10, last_id="s:9")
+    first = ledger.current  # three records sent in the first chunk
+    second = ledger.cut(3, "s:12")
+    third = ledger.cut(5, "s:14")  # two records in the second chunk
+    second(None, None)
+    second(None, None)  # the second chunk is acknowledged before the first
+    ledger.settle()
+    assert state.load() == (0, None), "progress must not skip an unacknowledged chunk"
+    first(None, None)
+    first(None, None)
+    ledger.settle()
+    assert state.load() == (0, None)
+    first(None, None)
+    ledger.settle()
+    assert (ledger.acked, state.load()) == (5, (15, "s:14"))
+    ledger.cut(6, "s:15")
+    third("timed out", None)
+    with pytest.raises(ChunkFailed, match="timed out"):
+        ledger.settle()
+    assert state.load() == (15, "s:14"), "a failed chunk is never recorded"
