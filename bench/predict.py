@@ -13,7 +13,6 @@ trained on ml-latest-small), in three phases on the same process:
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import threading
@@ -42,6 +41,7 @@ from bench.fixtures import (
 )
 from bench.monitor import RssMonitor
 from recommender.settings import Settings, as_env
+from recommender.streaming import trigger_seconds
 
 TARGET_RPS = 10_000
 TARGET_P99_MS = 3_000
@@ -108,7 +108,7 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
         n, ["predictor (python, Spark JVM, workers)", "cassandra", "kafka"])
     for state in running_instances(own):
         stop_instance(state)
-    trigger_s = parse_interval(own.spark.trigger_interval)
+    trigger_s = trigger_seconds(own.spark.trigger_interval)
     lat = latency["latency_ms"]
     return envelope(
         "predict", own, quick, clock,
@@ -396,7 +396,7 @@ def measure_rollover(settings: Settings, model: tuple[Settings, str], pairs: Pai
         window = np.concatenate([before[-1:], inside, after[:1]])
         return round(float(np.diff(window).max()), 2) if len(window) > 1 else None
 
-    settle = 2 * parse_interval(settings.spark.trigger_interval)
+    settle = 2 * trigger_seconds(settings.spark.trigger_interval)
     after_switch = {v for _, _, ts, v in records if ts / 1000 > roll_ended + settle}
     old_exit = old.poll()
     return {"target_version": target_version, "error": error,
@@ -411,16 +411,6 @@ def measure_rollover(settings: Settings, model: tuple[Settings, str], pairs: Pai
             "max_gap_before_s": max_gap(stream_started + 5, roll_started),
             "versions_after": sorted(str(v) for v in after_switch),
             "stream_started": stream_started, "rollover_window": [roll_started, roll_ended]}
-
-
-def parse_interval(text: str) -> float:
-    """Seconds of a Spark trigger interval such as ``"2 seconds"`` or ``"500 milliseconds"``."""
-    number, _, unit = text.strip().partition(" ")
-    scale = {"ms": 0.001, "millisecond": 0.001, "milliseconds": 0.001, "second": 1.0,
-             "seconds": 1.0, "s": 1.0, "minute": 60.0, "minutes": 60.0}
-    with contextlib.suppress(ValueError, KeyError):
-        return float(number) * scale[unit.strip() or "seconds"]
-    return 2.0
 
 
 if __name__ == "__main__":

@@ -55,8 +55,10 @@ CLOSED_CONCURRENCY = 8
 
 def sizes(quick: bool) -> dict[str, Any]:
     if quick:
-        return {"documents": 50_000, "load_s": 15, "saturation_s": 8}
-    return {"documents": 200_000, "load_s": 60, "saturation_s": 30}
+        return {"predictions": 50_000, "warmup_predictions": 10_000, "load_s": 15,
+                "saturation_s": 8, "warmup_s": 10}
+    return {"predictions": 200_000, "warmup_predictions": 40_000, "load_s": 60, "saturation_s": 30,
+            "warmup_s": 20}
 
 
 def run(settings: Settings, quick: bool) -> dict[str, Any]:
@@ -75,9 +77,9 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     artifacts = ModelRegistry.from_settings(own.model).load(version)
     movies = movie_infos(ml_small(own).movies())
     ensure_topics(own, own.kafka.predictions_topic, own.kafka.predictions_dlq_topic)
-    n = size["documents"]
-    log(f"pre-filling {own.kafka.predictions_topic} with {n:,} predictions")
-    prefill(own, artifacts, movies, n)
+    n, warmup = size["predictions"], size["warmup_predictions"]
+    log(f"pre-filling {own.kafka.predictions_topic} with {warmup:,} + {n:,} predictions")
+    prefill(own, artifacts, movies, warmup + n)
     prefix = ws.prefix("serve")
     es = elasticsearch_client(own.elasticsearch)
     with private_predictions_index(own, prefix) as (index, alias, targets):
@@ -85,10 +87,10 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
         with RssMonitor() as ship_rss:
             ship_rss.track("shipper (bench process, python)", os.getpid(), children=False)
             ship_rss.track_stack(own)
-            shipped = measure_shipper(own, n, targets)
-        shipped["cpu_bound_ceiling_docs_per_s"] = ship_rss.ceiling(n)
-        es.indices.refresh(index=index)
-        shipped["elasticsearch_docs"] = es.count(index=index)["count"]
+            shipped = measure_shipper(own, n, targets, warmup)
+        shipped["cpu_bound_ceiling_documents_per_s"] = ship_rss.ceiling(shipped["documents"])
+        es.indices.refresh(index=[index, targets.latest])
+        shipped["history_index_count"] = es.count(index=index)["count"]
         vectors_alias = f"{prefix}-movie-vectors"
         publish_movie_vectors(es, artifacts, movies, alias=vectors_alias)
         api = start_api(ws, own, alias, targets.latest, vectors_alias)
@@ -124,21 +126,26 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
                 "seconds_waited_for_a_quiet_stack": settled},
         metrics={"shipper": shipped, "api": loads},
         targets=[
-            target("shipper documents/s into Elasticsearch", shipped["docs_per_s"],
-                   TARGET_DOCS_PER_S, ">=", "docs/s"),
+            target("shipper documents/s into Elasticsearch (2 per prediction)",
+                   shipped["documents_per_s"], TARGET_DOCS_PER_S, ">=", "docs/s"),
             target(f"/users/{{id}}/predictions p99 at {RATE} req/s", api_p99, TARGET_P99_MS,
                    "<=", "ms"),
         ],
         tables=[
             table("Shipper", ["measure", "value"], [
-                ["documents", n], ["indexed", shipped["indexed"]],
-                ["documents/s (first to last bulk)", shipped["docs_per_s"]],
+                ["predictions measured (after the warm-up ones)", shipped["predictions"]],
+                ["predictions indexed", shipped["indexed"]],
+                ["documents written (history + latest)", shipped["documents"]],
+                ["predictions/s (first to last bulk)", shipped["predictions_per_s"]],
+                ["documents/s (first to last bulk)", shipped["documents_per_s"]],
                 ["documents/s (run() start, incl. ES check and group join)",
-                 shipped["docs_per_s_incl_start"]],
+                 shipped["documents_per_s_incl_start"]],
                 ["bulk requests", shipped["batches"]],
                 ["CPU-bound ceiling on an idle host, docs/s (estimate: documents x cores / CPU "
-                 "s of shipper, Elasticsearch, Kafka)", shipped["cpu_bound_ceiling_docs_per_s"]],
-                ["Elasticsearch count == documents", shipped["elasticsearch_docs"] == n]]),
+                 "s of shipper, Elasticsearch, Kafka)",
+                 shipped["cpu_bound_ceiling_documents_per_s"]],
+                ["history index count == every prediction shipped",
+                 shipped["history_index_count"] == n + warmup]]),
             table("API and raw Elasticsearch under load (latency in ms, from the scheduled "
                   "start)", ["endpoint", "load", "requests", "200 OK", "achieved req/s", "p50",
                              "p95", "p99", "max"], rows),
@@ -155,7 +162,10 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
                "(config.seconds_waited_for_a_quiet_stack): merges of what the previous step "
                "wrote are not billed to the next.",
                "Each prediction is indexed twice (its daily history index and "
-               "latest-predictions); documents/s counts predictions.",
+               "latest-predictions); documents/s counts both, predictions/s is half of it.",
+               "Warm-up, not measured: the shipper first indexes config.warmup_predictions "
+               "predictions, and each endpoint gets config.warmup_s of its fixed-rate load "
+               "before its first measured run (Elasticsearch's JIT is cold after a start).",
                "Both the API and the raw-search runs go through the same load-generator process "
                "(asyncio, keep-alive HTTP/1.1) at the same rate and concurrency; the client's "
                "own overhead is in both.",
@@ -200,21 +210,30 @@ def prefill(settings: Settings, artifacts: Any, movies: dict[int, Any], n: int) 
     producer.close()
 
 
-def measure_shipper(settings: Settings, n: int, targets: Any) -> dict[str, Any]:
-    """The product's shipper until all ``n`` are acknowledged; the rate from the first poll
-    that returned records to the last acknowledgement."""
+def measure_shipper(settings: Settings, n: int, targets: Any, warmup: int) -> dict[str, Any]:
+    """The product's shipper: a first shipper indexes ``warmup`` predictions (not measured:
+    Elasticsearch's JIT is cold after a start), a second one in the same group the rest; its
+    rate runs from the first poll that returned records to the last acknowledgement."""
     from recommender.ship import Shipper
 
-    shipper = Shipper(settings, group_id=settings.kafka.shipper_group, targets=targets)
-    stats = shipper.run(stop_when=lambda: shipper.stats.indexed + shipper.stats.dead_letters >= n,
-                        idle_exit_s=60)
+    def ship(until: int) -> Any:
+        shipper = Shipper(settings, group_id=settings.kafka.shipper_group, targets=targets)
+        return shipper.run(stop_when=lambda: shipper.stats.indexed + shipper.stats.dead_letters
+                           >= until, idle_exit_s=60)
+
+    warm = ship(warmup)
+    n = n + warmup - warm.indexed - warm.dead_letters  # the warm-up may overshoot by a batch
+    stats = ship(n)
     span = (stats.last_ack or 0.0) - (stats.first_poll or 0.0)
-    result = {"documents": n, "indexed": stats.indexed, "dead_letters": stats.dead_letters,
+    since_start = (stats.last_ack or stats.started) - stats.started
+    result = {"predictions": n, "warmup_predictions": warm.indexed, "indexed": stats.indexed,
+              "documents": stats.documents, "dead_letters": stats.dead_letters,
               "batches": stats.batches, "es_retries": stats.es_retries,
               "seconds": round(span, 2),
-              "docs_per_s": round(stats.indexed / span) if span > 0 else None,
-              "docs_per_s_incl_start": round(stats.indexed / (stats.last_ack - stats.started))
-              if stats.last_ack else None}
+              "predictions_per_s": round(stats.indexed / span) if span > 0 else None,
+              "documents_per_s": round(stats.documents / span) if span > 0 else None,
+              "documents_per_s_incl_start": round(stats.documents / since_start)
+              if since_start > 0 else None}
     log(f"shipper: {result}")
     return result
 
@@ -275,6 +294,8 @@ def api_loads(ws: Any, settings: Settings, url: str, latest_index: str, users: l
               size: dict[str, Any], rss: RssMonitor, api_pid: int,
               settled: dict[str, float]) -> list[dict[str, Any]]:
     """Every endpoint at the fixed rate, then in a closed loop, each once the stack is quiet;
+    before its first run each endpoint gets ``warmup_s`` of the same load, not measured (the
+    JITs of Elasticsearch and the stack are cold after a start);
     per run also the CPU the API, Elasticsearch and Cassandra spent per request (the load
     generator's own CPU excluded)."""
     endpoints = [("/users/{id}/predictions", {"url": f"{url}/users/{{user}}/predictions"}),
@@ -287,6 +308,8 @@ def api_loads(ws: Any, settings: Settings, url: str, latest_index: str, users: l
                     "rate": RATE if mode == "fixed" else None,
                     "duration_s": size["load_s"] if mode == "fixed" else size["saturation_s"],
                     "concurrency": OPEN_CONCURRENCY if mode == "fixed" else CLOSED_CONCURRENCY}
+            if mode == "fixed":  # the first run of this endpoint: warm the JITs first
+                loadgen(ws, {**spec, "duration_s": size["warmup_s"]}, [])
             settled[f"before {name} ({mode})"] = wait_for_quiet_stack(settings)
             with RssMonitor() as run_rss:
                 run_rss.track("API", api_pid)

@@ -25,6 +25,11 @@ class BulkRetry(Exception):
     """Elasticsearch answered 429/5xx for part of a bulk request: resend the batch."""
 
 
+# Only what bulk_index reads: every item keeps its place (for positions) but only its status
+# and error, a tenth of the response to parse.
+BULK_RESULT_FIELDS = "errors,items.*.status,items.*.error.type,items.*.error.reason"
+
+
 def bulk_index(es: Elasticsearch, body: bytes) -> list[tuple[int, str]]:
     """Send one NDJSON bulk body; return (position, reason) of the documents it rejected.
 
@@ -33,7 +38,7 @@ def bulk_index(es: Elasticsearch, body: bytes) -> list[tuple[int, str]]:
     are permanent and are returned for the dead letters. A 409 is not a failure: only
     versioned writes conflict, and a conflict means a newer document is already there.
     """
-    response = es.bulk(operations=body, refresh=False)
+    response = es.bulk(operations=body, refresh=False, filter_path=BULK_RESULT_FIELDS)
     if not response.get("errors"):
         return []
     rejected, retry = [], False

@@ -9,7 +9,7 @@ re-deliveries arrive in, and ``/users/{id}/predictions`` is a plain sorted query
 
 Guarantees: offsets are committed only after Elasticsearch acknowledged the batch, so a
 crash re-delivers instead of losing; ids are deterministic, so a re-delivery overwrites
-instead of duplicating. While one batch is being indexed the next is polled and encoded, so
+instead of duplicating. While batches are being indexed the next is polled and encoded, so
 Elasticsearch and the shipper's own CPU work at the same time. While Elasticsearch is
 down the shipper waits and retries with backoff. Documents Elasticsearch rejects (a mapping
 conflict) and records that are not valid predictions go to the dead-letter topic with the
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -52,11 +52,19 @@ REQUIRED = ("request_id", "user_id", "predicted_at")
 
 
 ES_DOWN = (ApiError, TransportError, BulkRetry)
+# Bulk requests in flight at once. Each bulk's shard-level work runs on one Elasticsearch
+# write thread per index; a second request in flight keeps the node busy while the first
+# one's acknowledgement is handled and the next batch is polled.
+IN_FLIGHT = 2
 
 
 @dataclass
 class ShipStats:
+    """``indexed`` counts predictions, ``documents`` what Elasticsearch wrote for them (two
+    per pair prediction: history and latest)."""
+
     indexed: int = 0
+    documents: int = 0
     dead_letters: int = 0
     batches: int = 0
     es_retries: int = 0
@@ -64,9 +72,9 @@ class ShipStats:
     first_poll: float | None = None  # when the first records arrived
     last_ack: float | None = None  # when Elasticsearch acknowledged the last batch
 
-    @property
-    def docs_per_s(self) -> float:
-        return self.indexed / max(time.monotonic() - self.started, 1e-9)
+    def per_s(self, count: int) -> float:
+        """``count`` per second since the shipper started."""
+        return count / max(time.monotonic() - self.started, 1e-9)
 
 
 @dataclass(frozen=True)
@@ -151,30 +159,32 @@ class Shipper:
             idle_exit_s: float | None = None) -> ShipStats:
         """Ship until ``stop_when()``; with ``idle_exit_s``, also stop after that long idle.
 
-        One bulk request is in flight while the next batch is polled and encoded; a batch is
-        committed only after its own acknowledgement, and batches are committed in order."""
+        Up to ``IN_FLIGHT`` bulk requests are in flight while the next batch is polled and
+        encoded; a batch is committed only after its own acknowledgement, and batches are
+        committed in order."""
         self.wait_for_es(stop_when)
         setup_indices(self.es)
         idle_since = time.monotonic()
-        in_flight: tuple[Batch, Future[list[tuple[int, str]]]] | None = None
-        indexer = ThreadPoolExecutor(1, thread_name_prefix="bulk")
+        in_flight: deque[tuple[Batch, Future[list[tuple[int, str]]]]] = deque()
+        indexer = ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="bulk")
         try:
             while not stop_when():
                 batches = self.consumer.poll(timeout_ms=500, max_records=self.max_records)
                 records = [r for part in batches.values() for r in part]
-                batch = self.encode(records) if records else None
-                if in_flight is not None:
-                    self.finish(*in_flight)
-                    in_flight = None
-                if batch is None:
+                if not records:
+                    while in_flight:
+                        self.finish(*in_flight.popleft())
                     if idle_exit_s is not None and time.monotonic() - idle_since > idle_exit_s:
                         break
                     continue
+                batch = self.encode(records)
+                if len(in_flight) == IN_FLIGHT:
+                    self.finish(*in_flight.popleft())
                 idle_since = time.monotonic()
                 self.stats.first_poll = self.stats.first_poll or idle_since
-                in_flight = batch, indexer.submit(self.index, batch, stop_when)
-            if in_flight is not None:
-                self.finish(*in_flight)
+                in_flight.append((batch, indexer.submit(self.index, batch, stop_when)))
+            while in_flight:
+                self.finish(*in_flight.popleft())
         finally:
             indexer.shutdown(wait=True)
             self.close()
@@ -209,7 +219,8 @@ class Shipper:
 
     def finish(self, batch: Batch, acked: Future[list[tuple[int, str]]]) -> None:
         """After Elasticsearch acknowledged: dead letters, then the batch's offsets."""
-        rejected = {batch.owners[action]: reason for action, reason in acked.result()}
+        rejected_actions = acked.result()
+        rejected = {batch.owners[action]: reason for action, reason in rejected_actions}
         self.stats.last_ack = time.monotonic()
         dead = batch.dead + [(batch.records[owner], reason) for owner, reason in rejected.items()]
         self.dead_letter(dead)
@@ -218,6 +229,7 @@ class Shipper:
         except CommitFailedError as exc:  # partitions moved to another shipper: it re-delivers
             log.warning("offsets not committed (%s); the new owner re-ships them by id", exc)
         self.stats.indexed += len(set(batch.owners)) - len(rejected)
+        self.stats.documents += len(batch.owners) - len(rejected_actions)
         self.stats.dead_letters += len(dead)
         self.stats.batches += 1
 

@@ -33,6 +33,21 @@ KEEP_NULLS = {"ignoreNullFields": "false"}  # a contract field is present even w
 NO_NAN = {"allowNonNumericNumbers": "false"}  # RFC 8259 JSON, as every other consumer reads it
 
 
+_TRIGGER_UNITS = {"ms": 0.001, "millisecond": 0.001, "milliseconds": 0.001, "s": 1.0,
+                  "second": 1.0, "seconds": 1.0, "minute": 60.0, "minutes": 60.0}
+
+
+def trigger_seconds(interval: str) -> float:
+    """Seconds in a Spark trigger interval such as ``"2 seconds"`` or ``"500 milliseconds"``
+    (``spark.trigger_interval``), for code that paces itself on the streaming jobs."""
+    number, _, unit = interval.strip().partition(" ")
+    try:
+        return float(number) * _TRIGGER_UNITS[unit.strip().lower() or "seconds"]
+    except (ValueError, KeyError):
+        raise ValueError(f"trigger interval {interval!r}: use e.g. '2 seconds' or "
+                         "'500 milliseconds'") from None
+
+
 def read_topic(spark: SparkSession, settings: Settings, topic: str,
                starting_offsets: dict[int, int] | None = None) -> DataFrame:
     """A Kafka source bounded per micro-batch by ``maxOffsetsPerTrigger``.

@@ -38,5 +38,6 @@ def ship(
     signal.signal(signal.SIGTERM, ask_to_stop)
     signal.signal(signal.SIGINT, ask_to_stop)
     stats = Shipper(settings, group_id=group).run(lambda: stopping["asked"], idle_exit)
-    console.print(f"shipped {stats.indexed} documents ({stats.docs_per_s:,.0f}/s), "
+    console.print(f"shipped {stats.indexed} predictions ({stats.per_s(stats.indexed):,.0f}/s) "
+                  f"as {stats.documents} documents ({stats.per_s(stats.documents):,.0f}/s), "
                   f"{stats.dead_letters} dead letters, {stats.es_retries} Elasticsearch retries")

@@ -8,8 +8,13 @@ offsets instead:
    committed (what the predecessor has finished), pinned to the target model version;
 2. both run; the overlap re-answers some requests, which downstream de-duplication by
    ``request_id`` (the Elasticsearch document id) makes harmless;
-3. once the successor's offsets reach the predecessor's on every partition it has caught
-   up: the predecessor is asked to stop after its current micro-batch (SIGTERM);
+3. once the successor's last micro-batch covers, on every partition, what the predecessor
+   had finished one trigger interval before that batch ended, it has caught up (it answers
+   the live stream, not a backlog): the predecessor is asked to stop after its current
+   micro-batch (SIGTERM). Comparing with the predecessor's offsets *now* instead can wait
+   for minutes: two queries with the same trigger interval keep their phase, and when the
+   successor plans its batches just before the predecessor does, it is always one batch
+   "behind" although both answer within a trigger interval;
 4. the target version is promoted, and the successor follows ``CURRENT`` from then on.
 
 Nothing is lost: every offset the predecessor had not committed is read by the successor.
@@ -24,6 +29,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +38,7 @@ from recommender.errors import RecommenderError
 from recommender.predict.job import InstanceState
 from recommender.settings import Settings, as_env
 from recommender.stack.base import pid_alive
+from recommender.streaming import trigger_seconds
 from recommender.vectors import publish_after_promotion
 
 log = logging.getLogger(__name__)
@@ -87,14 +94,35 @@ def start_predictor(settings: Settings, instance: str, version: str | None, log_
                                 env=as_env(settings))
 
 
-def caught_up(successor: InstanceState | None, predecessors: list[InstanceState]) -> bool:
-    if successor is None or successor.batches == 0:
-        return False
-    for old in predecessors:
-        for partition, offset in old.offsets.items():
-            if successor.offsets.get(partition, -1) < offset:
-                return False
-    return True
+class Handoff:
+    """Snapshots of what the predecessors had finished, by wall-clock time, to tell when the
+    successor is within one trigger interval of them."""
+
+    def __init__(self, trigger_s: float) -> None:
+        self.trigger_s = trigger_s
+        self.snapshots: deque[tuple[float, dict[str, int]]] = deque()
+
+    def observe(self, predecessors: list[InstanceState], at: float | None = None) -> None:
+        """Record what ``predecessors`` have finished, as of ``at`` (default: now)."""
+        finished: dict[str, int] = {}
+        for old in predecessors:
+            for partition, offset in old.offsets.items():
+                finished[partition] = max(finished.get(partition, -1), offset)
+        self.snapshots.append((time.time() if at is None else at, finished))
+
+    def caught_up(self, successor: InstanceState | None) -> bool:
+        """Whether the successor's last batch covers what the predecessors had finished one
+        trigger interval before it ended."""
+        if successor is None or successor.batches == 0:
+            return False
+        horizon = successor.updated_at - self.trigger_s
+        earlier = [offsets for at, offsets in self.snapshots if at <= horizon]
+        if not earlier:
+            return False
+        while len(self.snapshots) > 1 and self.snapshots[1][0] <= horizon:
+            self.snapshots.popleft()  # only the newest snapshot before the horizon matters
+        return all(successor.offsets.get(partition, -1) >= offset
+                   for partition, offset in earlier[-1].items())
 
 
 def read_state(settings: Settings, instance: str) -> InstanceState | None:
@@ -118,7 +146,11 @@ def rollover(settings: Settings, version: str | None, timeout_s: float = 300.0) 
     instance = f"p{time.strftime('%Y%m%dT%H%M%S')}"
     log_file = settings.spark.checkpoint_dir / "predict" / instance / "predict.log"
     proc = start_predictor(settings, instance, target, log_file)
-    while not caught_up(read_state(settings, instance), _refreshed(settings, predecessors)):
+    handoff = Handoff(trigger_seconds(settings.spark.trigger_interval))
+    while True:
+        handoff.observe(_refreshed(settings, predecessors))
+        if handoff.caught_up(read_state(settings, instance)):
+            break
         if proc.poll() is not None:
             raise RecommenderError(f"the new predictor exited with {proc.returncode}; "
                                    f"see {log_file}")

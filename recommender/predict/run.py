@@ -27,16 +27,22 @@ def run_predictor(settings: Settings, *, instance: str = "main", version: str | 
     predictor = Predictor(spark, settings, instance=instance, pinned_version=version,
                           allow_no_model=allow_no_model)
     query = predictor.start(committed_offsets(settings) if from_group else None)
-    stopping = {"asked": False}
+    asked_after: list[int] = []  # the number of finished batches when a stop was asked
 
     def ask_to_stop(signum: int, _frame: Any) -> None:
-        stopping["asked"] = True
+        asked_after.append(predictor.state.batches)
 
     signal.signal(signal.SIGTERM, ask_to_stop)
     signal.signal(signal.SIGINT, ask_to_stop)
 
     def between_batches() -> bool:
-        return stopping["asked"] and not query.status["isTriggerActive"]
+        """Idle, or a batch finished since the stop was asked. Batches that take longer than
+        the trigger interval run back to back and the query is never seen idle; stopping
+        then waits for the batch in progress (Spark lets a running foreachBatch finish), whose
+        offsets are committed with its output, so a successor or a restart re-reads nothing
+        it answered."""
+        return bool(asked_after) and (not query.status["isTriggerActive"]
+                                      or predictor.state.batches > asked_after[0])
 
     try:
         run_query(query, stop_when=between_batches, poll_s=0.2)
