@@ -271,7 +271,7 @@ def start_api(ws: Any, settings: Settings, predictions_alias: str, latest_index:
 
 def es_search(settings: Settings, index: str) -> dict[str, Any]:
     """The request ``store.user_predictions`` sends, with ``{user}`` for the user id."""
-    from recommender.serve.schemas import DEFAULT_K
+    from recommender.serve.schemas import DEFAULT_K, PREDICTION_FIELDS
     from recommender.serve.store import LATEST_ORDER, ONLY_SOURCES
 
     headers = {}
@@ -287,7 +287,7 @@ def es_search(settings: Settings, index: str) -> dict[str, Any]:
                    f"&filter_path={','.join(ONLY_SOURCES)}"
                    "&allow_no_indices=true", "method": "POST", "headers": headers,
             "body": {"query": {"term": {"user_id": "{user}"}}, "sort": LATEST_ORDER,
-                     "size": DEFAULT_K}}
+                     "size": DEFAULT_K, "_source": {"includes": PREDICTION_FIELDS}}}
 
 
 def api_loads(ws: Any, settings: Settings, url: str, latest_index: str, users: list[int],

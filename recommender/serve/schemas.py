@@ -90,6 +90,9 @@ class PredictionOut(BaseModel):
     reason: str | None = None
 
 
+PREDICTION_FIELDS = list(PredictionOut.model_fields)
+
+
 class UserPredictions(BaseModel):
     user_id: int
     predictions: list[PredictionOut]
