@@ -31,7 +31,8 @@ MAX_REQUEST_DOCS = 10_000  # documents one request can have (top-k rows)
 async def user_predictions(es: AsyncElasticsearch, settings: Settings, index: str,
                            user_id: int, k: int, fields: list[str]) -> list[dict[str, Any]]:
     """The user's ``k`` best predicted movies, using only the latest prediction per movie,
-    each with only ``fields`` of its source.
+    each with only those of ``fields`` its document has (picked here: asking Elasticsearch
+    to filter sources cost it a quarter more CPU per search, and it is the busier process).
 
     The latest-predictions index holds one document per (user, movie), the newest (the
     shipper writes it with ``predicted_at`` as external version), so this is a term query
@@ -40,10 +41,10 @@ async def user_predictions(es: AsyncElasticsearch, settings: Settings, index: st
     """
     with es_errors(settings):
         response = await es.search(index=index, query={"term": {"user_id": user_id}},
-                                   sort=LATEST_ORDER, size=k, source_includes=fields,
-                                   ignore_unavailable=True, allow_no_indices=True,
-                                   filter_path=ONLY_SOURCES)
-    return [hit["_source"] for hit in response.get("hits", {}).get("hits", [])]
+                                   sort=LATEST_ORDER, size=k, ignore_unavailable=True,
+                                   allow_no_indices=True, filter_path=ONLY_SOURCES)
+    return [{name: source[name] for name in fields if name in source}
+            for source in (hit["_source"] for hit in response.get("hits", {}).get("hits", []))]
 
 
 async def request_predictions(es: AsyncElasticsearch, settings: Settings, alias: str,

@@ -36,9 +36,9 @@ async def user_predictions(user_id: UserId, k: TopK, ctx: ContextDep) -> Respons
     movie; movies are ordered by predicted rating, then score. Empty before anything was
     shipped.
     """
-    # The website's hot path: Elasticsearch returns only the response model's fields of
-    # documents the shipper checked, so they are encoded as they come (no model validation
-    # and serialisation, a sixth of this route's CPU); the model still documents the schema.
+    # The website's hot path: the response model's fields of documents the shipper checked
+    # are encoded as they come (no model validation and serialisation, a sixth of this
+    # route's CPU); the model still documents the schema.
     docs = await store.user_predictions(ctx.backends.async_es, ctx.settings,
                                         ctx.indices.latest_predictions, user_id, k,
                                         PREDICTION_FIELDS)
