@@ -116,13 +116,12 @@ class Handoff:
         if successor is None or successor.batches == 0:
             return False
         horizon = successor.updated_at - self.trigger_s
-        earlier = [offsets for at, offsets in self.snapshots if at <= horizon]
-        if not earlier:
-            return False
         while len(self.snapshots) > 1 and self.snapshots[1][0] <= horizon:
             self.snapshots.popleft()  # only the newest snapshot before the horizon matters
+        if not self.snapshots or self.snapshots[0][0] > horizon:
+            return False
         return all(successor.offsets.get(partition, -1) >= offset
-                   for partition, offset in earlier[-1].items())
+                   for partition, offset in self.snapshots[0][1].items())
 
 
 def read_state(settings: Settings, instance: str) -> InstanceState | None:

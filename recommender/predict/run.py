@@ -37,10 +37,10 @@ def run_predictor(settings: Settings, *, instance: str = "main", version: str | 
 
     def between_batches() -> bool:
         """Idle, or a batch finished since the stop was asked. Batches that take longer than
-        the trigger interval run back to back and the query is never seen idle; stopping
-        then waits for the batch in progress (Spark lets a running foreachBatch finish), whose
-        offsets are committed with its output, so a successor or a restart re-reads nothing
-        it answered."""
+        the trigger interval run back to back and the query is never seen idle. A batch that
+        started in between may be cut short: nothing is lost (the checkpoint does not record
+        it), and what a successor or a restart answers again Elasticsearch keeps once, by
+        request id."""
         return bool(asked_after) and (not query.status["isTriggerActive"]
                                       or predictor.state.batches > asked_after[0])
 
