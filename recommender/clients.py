@@ -234,6 +234,8 @@ def spark_session(settings: Settings, app_name: str | None = None) -> SparkSessi
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.pyspark.python", spark.python or sys.executable)
+        # half a second less per Python task on Python 3.10-3.11 (see the module)
+        .config("spark.python.daemon.module", "recommender.pyspark_daemon")
         .config("spark.sql.extensions", "com.datastax.spark.connector.CassandraSparkExtensions")
         .config("spark.cassandra.connection.host", ",".join(cass.contact_points))
         .config("spark.cassandra.connection.port", str(cass.port))
@@ -249,7 +251,20 @@ def spark_session(settings: Settings, app_name: str | None = None) -> SparkSessi
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
+    _quiet_kafka_consumer_warning(session)
     return session
+
+
+def _quiet_kafka_consumer_warning(session: SparkSession) -> None:
+    """Spark's Kafka source warns once per record read outside the task's own thread, which
+    is where a Python UDF's input is read (the predictor): 50,000 log lines per micro-batch,
+    about a possible hang on interrupt (KAFKA-1894) that does not depend on the record. In
+    local mode the executors share this JVM; on a cluster set the same level in the
+    executors' log4j2.properties."""
+    jvm = session.sparkContext._jvm
+    jvm.org.apache.logging.log4j.core.config.Configurator.setLevel(
+        "org.apache.spark.sql.kafka010.consumer.KafkaDataConsumer",
+        jvm.org.apache.logging.log4j.Level.ERROR)
 
 
 def spark_kafka_options(kafka: KafkaSettings) -> dict[str, str]:

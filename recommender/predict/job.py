@@ -5,10 +5,10 @@ Each micro-batch (bounded by ``maxOffsetsPerTrigger``):
 1. checks the registry's ``CURRENT`` and, if it moved, loads and broadcasts the new model
    (hot reload: no restart, and every prediction names the version that produced it);
 2. validates requests; bad ones go to the requests dead-letter topic with the reason;
-3. fetches each requesting user's history from Cassandra (a direct join on the partition
-   key) for fold-in and for excluding seen movies;
-4. scores in Python workers (``scoring``), writes predictions to Kafka keyed by request id;
-5. commits the batch's end offsets to the ``predictor_group`` consumer group, so operators
+3. in the same single pass (``answer``), fetches from Cassandra the histories of the users
+   who need one (fold-in, excluding seen movies), scores in Python workers (``scoring``) and
+   writes predictions, keyed by request id, and dead letters to Kafka;
+4. commits the batch's end offsets to the ``predictor_group`` consumer group, so operators
    see the lag with Kafka's own tools and a successor knows where to start (``rollover``).
 """
 
@@ -29,20 +29,21 @@ from pyspark.sql import types as T
 from recommender.clients import CASSANDRA_FORMAT as CASSANDRA
 from recommender.clients import kafka_admin, spark_kafka_options
 from recommender.errors import ModelError
-from recommender.predict.scoring import (
-    PREDICTION_SCHEMA,
-    USER_FRAME_COLUMNS,
-    ServingBundle,
-    score_partitions,
+from recommender.predict.answer import (
+    ANSWER_INPUT,
+    ANSWER_SCHEMA,
+    BatchTally,
+    Destinations,
+    TallyParam,
+    answer_partitions,
 )
+from recommender.predict.scoring import ServingBundle
 from recommender.settings import Settings
 from recommender.streaming import (
-    KEEP_NULLS,
     epoch_ms_out_of_range,
     missing,
     parse_kafka_json,
     read_topic,
-    write_dead_letters,
 )
 
 if TYPE_CHECKING:
@@ -85,6 +86,14 @@ def request_rules(max_k: int) -> list:
     ]
 
 
+def parsed_requests(source: DataFrame, max_k: int) -> DataFrame:
+    """The streaming query's own plan: Spark analyses the validation expressions once, when
+    the query starts, instead of in every micro-batch."""
+    requests = parse_kafka_json(source, REQUEST_SCHEMA, request_rules(max_k), strict=True)
+    raw = F.when(F.col("error").isNotNull(), F.col("value")).alias("raw")
+    return requests.select(*(raw if c == "raw" else c for c in ANSWER_INPUT))
+
+
 @dataclass
 class InstanceState:
     """What a running predictor publishes about itself under ``<checkpoints>/predict/``."""
@@ -125,6 +134,7 @@ class Predictor:
         self.bundle_ref: Any = None
         self.admin: Any = None  # kept between batches: a new admin client costs a bootstrap
         self.state = InstanceState(instance, os.getpid(), None, pinned_version)
+        self.tally = spark.sparkContext.accumulator(BatchTally(), TallyParam())
         self.refresh_model()
 
     # --- model ----------------------------------------------------------------------------
@@ -183,59 +193,30 @@ class Predictor:
 
     # --- one micro-batch ------------------------------------------------------------------
 
-    def process(self, batch: DataFrame, batch_id: int) -> None:
+    def process(self, requests: DataFrame, batch_id: int) -> None:
+        """One Spark stage per batch (``answer``): score, write both topics. The requests
+        arrive parsed (``parsed_requests``)."""
         started = time.monotonic()
         self.refresh_model()
-        requests = parse_kafka_json(batch, REQUEST_SCHEMA, request_rules(self.settings.api.max_k),
-                                    strict=True).persist()
-        try:
-            # One pass gives the offsets to commit and what each sink will receive.
-            per_partition = requests.groupBy("partition").agg(
-                (F.max("offset") + 1).alias("end"), F.count("*").alias("n"),
-                F.count("error").alias("bad")).collect()
-            ends = {str(r.partition): r.end for r in per_partition}
-            n = sum(r.n for r in per_partition)
-            bad = sum(r.bad for r in per_partition)
-            if n > bad:
-                good = requests.where(F.col("error").isNull()).drop("error", "value")
-                value = F.to_json(F.struct(*PREDICTION_SCHEMA.fieldNames()), KEEP_NULLS)
-                (self.score(good)
-                 .select(F.col("request_id").alias("key"), value.alias("value"))
-                 .write.format("kafka").options(**spark_kafka_options(self.settings.kafka))
-                 .option("topic", self.settings.kafka.predictions_topic).save())
-            if bad:
-                write_dead_letters(requests.where(F.col("error").isNotNull()),
-                                   self.settings.kafka, self.settings.kafka.requests_dlq_topic)
-            self.commit(ends)
-        finally:
-            requests.unpersist()
+        self.tally.value = BatchTally()
+        kafka = self.settings.kafka
+        to = Destinations(kafka.predictions_topic, kafka.requests_dlq_topic)
+        answer = answer_partitions(self.bundle_ref, self.settings.cassandra, to, self.tally)
+        # one task per core: each task carries a fixed cost (Python runner, Kafka producer
+        # flush) that matters more than spreading a small batch over every partition
+        (requests.coalesce(self.spark.sparkContext.defaultParallelism)
+         .mapInPandas(answer, ANSWER_SCHEMA)
+         .write.format("kafka").options(**spark_kafka_options(kafka)).save())
+        tally: BatchTally = self.tally.value
+        self.commit(tally.ends)
         self.state.batches += 1
-        self.state.predictions += n
-        self.state.offsets.update(ends)
+        self.state.predictions += tally.requests
+        self.state.offsets.update(tally.ends)
         self.state.updated_at = time.time()
         self.state.save(self.settings)
-        log.info("batch %d: %d requests in %.2fs with model %s", batch_id, n,
-                 time.monotonic() - started, self.state.model_version)
-
-    def score(self, requests: DataFrame) -> DataFrame:
-        """Predictions for the valid requests, scored per user (``scoring.predict_rows``):
-        each requesting user's history comes once from Cassandra by a direct join."""
-        ratings = (self.spark.read.format(CASSANDRA)
-                   .options(keyspace=self.settings.cassandra.keyspace, table="ratings",
-                            directJoinSetting="on").load()
-                   .select("user_id", "movie_id", "rating"))
-        seen = F.collect_list(F.struct("movie_id", "rating")).alias("seen")
-        histories = (requests.select("user_id").distinct().join(ratings, "user_id")
-                     .groupBy("user_id").agg(seen)
-                     .select("user_id", F.col("seen.movie_id").alias("seen_movies"),
-                             F.col("seen.rating").alias("seen_ratings")))
-        fields = ("request_id", "movie_id", "k", "exclude", "requested_at")
-        per_user = (requests.groupBy("user_id")
-                    .agg(F.collect_list(F.struct(*fields)).alias("r"))
-                    .select("user_id", *(F.col(f"r.{f}").alias(f"{f}s") for f in fields)))
-        return (per_user.join(histories, "user_id", "left")
-                .select(*USER_FRAME_COLUMNS)
-                .mapInPandas(score_partitions(self.bundle_ref), PREDICTION_SCHEMA))
+        log.info("batch %d: %d requests (%d dead-lettered) in %.2fs with model %s", batch_id,
+                 tally.requests, tally.dead, time.monotonic() - started,
+                 self.state.model_version)
 
     def commit(self, ends: dict[str, int]) -> None:
         """Commit finished offsets to the predictor's consumer group, where lag tooling and a
@@ -277,7 +258,8 @@ class Predictor:
                             starting_offsets)
         checkpoint = self.settings.spark.checkpoint_dir / "predict" / self.instance / "checkpoint"
         self.state.save(self.settings)
-        return (source.writeStream.queryName(f"predict-{self.instance}")
+        requests = parsed_requests(source, self.settings.api.max_k)
+        return (requests.writeStream.queryName(f"predict-{self.instance}")
                 .option("checkpointLocation", str(checkpoint))
                 .trigger(processingTime=self.settings.spark.trigger_interval)
                 .foreachBatch(self.process).start())

@@ -1,4 +1,5 @@
-"""Turning validated requests into enriched prediction rows, in Spark's Python workers.
+"""Turning validated requests into enriched prediction rows (``contracts.Prediction``'s
+fields, in its order), in Spark's Python workers.
 
 The model travels to the executors as a broadcast ``ServingBundle``; this module is pure
 numpy/pandas so it is unit-testable without Spark and fast enough for thousands of requests
@@ -8,15 +9,14 @@ per second per core.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import types as T
 
-from recommender.contracts import RATING_MAX, RATING_MIN, Prediction
+from recommender.contracts import RATING_MAX, RATING_MIN
 from recommender.train.artifacts import ModelArtifacts
 from recommender.train.foldin import (
     best_of,
@@ -28,23 +28,6 @@ from recommender.train.foldin import (
 
 MovieInfo = tuple[str | None, int | None, list[str]]
 
-PREDICTION_SCHEMA = T.StructType([
-    T.StructField("request_id", T.StringType()),
-    T.StructField("user_id", T.IntegerType()),
-    T.StructField("movie_id", T.IntegerType()),
-    T.StructField("rank", T.IntegerType()),
-    T.StructField("predicted_rating", T.DoubleType()),
-    T.StructField("score", T.DoubleType()),
-    T.StructField("title", T.StringType()),
-    T.StructField("year", T.IntegerType()),
-    T.StructField("genres", T.ArrayType(T.StringType())),
-    T.StructField("model_version", T.StringType()),
-    T.StructField("strategy", T.StringType()),
-    T.StructField("requested_at", T.LongType()),
-    T.StructField("predicted_at", T.LongType()),
-    T.StructField("reason", T.StringType()),
-])
-assert [f.name for f in PREDICTION_SCHEMA] == [f.name for f in fields(Prediction)]
 
 
 @dataclass(frozen=True)
@@ -60,8 +43,7 @@ class ServingBundle:
         return self.artifacts.version
 
 
-USER_FRAME_COLUMNS = ("user_id", "request_ids", "movie_ids", "ks", "excludes",
-                      "requested_ats", "seen_movies", "seen_ratings")
+REQUEST_COLUMNS = ("request_id", "user_id", "movie_id", "k", "exclude", "requested_at")
 
 
 @dataclass(frozen=True)
@@ -73,57 +55,50 @@ class Request:
     requested_at: int | None
 
 
-def predict_rows(bundle: ServingBundle, users: pd.DataFrame) -> list[dict[str, Any]]:
+def users_needing_history(bundle: ServingBundle, requests: pd.DataFrame) -> list[int]:
+    """Users whose rating history changes the answer: a top-k request excludes seen movies,
+    and a user the model does not know is folded in from it. A pair request of a known user
+    is the dot product of trained vectors, so a batch of those reads nothing from Cassandra."""
+    need = requests["k"].notna()
+    if not bundle.popular_only:
+        need |= ~requests["user_id"].isin(bundle.artifacts.user_ids)
+    return sorted(int(u) for u in requests.loc[need, "user_id"].unique())
+
+
+def predict_rows(bundle: ServingBundle, requests: pd.DataFrame,
+                 histories: Mapping[int, Mapping[int, float]]) -> list[dict[str, Any]]:
     """One output row per pair request, ``k`` rows per top-k request (or one explaining why
     there are none).
 
-    ``users`` holds one row per user (``USER_FRAME_COLUMNS``): the user's requests of the
-    batch as parallel arrays and the user's rating history. A busy user's history is thus
-    converted, and folded in, once per batch rather than once per request.
+    ``requests`` has the ``REQUEST_COLUMNS``; ``histories`` maps a user to ``{movie: rating}``
+    for the users of ``users_needing_history`` (anyone else counts as having none). Requests
+    are taken user by user, so a busy user is folded in, and scored against the whole
+    catalogue, once per batch rather than once per request.
     """
     now = int(time.time() * 1000)
     out: list[dict[str, Any]] = []
-    for user in users.itertuples(index=False):
-        user_id = int(user.user_id)
-        history = _history(user.seen_movies, user.seen_ratings)
-        vector, strategy = _user_vector(bundle, user_id, history)
-        unseen: np.ndarray | None = None  # the user's scores, seen movies masked: made once
-        for req in _requests(user):
-            if req.movie_id is not None:
-                out.append(_pair(bundle, user_id, req, vector, strategy, now))
-                continue
-            if unseen is None and vector is not None:
-                unseen = masked_scores(bundle.artifacts, vector, history)
-            out.extend(_top_k(bundle, user_id, req, history, unseen, strategy, now))
+    user_id: int | None = None
+    for row in requests.sort_values("user_id", kind="stable").itertuples(index=False):
+        if row.user_id != user_id:
+            user_id = int(row.user_id)
+            history = histories.get(user_id, {})
+            vector, strategy = _user_vector(bundle, user_id, history)
+            unseen: np.ndarray | None = None  # the user's scores, seen movies masked: made once
+        req = _request(row)
+        if req.movie_id is not None:
+            out.append(_pair(bundle, user_id, req, vector, strategy, now))
+            continue
+        if unseen is None and vector is not None:
+            unseen = masked_scores(bundle.artifacts, vector, history)
+        out.extend(_top_k(bundle, user_id, req, history, unseen, strategy, now))
     return out
 
 
-def score_partitions(bundle_ref: Any) -> Any:
-    """A ``mapInPandas`` function over per-user batches; ``bundle_ref`` is a Spark broadcast."""
-
-    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        bundle: ServingBundle = bundle_ref.value
-        for users in batches:
-            rows = predict_rows(bundle, users)
-            yield pd.DataFrame(rows, columns=[f.name for f in PREDICTION_SCHEMA])
-
-    return run
-
-
-def _history(movies: Any, ratings: Any) -> dict[int, float]:
-    if movies is None or (not isinstance(movies, list | np.ndarray) and pd.isna(movies)):
-        return {}
-    return dict(zip(np.asarray(movies, dtype=np.int64).tolist(),
-                    np.asarray(ratings, dtype=np.float64).tolist(), strict=True))
-
-
-def _requests(user: Any) -> Iterator[Request]:
-    for request_id, movie_id, k, exclude, requested_at in zip(
-            user.request_ids, user.movie_ids, user.ks, user.excludes, user.requested_ats,
-            strict=True):
-        yield Request(str(request_id), _int_or_none(movie_id), _int_or_none(k),
-                      [] if exclude is None else [int(m) for m in exclude],
-                      _int_or_none(requested_at))
+def _request(row: Any) -> Request:
+    exclude = row.exclude
+    return Request(str(row.request_id), _int_or_none(row.movie_id), _int_or_none(row.k),
+                   [] if exclude is None else [int(m) for m in exclude],
+                   _int_or_none(row.requested_at))
 
 
 def _base(bundle: ServingBundle, user_id: int, req: Request, movie_id: int | None,

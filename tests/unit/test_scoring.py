@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 import pandas as pd
 import pytest
 
-from recommender.predict.scoring import ServingBundle, predict_rows
+from recommender.contracts import Prediction
+from recommender.predict.scoring import (
+    REQUEST_COLUMNS,
+    ServingBundle,
+    predict_rows,
+    users_needing_history,
+)
 from recommender.train.artifacts import ModelArtifacts
 
 MOVIES = {10: ("Alpha", 1995, ["Action"]), 20: ("Beta", 2001, ["Comedy"]),
@@ -33,19 +41,14 @@ def request(request_id="r", user_id=1, movie_id=None, k=None, exclude=None, hist
 
 
 def run(bundle, *requests):
-    """The per-user frame the predictor builds in Spark: requests grouped by user, with the
-    user's history (here: the one given with the user's first request)."""
-    users: dict[int, list[dict]] = {}
+    """What a predictor worker does with a batch: the histories of the users who need one
+    (here: given with the user's first request), then the rows."""
+    frame = pd.DataFrame([{c: r[c] for c in REQUEST_COLUMNS} for r in requests])
+    given = {}
     for r in requests:
-        users.setdefault(r["user_id"], []).append(r)
-    frame = pd.DataFrame([{
-        "user_id": user,
-        **{f"{f}s": [r[f] for r in reqs] for f in ("request_id", "movie_id", "k", "exclude",
-                                                   "requested_at")},
-        "seen_movies": list(reqs[0]["history"]) if reqs[0]["history"] else None,
-        "seen_ratings": list(reqs[0]["history"].values()) if reqs[0]["history"] else None,
-    } for user, reqs in users.items()])
-    return predict_rows(bundle, frame)
+        given.setdefault(r["user_id"], r["history"] or {})
+    histories = {u: given[u] for u in users_needing_history(bundle, frame)}
+    return predict_rows(bundle, frame, histories)
 
 
 def test_pair_for_known_user_is_the_dot_product_enriched(bundle):
@@ -95,3 +98,30 @@ def test_user_with_no_history_gets_popularity_labelled(bundle):
 def test_everything_excluded_yields_one_explaining_row(bundle):
     [row] = run(bundle, request(k=2, exclude=[10, 20, 30]))
     assert row["movie_id"] is None and "no movie left" in row["reason"]
+
+
+def test_rows_carry_the_prediction_contract_fields_in_order(bundle):
+    for row in run(bundle, request(movie_id=30), request(request_id="t", k=2)):
+        assert list(row) == [f.name for f in fields(Prediction)]
+        Prediction(**row)
+
+
+def test_history_is_read_only_where_it_changes_the_answer(bundle):
+    frame = pd.DataFrame([
+        {**request(request_id="a", user_id=1, movie_id=10)},  # known user, pair: dot product
+        {**request(request_id="b", user_id=2, movie_id=10)},  # unknown user: fold-in
+        {**request(request_id="c", user_id=3, k=2)},  # top-k: seen movies excluded
+        {**request(request_id="d", user_id=1, movie_id=20)},
+    ])[list(REQUEST_COLUMNS)]
+    assert users_needing_history(bundle, frame) == [2, 3]
+    popular = ServingBundle(bundle.artifacts, MOVIES, popular_only=True)
+    assert users_needing_history(popular, frame) == [3]
+
+
+def test_interleaved_users_are_each_answered_with_their_own_strategy(bundle):
+    rows = run(bundle, request(request_id="a", user_id=1, movie_id=30),
+               request(request_id="b", user_id=77, movie_id=30, history={10: 5.0}),
+               request(request_id="c", user_id=1, movie_id=10),
+               request(request_id="d", user_id=78, movie_id=20))
+    assert {r["request_id"]: (r["user_id"], r["strategy"]) for r in rows} == {
+        "a": (1, "als"), "b": (77, "fold-in"), "c": (1, "als"), "d": (78, "popular")}
