@@ -155,13 +155,13 @@ def private_ratings_indices(settings: Settings, prefix: str) -> Iterator[str]:
     """Ingest writes ``<prefix>-ratings-<year>`` instead of ``ratings-<year>``."""
     from recommender import contracts
     from recommender.clients import elasticsearch_client
-    from recommender.indices import SINGLE_NODE
+    from recommender.indices import TEMPLATES
 
     index_prefix = f"{prefix}-ratings-"
     es = elasticsearch_client(settings.elasticsearch)
     es.indices.put_index_template(
         name=f"{prefix}-ratings", index_patterns=[f"{index_prefix}*"], priority=200,
-        template={"settings": SINGLE_NODE, "mappings": contracts.RATINGS_MAPPING})
+        template=TEMPLATES["recommender-ratings"]["template"])
     es.close()
     original = contracts.RATINGS_INDEX_PREFIX
     contracts.RATINGS_INDEX_PREFIX = index_prefix
