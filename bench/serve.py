@@ -33,6 +33,7 @@ from bench.common import (
     table,
     target,
     wait_until,
+    warm_until_steady,
     workspace,
 )
 from bench.fixtures import (
@@ -56,9 +57,9 @@ CLOSED_CONCURRENCY = 8
 def sizes(quick: bool) -> dict[str, Any]:
     if quick:
         return {"predictions": 50_000, "warmup_predictions": 10_000, "load_s": 15,
-                "saturation_s": 8, "warmup_s": 10}
+                "saturation_s": 8, "warmup_s": 10, "max_warmup_rounds": 3}
     return {"predictions": 200_000, "warmup_predictions": 40_000, "load_s": 60, "saturation_s": 30,
-            "warmup_s": 20}
+            "warmup_s": 15, "max_warmup_rounds": 10}
 
 
 def run(settings: Settings, quick: bool) -> dict[str, Any]:
@@ -77,20 +78,14 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     artifacts = ModelRegistry.from_settings(own.model).load(version)
     movies = movie_infos(ml_small(own).movies())
     ensure_topics(own, own.kafka.predictions_topic, own.kafka.predictions_dlq_topic)
-    n, warmup = size["predictions"], size["warmup_predictions"]
-    log(f"pre-filling {own.kafka.predictions_topic} with {warmup:,} + {n:,} predictions")
-    prefill(own, artifacts, movies, warmup + n)
+    n = size["predictions"]
     prefix = ws.prefix("serve")
     es = elasticsearch_client(own.elasticsearch)
+    settled: dict[str, float] = {}
     with private_predictions_index(own, prefix) as (index, alias, targets):
-        settled = {"before shipper": wait_for_quiet_stack(own)}
-        with RssMonitor() as ship_rss:
-            ship_rss.track("shipper (bench process, python)", os.getpid(), children=False)
-            ship_rss.track_stack(own)
-            shipped = measure_shipper(own, n, targets, warmup)
-        # the monitor saw the warm-up too: its documents count towards the ceiling
-        shipped["cpu_bound_ceiling_documents_per_s"] = ship_rss.ceiling(
-            shipped["documents"] + shipped["warmup_documents"])
+        feed = PredictionFeed(own, artifacts, movies)
+        shipped, ship_rss = measure_shipper(own, feed, n, targets, size, settled)
+        shipped["cpu_bound_ceiling_documents_per_s"] = ship_rss.ceiling(shipped["documents"])
         es.indices.refresh(index=[index, targets.latest])
         shipped["history_index_count"] = es.count(index=index)["count"]
         vectors_alias = f"{prefix}-movie-vectors"
@@ -110,7 +105,9 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
              r["achieved_rps"], *[r["latency_ms"][p] for p in ("p50", "p95", "p99", "max")]]
             for r in loads]
     cpu_rows = [[r["name"], r["mode"], *r["cpu_ms_per_request"].values(),
-                 r["cpu_bound_ceiling_rps"]] for r in loads]
+                 r["cpu_bound_ceiling_rps"],
+                 ", ".join(str(w) for w in r["warmup_cpu_ms_per_request"]) or "-"]
+                for r in loads]
     overhead = []
     for mode in ("fixed", "closed"):
         api_run = by[("/users/{id}/predictions", mode)]
@@ -146,14 +143,17 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
                 ["CPU-bound ceiling on an idle host, docs/s (estimate: documents x cores / CPU "
                  "s of shipper, Elasticsearch, Kafka)",
                  shipped["cpu_bound_ceiling_documents_per_s"]],
+                ["warm-up rounds (not measured): documents/s of each",
+                 ", ".join(f"{r:,}" if r else "-" for r in shipped["warmup_documents_per_s"])],
                 ["history index count == every prediction shipped",
-                 shipped["history_index_count"] == n + warmup]]),
+                 shipped["history_index_count"] == feed.produced]]),
             table("API and raw Elasticsearch under load (latency in ms, from the scheduled "
                   "start)", ["endpoint", "load", "requests", "200 OK", "achieved req/s", "p50",
                              "p95", "p99", "max"], rows),
             table("CPU per request (ms) while each run lasted, and the CPU-bound ceiling on an "
                   "idle host (requests x cores / CPU s of API, Elasticsearch, Cassandra)",
-                  ["endpoint", "load", "API", "Elasticsearch", "Cassandra", "ceiling req/s"],
+                  ["endpoint", "load", "API", "Elasticsearch", "Cassandra", "ceiling req/s",
+                   "warm-up rounds before (CPU ms per request, all three)"],
                   cpu_rows),
             table("What the API adds to the raw search", ["load", "p50 +ms", "p99 +ms",
                                                           "throughput API / raw"], overhead),
@@ -165,8 +165,11 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
                "wrote are not billed to the next.",
                "Each prediction is indexed twice (its daily history index and "
                "latest-predictions); documents/s counts both, predictions/s is half of it.",
-               "Warm-up, not measured: the shipper first indexes config.warmup_predictions "
-               "predictions, and each endpoint gets config.warmup_s of its fixed-rate load "
+               "Warm-up, not measured, until the figure stops improving by 5% on the best "
+               "earlier round (at most config.max_warmup_rounds): the shipper in rounds of "
+               "config.warmup_predictions predictions (metrics.shipper.warmup_documents_per_s), "
+               "each endpoint in rounds of config.warmup_s of its fixed-rate load "
+               "(warmup_cpu_ms_per_request: API + Elasticsearch + Cassandra CPU per request) "
                "before its first measured run (Elasticsearch's JIT is cold after a start).",
                "Both the API and the raw-search runs go through the same load-generator process "
                "(asyncio, keep-alive HTTP/1.1) at the same rate and concurrency; the client's "
@@ -187,58 +190,90 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if not a or not b else round(a / b, 3)
 
 
-def prefill(settings: Settings, artifacts: Any, movies: dict[int, Any], n: int) -> None:
-    """``n`` pair predictions as the predictor writes them, for random (user, movie) pairs."""
-    from recommender.clients import kafka_producer
+class PredictionFeed:
+    """Pair predictions as the predictor writes them, for random (user, movie) pairs, produced
+    into the private predictions topic in slices (a warm-up round, the measured run), each with
+    request ids of its own."""
 
-    rng = np.random.default_rng(5)
-    users = rng.integers(0, len(artifacts.user_ids), n)
-    items = rng.integers(0, len(artifacts.item_ids), n)
-    scores = np.einsum("ij,ij->i", artifacts.user_factors[users], artifacts.item_factors[items])
-    now = int(time.time() * 1000)
-    producer = kafka_producer(settings.kafka, linger_ms=50, batch_size=512 * 1024)
-    topic = settings.kafka.predictions_topic
-    for i, (u, m, score) in enumerate(zip(artifacts.user_ids[users].tolist(),
-                                          artifacts.item_ids[items].tolist(), scores.tolist(),
-                                          strict=True)):
-        title, year, genres = movies.get(m, (None, None, []))
-        producer.send(topic, key=f"ship-{i}".encode(), value=orjson.dumps({
-            "request_id": f"ship-{i}", "user_id": u, "movie_id": m, "rank": None,
-            "predicted_rating": round(min(max(score, 0.5), 5.0), 3), "score": round(score, 4),
-            "title": title, "year": year, "genres": list(genres), "model_version":
-            artifacts.version, "strategy": "als", "requested_at": now - 50 - i % 1000,
-            "predicted_at": now + i % 1000}))
-    producer.flush(timeout=300)
-    producer.close()
+    def __init__(self, settings: Settings, artifacts: Any, movies: dict[int, Any]) -> None:
+        self.settings, self.artifacts, self.movies = settings, artifacts, movies
+        self.rng = np.random.default_rng(5)
+        self.produced = 0
+
+    def produce(self, n: int) -> None:
+        from recommender.clients import kafka_producer
+
+        artifacts = self.artifacts
+        users = self.rng.integers(0, len(artifacts.user_ids), n)
+        items = self.rng.integers(0, len(artifacts.item_ids), n)
+        scores = np.einsum("ij,ij->i", artifacts.user_factors[users],
+                           artifacts.item_factors[items])
+        now = int(time.time() * 1000)
+        producer = kafka_producer(self.settings.kafka, linger_ms=50, batch_size=512 * 1024)
+        topic = self.settings.kafka.predictions_topic
+        for i, (u, m, score) in enumerate(zip(artifacts.user_ids[users].tolist(),
+                                              artifacts.item_ids[items].tolist(),
+                                              scores.tolist(), strict=True),
+                                          start=self.produced):
+            title, year, genres = self.movies.get(m, (None, None, []))
+            producer.send(topic, key=f"ship-{i}".encode(), value=orjson.dumps({
+                "request_id": f"ship-{i}", "user_id": u, "movie_id": m, "rank": None,
+                "predicted_rating": round(min(max(score, 0.5), 5.0), 3),
+                "score": round(score, 4), "title": title, "year": year,
+                "genres": list(genres), "model_version": artifacts.version,
+                "strategy": "als", "requested_at": now - 50 - i % 1000,
+                "predicted_at": now + i % 1000}))
+        producer.flush(timeout=300)
+        producer.close()
+        self.produced += n
 
 
-def measure_shipper(settings: Settings, n: int, targets: Any, warmup: int) -> dict[str, Any]:
-    """The product's shipper: a first shipper indexes ``warmup`` predictions (not measured:
-    Elasticsearch's JIT is cold after a start), a second one in the same group the rest; its
+def measure_shipper(settings: Settings, feed: PredictionFeed, n: int, targets: Any,
+                    size: dict[str, Any], settled: dict[str, float]
+                    ) -> tuple[dict[str, Any], RssMonitor]:
+    """The product's shipper over ``n`` predictions, after warm-up rounds of
+    ``warmup_predictions`` each until the rate stops rising (``warm_until_steady``). Each
+    round is a new shipper in the same group over predictions produced just before it; its
     rate runs from the first poll that returned records to the last acknowledgement."""
     from recommender.ship import Shipper
 
-    def ship(until: int) -> Any:
+    def ship(count: int) -> Any:
         shipper = Shipper(settings, group_id=settings.kafka.shipper_group, targets=targets)
         return shipper.run(stop_when=lambda: shipper.stats.indexed + shipper.stats.dead_letters
-                           >= until, idle_exit_s=60)
+                           >= count, idle_exit_s=60)
 
-    warm = ship(warmup)
-    n = n + warmup - warm.indexed - warm.dead_letters  # the warm-up may overshoot by a batch
-    stats = ship(n)
+    def docs_per_s(stats: Any) -> int | None:
+        span = (stats.last_ack or 0.0) - (stats.first_poll or 0.0)
+        return round(stats.documents / span) if span > 0 else None
+
+    def warm_round() -> int | None:
+        feed.produce(size["warmup_predictions"])
+        rate = docs_per_s(ship(size["warmup_predictions"]))
+        log(f"shipper warm-up round: {rate} documents/s")
+        return rate
+
+    warm = warm_until_steady(warm_round, higher_is_better=True,
+                             max_rounds=size["max_warmup_rounds"])
+    log(f"producing {n:,} predictions into {settings.kafka.predictions_topic}")
+    feed.produce(n)
+    settled["before shipper"] = wait_for_quiet_stack(settings)
+    with RssMonitor() as rss:
+        rss.track("shipper (bench process, python)", os.getpid(), children=False)
+        rss.track_stack(settings)
+        stats = ship(n)
     span = (stats.last_ack or 0.0) - (stats.first_poll or 0.0)
     since_start = (stats.last_ack or stats.started) - stats.started
-    result = {"predictions": n, "warmup_predictions": warm.indexed,
-              "warmup_documents": warm.documents, "indexed": stats.indexed,
+    result = {"predictions": n, "warmup_rounds": len(warm),
+              "warmup_documents_per_s": warm, "indexed": stats.indexed,
               "documents": stats.documents, "dead_letters": stats.dead_letters,
               "batches": stats.batches, "es_retries": stats.es_retries,
               "seconds": round(span, 2),
               "predictions_per_s": round(stats.indexed / span) if span > 0 else None,
-              "documents_per_s": round(stats.documents / span) if span > 0 else None,
+              "documents_per_s": docs_per_s(stats),
               "documents_per_s_incl_start": round(stats.documents / since_start)
               if since_start > 0 else None}
     log(f"shipper: {result}")
-    return result
+    return result, rss
 
 
 def free_port() -> int:
@@ -297,10 +332,24 @@ def api_loads(ws: Any, settings: Settings, url: str, latest_index: str, users: l
               size: dict[str, Any], rss: RssMonitor, api_pid: int,
               settled: dict[str, float]) -> list[dict[str, Any]]:
     """Every endpoint at the fixed rate, then in a closed loop, each once the stack is quiet;
-    before its first run each endpoint gets ``warmup_s`` of the same load, not measured (the
+    before its first run each endpoint gets rounds of ``warmup_s`` of the same load, not
+    measured, until the CPU it costs per request stops falling (``warm_until_steady``: the
     JITs of Elasticsearch and the stack are cold after a start);
     per run also the CPU the API, Elasticsearch and Cassandra spent per request (the load
     generator's own CPU excluded)."""
+    served_by = ["API", "elasticsearch", "cassandra"]
+
+    def measured(spec: dict[str, Any], monitors: list[RssMonitor]
+                 ) -> tuple[dict[str, Any], dict[str, float]]:
+        with RssMonitor() as run_rss:
+            run_rss.track("API", api_pid)
+            run_rss.track_stack(settings)
+            result = loadgen(ws, spec, [*monitors, run_rss])
+        cpu, served = run_rss.cpu(), max(result["requests"], 1)
+        result["cpu_bound_ceiling_rps"] = run_rss.ceiling(result["requests"], served_by)
+        return result, {label: round(1000 * cpu.get(label, 0.0) / served, 2)
+                        for label in served_by}
+
     endpoints = [("/users/{id}/predictions", {"url": f"{url}/users/{{user}}/predictions"}),
                  ("Elasticsearch search behind /predictions", es_search(settings, latest_index)),
                  ("/users/{id}/recommendations", {"url": f"{url}/users/{{user}}/recommendations"})]
@@ -311,20 +360,19 @@ def api_loads(ws: Any, settings: Settings, url: str, latest_index: str, users: l
                     "rate": RATE if mode == "fixed" else None,
                     "duration_s": size["load_s"] if mode == "fixed" else size["saturation_s"],
                     "concurrency": OPEN_CONCURRENCY if mode == "fixed" else CLOSED_CONCURRENCY}
+            warm: list[float | None] = []
             if mode == "fixed":  # the first run of this endpoint: warm the JITs first
-                loadgen(ws, {**spec, "duration_s": size["warmup_s"]}, [])
+                def warm_round(spec: dict[str, Any] = spec, name: str = name) -> float:
+                    _, cpu = measured({**spec, "duration_s": size["warmup_s"]}, [])
+                    log(f"{name} warm-up round: {cpu} CPU ms per request")
+                    return round(sum(cpu.values()), 2)
+
+                warm = warm_until_steady(warm_round, higher_is_better=False,
+                                         max_rounds=size["max_warmup_rounds"])
             settled[f"before {name} ({mode})"] = wait_for_quiet_stack(settings)
-            with RssMonitor() as run_rss:
-                run_rss.track("API", api_pid)
-                run_rss.track_stack(settings)
-                result = loadgen(ws, spec, [rss, run_rss])
-            cpu = run_rss.cpu()
-            served = max(result["requests"], 1)
-            result.update(name=name, mode=mode, cpu_ms_per_request={
-                label: round(1000 * cpu.get(label, 0.0) / served, 2)
-                for label in ("API", "elasticsearch", "cassandra")},
-                cpu_bound_ceiling_rps=run_rss.ceiling(result["requests"],
-                                                      ["API", "elasticsearch", "cassandra"]))
+            result, cpu_ms = measured(spec, [rss])
+            result.update(name=name, mode=mode, cpu_ms_per_request=cpu_ms,
+                          warmup_cpu_ms_per_request=warm)
             log(f"{name} [{mode}]: {result['achieved_rps']} req/s, {result['statuses']}, "
                 f"latency {result['latency_ms']}")
             out.append(result)
