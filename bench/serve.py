@@ -56,9 +56,9 @@ CLOSED_CONCURRENCY = 8
 
 def sizes(quick: bool) -> dict[str, Any]:
     if quick:
-        return {"predictions": 50_000, "warmup_predictions": 10_000, "load_s": 15,
+        return {"predictions": 50_000, "load_s": 15,
                 "saturation_s": 8, "warmup_s": 10, "max_warmup_rounds": 3}
-    return {"predictions": 200_000, "warmup_predictions": 40_000, "load_s": 60, "saturation_s": 30,
+    return {"predictions": 200_000, "load_s": 60, "saturation_s": 30,
             "warmup_s": 15, "max_warmup_rounds": 10}
 
 
@@ -77,14 +77,16 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     version = copy_model(model, own)
     artifacts = ModelRegistry.from_settings(own.model).load(version)
     movies = movie_infos(ml_small(own).movies())
-    ensure_topics(own, own.kafka.predictions_topic, own.kafka.predictions_dlq_topic)
+    warm = ws.settings("serve-warmup", cassandra={"keyspace": data.cassandra.keyspace})
+    for topics in (own, warm):
+        ensure_topics(topics, topics.kafka.predictions_topic, topics.kafka.predictions_dlq_topic)
     n = size["predictions"]
     prefix = ws.prefix("serve")
     es = elasticsearch_client(own.elasticsearch)
     settled: dict[str, float] = {}
     with private_predictions_index(own, prefix) as (index, alias, targets):
-        feed = PredictionFeed(own, artifacts, movies)
-        shipped, ship_rss = measure_shipper(own, feed, n, targets, size, settled)
+        feed = PredictionFeed(artifacts, movies)
+        shipped, ship_rss = measure_shipper(own, warm, feed, n, targets, size, settled)
         shipped["cpu_bound_ceiling_documents_per_s"] = ship_rss.ceiling(shipped["documents"])
         es.indices.refresh(index=[index, targets.latest])
         shipped["history_index_count"] = es.count(index=index)["count"]
@@ -143,8 +145,11 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
                 ["CPU-bound ceiling on an idle host, docs/s (estimate: documents x cores / CPU "
                  "s of shipper, Elasticsearch, Kafka)",
                  shipped["cpu_bound_ceiling_documents_per_s"]],
-                ["warm-up rounds (not measured): documents/s of each",
-                 ", ".join(f"{r:,}" if r else "-" for r in shipped["warmup_documents_per_s"])],
+                ["warm-up rounds (not measured, the same predictions again): documents/s",
+                 ", ".join(f"{r['documents_per_s'] or 0:,}" for r in shipped["warmup_rounds"])],
+                ["warm-up rounds: Elasticsearch CPU µs per document",
+                 ", ".join(str(r["elasticsearch_cpu_us_per_document"])
+                           for r in shipped["warmup_rounds"])],
                 ["history index count == every prediction shipped",
                  shipped["history_index_count"] == feed.produced]]),
             table("API and raw Elasticsearch under load (latency in ms, from the scheduled "
@@ -166,8 +171,11 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
                "Each prediction is indexed twice (its daily history index and "
                "latest-predictions); documents/s counts both, predictions/s is half of it.",
                "Warm-up, not measured, until the figure stops improving by 5% on the best "
-               "earlier round (at most config.max_warmup_rounds): the shipper in rounds of "
-               "config.warmup_predictions predictions (metrics.shipper.warmup_documents_per_s), "
+               "earlier round (at most config.max_warmup_rounds): the shipper re-ships the same "
+               "config.predictions other predictions with a new consumer group each round "
+               "until Elasticsearch's CPU per document stops falling "
+               "(metrics.shipper.warmup_rounds; from a cold start it falls for millions of "
+               "documents), "
                "each endpoint in rounds of config.warmup_s of its fixed-rate load "
                "(warmup_cpu_ms_per_request: API + Elasticsearch + Cassandra CPU per request) "
                "before its first measured run (Elasticsearch's JIT is cold after a start).",
@@ -191,16 +199,16 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 class PredictionFeed:
-    """Pair predictions as the predictor writes them, for random (user, movie) pairs, produced
-    into the private predictions topic in slices (a warm-up round, the measured run), each with
-    request ids of its own."""
+    """Pair predictions as the predictor writes them, for random (user, movie) pairs; each
+    ``produce`` call's have request ids of their own."""
 
-    def __init__(self, settings: Settings, artifacts: Any, movies: dict[int, Any]) -> None:
-        self.settings, self.artifacts, self.movies = settings, artifacts, movies
+    def __init__(self, artifacts: Any, movies: dict[int, Any]) -> None:
+        self.artifacts, self.movies = artifacts, movies
         self.rng = np.random.default_rng(5)
         self.produced = 0
 
-    def produce(self, n: int) -> None:
+    def produce(self, settings: Settings, n: int) -> None:
+        """``n`` new predictions into ``settings``' predictions topic."""
         from recommender.clients import kafka_producer
 
         artifacts = self.artifacts
@@ -209,8 +217,8 @@ class PredictionFeed:
         scores = np.einsum("ij,ij->i", artifacts.user_factors[users],
                            artifacts.item_factors[items])
         now = int(time.time() * 1000)
-        producer = kafka_producer(self.settings.kafka, linger_ms=50, batch_size=512 * 1024)
-        topic = self.settings.kafka.predictions_topic
+        producer = kafka_producer(settings.kafka, linger_ms=50, batch_size=512 * 1024)
+        topic = settings.kafka.predictions_topic
         for i, (u, m, score) in enumerate(zip(artifacts.user_ids[users].tolist(),
                                               artifacts.item_ids[items].tolist(),
                                               scores.tolist(), strict=True),
@@ -228,43 +236,53 @@ class PredictionFeed:
         self.produced += n
 
 
-def measure_shipper(settings: Settings, feed: PredictionFeed, n: int, targets: Any,
-                    size: dict[str, Any], settled: dict[str, float]
+def measure_shipper(settings: Settings, warm: Settings, feed: PredictionFeed, n: int,
+                    targets: Any, size: dict[str, Any], settled: dict[str, float]
                     ) -> tuple[dict[str, Any], RssMonitor]:
-    """The product's shipper over ``n`` predictions, after warm-up rounds of
-    ``warmup_predictions`` each until the rate stops rising (``warm_until_steady``). Each
-    round is a new shipper in the same group over predictions produced just before it; its
-    rate runs from the first poll that returned records to the last acknowledgement."""
+    """The product's shipper over ``n`` new predictions, once Elasticsearch is warm.
+
+    Warm-up: ``n`` other predictions, in ``warm``'s topic, shipped again and again by a new
+    consumer group each round (re-deliveries, which overwrite the same documents) until
+    Elasticsearch's CPU per document stops falling (``warm_until_steady``). Then the measured
+    shipper, in the product's group, over predictions produced after the warm-up; its rate
+    runs from the first poll that returned records to the last acknowledgement.
+    """
     from recommender.ship import Shipper
 
-    def ship(count: int) -> Any:
-        shipper = Shipper(settings, group_id=settings.kafka.shipper_group, targets=targets)
+    def ship(on: Settings, group_id: str) -> Any:
+        shipper = Shipper(on, group_id=group_id, targets=targets)
         return shipper.run(stop_when=lambda: shipper.stats.indexed + shipper.stats.dead_letters
-                           >= count, idle_exit_s=60)
+                           >= n, idle_exit_s=60)
 
     def docs_per_s(stats: Any) -> int | None:
         span = (stats.last_ack or 0.0) - (stats.first_poll or 0.0)
         return round(stats.documents / span) if span > 0 else None
 
-    def warm_round() -> int | None:
-        feed.produce(size["warmup_predictions"])
-        rate = docs_per_s(ship(size["warmup_predictions"]))
-        log(f"shipper warm-up round: {rate} documents/s")
-        return rate
+    rounds: list[dict[str, Any]] = []
 
-    warm = warm_until_steady(warm_round, higher_is_better=True,
-                             max_rounds=size["max_warmup_rounds"])
+    def warm_round() -> float | None:
+        with RssMonitor() as rss:
+            rss.track_stack(settings)
+            stats = ship(warm, f"{warm.kafka.shipper_group}-{len(rounds)}")
+        es_us = 1e6 * rss.cpu().get("elasticsearch", 0.0) / max(stats.documents, 1)
+        rounds.append({"documents_per_s": docs_per_s(stats),
+                       "elasticsearch_cpu_us_per_document": round(es_us, 1)})
+        log(f"shipper warm-up round: {rounds[-1]}")
+        return es_us or None
+
+    log(f"producing {n:,} predictions for the warm-up into {warm.kafka.predictions_topic}")
+    feed.produce(warm, n)
+    warm_until_steady(warm_round, higher_is_better=False, max_rounds=size["max_warmup_rounds"])
     log(f"producing {n:,} predictions into {settings.kafka.predictions_topic}")
-    feed.produce(n)
+    feed.produce(settings, n)
     settled["before shipper"] = wait_for_quiet_stack(settings)
     with RssMonitor() as rss:
         rss.track("shipper (bench process, python)", os.getpid(), children=False)
         rss.track_stack(settings)
-        stats = ship(n)
+        stats = ship(settings, settings.kafka.shipper_group)
     span = (stats.last_ack or 0.0) - (stats.first_poll or 0.0)
     since_start = (stats.last_ack or stats.started) - stats.started
-    result = {"predictions": n, "warmup_rounds": len(warm),
-              "warmup_documents_per_s": warm, "indexed": stats.indexed,
+    result = {"predictions": n, "warmup_rounds": rounds, "indexed": stats.indexed,
               "documents": stats.documents, "dead_letters": stats.dead_letters,
               "batches": stats.batches, "es_retries": stats.es_retries,
               "seconds": round(span, 2),
