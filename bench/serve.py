@@ -199,8 +199,8 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 class PredictionFeed:
-    """Pair predictions as the predictor writes them, for random (user, movie) pairs; each
-    ``produce`` call's have request ids of their own."""
+    """Pair predictions as the predictor writes them, for random (user, movie) pairs; the
+    predictions of each ``produce`` call have request ids of their own."""
 
     def __init__(self, artifacts: Any, movies: dict[int, Any]) -> None:
         self.artifacts, self.movies = artifacts, movies
