@@ -443,7 +443,7 @@ def warm_until_steady(run_round: Callable[[], float | None], *, higher_is_better
         figure = run_round()
         earlier = [f for f in figures if f is not None]
         figures.append(figure)
-        if figure is None or not earlier or len(figures) < 2:
+        if figure is None or not earlier:
             continue
         best = max(earlier) if higher_is_better else min(earlier)
         gained = (figure > best * (1 + min_gain) if higher_is_better

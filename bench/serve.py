@@ -254,8 +254,11 @@ def measure_shipper(settings: Settings, warm: Settings, feed: PredictionFeed, n:
         return shipper.run(stop_when=lambda: shipper.stats.indexed + shipper.stats.dead_letters
                            >= n, idle_exit_s=60)
 
+    def span_s(stats: Any) -> float:
+        return (stats.last_ack or 0.0) - (stats.first_poll or 0.0)
+
     def docs_per_s(stats: Any) -> int | None:
-        span = (stats.last_ack or 0.0) - (stats.first_poll or 0.0)
+        span = span_s(stats)
         return round(stats.documents / span) if span > 0 else None
 
     rounds: list[dict[str, Any]] = []
@@ -280,7 +283,7 @@ def measure_shipper(settings: Settings, warm: Settings, feed: PredictionFeed, n:
         rss.track("shipper (bench process, python)", os.getpid(), children=False)
         rss.track_stack(settings)
         stats = ship(settings, settings.kafka.shipper_group)
-    span = (stats.last_ack or 0.0) - (stats.first_poll or 0.0)
+    span = span_s(stats)
     since_start = (stats.last_ack or stats.started) - stats.started
     result = {"predictions": n, "warmup_rounds": rounds, "indexed": stats.indexed,
               "documents": stats.documents, "dead_letters": stats.dead_letters,
