@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import os
 import time
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 from bench.common import (
     Clock,
+    Workspace,
     envelope,
     log,
     table,
     target,
+    warm_until_steady,
     workspace,
 )
 from bench.fixtures import (
@@ -38,42 +41,85 @@ FULL_ROWS = 1_000_000
 MAX_OFFSETS_PER_TRIGGER = 100_000
 
 
+def size(quick: bool) -> dict[str, int]:
+    if quick:
+        return {"warmup_events": 100_836, "max_warmup_rounds": 2}
+    return {"warmup_events": 300_000, "max_warmup_rounds": 8}
+
+
+def drain(spark: Any, settings: Settings, query_name: str) -> tuple[float, list[dict]]:
+    """Run the ingest query over everything in the topic; its wall time and progress."""
+    from recommender.ingest import start_ingest
+
+    started = time.perf_counter()
+    query = start_ingest(spark, settings, available_now=True, query_name=query_name)
+    query.awaitTermination()
+    wall = time.perf_counter() - started
+    if query.exception() is not None:
+        raise RuntimeError(f"the ingest query failed: {query.exception()}")
+    return wall, list(query.recentProgress)
+
+
+def warm_up(ws: Workspace, spark: Any, dataset: Any, events: Any, n: int,
+            rounds: int) -> list[float | None]:
+    """Drain the same ``n`` events again and again (a new checkpoint each round, into a
+    keyspace and indices of their own) until the rate stops rising: the Spark JVM is new,
+    and its JIT compiles for minutes; the job it stands for runs for weeks."""
+    from data_loading.replay import replay
+    from recommender.topics import ensure_topics
+
+    warm = ws.settings("ingest-warmup", spark={"max_offsets_per_trigger": MAX_OFFSETS_PER_TRIGGER})
+    ensure_topics(warm, warm.kafka.ratings_topic, warm.kafka.ratings_dlq_topic)
+    prepare_keyspace(warm, dataset)
+    loaded = replay(warm, islice(events, n), resume=False, source=f"bench-{ws.run_id}-warmup")
+    ws.files.append(Path(loaded.progress_file))
+    done = 0
+
+    def one_round() -> float:
+        nonlocal done
+        done += 1
+        wall, _ = drain(spark, warm, f"bench_ingest_warmup_{ws.run_id}_{done}")
+        log(f"warm-up round {done}: {loaded.acked:,} rows in {wall:.1f}s = "
+            f"{loaded.acked / wall:,.0f} rows/s")
+        return round(loaded.acked / wall)
+
+    with private_ratings_indices(warm, ws.prefix("ingest-warmup")):
+        return warm_until_steady(one_round, higher_is_better=True, max_rounds=rounds)
+
+
 def run(settings: Settings, quick: bool) -> dict[str, Any]:
     from data_loading.replay import replay
     from recommender.clients import elasticsearch_client
-    from recommender.ingest import start_ingest
     from recommender.topics import ensure_topics
     from recommender.train.data import count_cassandra
 
     ws = workspace(settings)
     clock = Clock()
+    sizes = size(quick)
     own = ws.settings("ingest", spark={"max_offsets_per_trigger": MAX_OFFSETS_PER_TRIGGER})
     dataset = ml_small(own)
     ensure_topics(own, own.kafka.ratings_topic, own.kafka.ratings_dlq_topic)
     prepare_keyspace(own, dataset)
     if quick:
-        name, events = ML_SMALL, dataset.ratings()
+        name, events = ML_SMALL, dataset.ratings
     else:
-        name, events = f"synthetic {FULL_ROWS:,} (seed 7, {ML_SMALL} catalogue)", \
-            synthetic_events(dataset, FULL_ROWS)
+        name, events = (f"synthetic {FULL_ROWS:,} (seed 7, {ML_SMALL} catalogue)",
+                        lambda: synthetic_events(dataset, FULL_ROWS))
+    spark = ws.spark()
+    log(f"warming up: {sizes['warmup_events']:,} events of {name}, drained until the rate "
+        "stops rising")
+    warmup = warm_up(ws, spark, dataset, events(), sizes["warmup_events"],
+                            sizes["max_warmup_rounds"])
     log(f"pre-loading {name} into {own.kafka.ratings_topic}")
-    loaded = replay(own, events, resume=False, source=f"bench-{ws.run_id}")
+    loaded = replay(own, events(), resume=False, source=f"bench-{ws.run_id}")
     ws.files.append(Path(loaded.progress_file))
     n = loaded.acked
-    spark = ws.spark()
     with private_ratings_indices(own, ws.prefix("ingest")) as index_prefix, \
             RssMonitor() as rss:
         rss.track("bench process (driver, Spark JVM, Python workers)", os.getpid())
         rss.track_stack(own)
         log(f"draining {n:,} events with maxOffsetsPerTrigger={MAX_OFFSETS_PER_TRIGGER:,}")
-        started = time.perf_counter()
-        query = start_ingest(spark, own, available_now=True,
-                             query_name=f"bench_ingest_{ws.run_id}")
-        query.awaitTermination()
-        wall = time.perf_counter() - started
-        if query.exception() is not None:
-            raise RuntimeError(f"the ingest query failed: {query.exception()}")
-        progress = list(query.recentProgress)
+        wall, progress = drain(spark, own, f"bench_ingest_{ws.run_id}")
     landed = count_cassandra(spark, own.cassandra.keyspace)
     es = elasticsearch_client(own.elasticsearch)
     es.indices.refresh(index=f"{index_prefix}*")
@@ -97,10 +143,13 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
         config={"max_offsets_per_trigger": MAX_OFFSETS_PER_TRIGGER,
                 "spark_master": own.spark.master,
                 "shuffle_partitions": own.spark.sql_shuffle_partitions,
-                "topic_partitions": own.kafka.num_partitions},
+                "topic_partitions": own.kafka.num_partitions, **sizes},
         metrics={"rows": n, "wall_s": round(wall, 2), "rows_per_s": round(rate),
                  "rows_per_s_after_first_batch": round(steady_rate) if steady_rate else None,
                  "cpu_bound_ceiling_rows_per_s": ceiling,
+                 "cpu_us_per_row": {label: round(cpu_s * 1e6 / n, 1)
+                                    for label, cpu_s in rss.cpu().items()},
+                 "warmup_rows_per_s": warmup,
                  "cassandra_rows": landed, "cassandra_count_matches": landed == n,
                  "elasticsearch_docs": indexed, "batches": batches},
         targets=[target("ingest rows/s into Cassandra (whole drain)", rate, TARGET_ROWS_PER_S,
@@ -121,8 +170,13 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
         notes=["Each micro-batch writes Cassandra, then bulk-indexes the same rows into "
                "Elasticsearch (enriched with the movie catalogue), then dead letters: the rate "
                "is of the whole job, not of Cassandra alone.",
-               "The Spark JVM is started before timing; the first micro-batch still pays for "
-               "Python worker start-up and connector sessions."],
+               "Warm-up, not measured: config.warmup_events other events drained again and "
+               "again by the same Spark JVM, a new checkpoint each round, until the rate no "
+               "longer beats the best earlier round by 5% (metrics.warmup_rows_per_s; at most "
+               "config.max_warmup_rounds). A new Spark JVM spends about half its CPU in the JIT "
+               "compiler for its first million rows.",
+               "The first measured micro-batch still pays for the new query: its Kafka "
+               "consumers, connector sessions and Python workers."],
     )
 
 

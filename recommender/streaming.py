@@ -84,9 +84,12 @@ def parse_kafka_json(df: DataFrame, schema: T.StructType, rules: list[Rule],
     text = F.col("value").cast("string")
     parsed = df.withColumn(
         "_p", F.from_json(text, with_corrupt, {"mode": "PERMISSIVE",
-                                               "columnNameOfCorruptRecord": CORRUPT}))
-    # Each parse costs as much as the typed one: a good record pays for three (typed, map,
-    # trailing characters), and the lenient map is parsed only to explain a failure.
+                                               "columnNameOfCorruptRecord": CORRUPT, **NO_NAN}))
+    # Each parse costs as much as the typed one. A good record pays for two (typed, trailing
+    # characters): an object the typed parse read whole always reads as a map too, so the
+    # maps are parsed only to explain a failure.
+    read_whole = (F.col("_p").isNotNull() & F.col(f"_p.{CORRUPT}").isNull()
+                  & text.rlike(OBJECT_START))
     as_map = F.from_json(text, T.MapType(T.StringType(), T.StringType()), NO_NAN)
     lenient_map = F.from_json(text, T.MapType(T.StringType(), T.StringType()))
     wrong_types = F.concat_ws(", ", *[
@@ -97,7 +100,7 @@ def parse_kafka_json(df: DataFrame, schema: T.StructType, rules: list[Rule],
     error = (
         F.when(F.col("value").isNull() | (F.length(text) == 0), F.lit("empty message"))
         .when(F.encode(text, "UTF-8") != F.col("value"), F.lit("malformed: not valid UTF-8"))
-        .when(as_map.isNull(),
+        .when(~read_whole & as_map.isNull(),
               F.when(lenient_map.isNull(), F.lit("malformed JSON: not a JSON object"))
               .otherwise(F.lit("malformed JSON: NaN and Infinity are not JSON numbers")))
         .when(~is_single_json_value(text),
@@ -121,6 +124,8 @@ def parse_kafka_json(df: DataFrame, schema: T.StructType, rules: list[Rule],
 
 
 END_OF_MESSAGE = "__end_of_message__"
+MAX_ARRAY = 2**31 - 1
+OBJECT_START = r"^[ \t\n\r]*\{"  # JSON's own whitespace, then an object
 
 
 def is_single_json_value(text: Column) -> Column:
@@ -133,7 +138,9 @@ def is_single_json_value(text: Column) -> Column:
     """
     elements = F.from_json(F.concat(F.lit("["), text, F.lit(f',"{END_OF_MESSAGE}"]')),
                            T.ArrayType(T.StringType()))
-    return F.coalesce((F.size(elements) == 2) & (elements[1] == END_OF_MESSAGE), F.lit(False))
+    # ``elements`` used once: Spark would parse it again for each use
+    return F.coalesce(F.slice(elements, 2, MAX_ARRAY) == F.array(F.lit(END_OF_MESSAGE)),
+                      F.lit(False))
 
 
 NOT_A_STRING = (T.DoubleType(), T.BooleanType(), T.MapType(T.StringType(), T.StringType()),
