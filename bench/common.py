@@ -428,18 +428,20 @@ def wait_until(check: Callable[[], bool], timeout_s: float, what: str,
 
 
 def warm_until_steady(run_round: Callable[[], float | None], *, higher_is_better: bool,
-                      max_rounds: int, min_gain: float = 0.05) -> list[float | None]:
-    """Warm-up rounds until one no longer beats the best earlier round by ``min_gain`` (at
-    least two rounds, at most ``max_rounds``); each round's figure, in order.
+                      max_rounds: int, min_gain: float = 0.05,
+                      patience: int = 1) -> list[float | None]:
+    """Warm-up rounds until ``patience`` rounds in a row no longer beat the best earlier round
+    by ``min_gain`` (at least two rounds, at most ``max_rounds``); each round's figure, in order.
 
     A JVM that has just started, Elasticsearch's above all, runs its hot paths slower for
     minutes: the same shipper indexed 6,669 documents/s in the first 80,000 documents after
     Elasticsearch started and 38,643 on that node some three million documents later. A fixed
     warm-up is either too short (the measurement includes the climb) or wastes time; this one
-    stops when the climb has.
+    stops when the climb has. A ``patience`` above one rides out a noisy round mid-climb.
     """
     figures: list[float | None] = []
-    while len(figures) < max_rounds:
+    flat = 0
+    while len(figures) < max_rounds and flat < patience:
         figure = run_round()
         earlier = [f for f in figures if f is not None]
         figures.append(figure)
@@ -448,8 +450,7 @@ def warm_until_steady(run_round: Callable[[], float | None], *, higher_is_better
         best = max(earlier) if higher_is_better else min(earlier)
         gained = (figure > best * (1 + min_gain) if higher_is_better
                   else figure < best * (1 - min_gain))
-        if not gained:
-            break
+        flat = 0 if gained else flat + 1
     return figures
 
 
