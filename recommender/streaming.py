@@ -87,7 +87,7 @@ def parse_kafka_json(df: DataFrame, schema: T.StructType, rules: list[Rule],
                                                "columnNameOfCorruptRecord": CORRUPT, **NO_NAN}))
     # Each parse costs as much as the typed one. A good record pays for two (typed, trailing
     # characters): an object the typed parse read whole always reads as a map too, so the
-    # maps are parsed only to explain a failure.
+    # maps are parsed only to explain a failure (and, when ``strict``, to name unknown fields).
     read_whole = (F.col("_p").isNotNull() & F.col(f"_p.{CORRUPT}").isNull()
                   & text.rlike(OBJECT_START))
     as_map = F.from_json(text, T.MapType(T.StringType(), T.StringType()), NO_NAN)
