@@ -1,7 +1,7 @@
 """Ingest throughput: a pre-loaded private ratings topic drained by the streaming ingest job
 (``start_ingest(available_now=True)``) into Cassandra and Elasticsearch, measured from the
-query start to its end with the Spark JVM already running, then checked: the Cassandra row
-count must equal the number of events.
+query start to its end with the Spark JVM already running and warmed up (``warm_up``), then
+checked: the Cassandra row count must equal the number of events.
 
 Quick: ml-latest-small (100,836 ratings). Full: 1,000,000 synthetic ratings
 (``data_loading.synthetic``, seeded). Elasticsearch documents go to private
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,7 @@ def drain(spark: Any, settings: Settings, query_name: str) -> tuple[float, list[
     return wall, list(query.recentProgress)
 
 
-def warm_up(ws: Workspace, spark: Any, dataset: Any, events: Any, n: int,
+def warm_up(ws: Workspace, spark: Any, dataset: Any, events: Iterable[Any], n: int,
             rounds: int) -> list[float | None]:
     """Drain the same ``n`` events again and again (a new checkpoint each round, into a
     keyspace and indices of their own) until the rate stops rising: the Spark JVM is new,
@@ -113,7 +114,7 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     log(f"warming up: {sizes['warmup_events']:,} events of {name}, drained until the rate "
         "stops rising")
     warmup = warm_up(ws, spark, dataset, events(), sizes["warmup_events"],
-                            sizes["max_warmup_rounds"])
+                     sizes["max_warmup_rounds"])
     log(f"pre-loading {name} into {own.kafka.ratings_topic}")
     loaded = replay(own, events(), resume=False, source=f"bench-{ws.run_id}")
     ws.files.append(Path(loaded.progress_file))
