@@ -45,7 +45,7 @@ MAX_OFFSETS_PER_TRIGGER = 100_000
 WARMUP_PATIENCE = 2
 
 
-def size(quick: bool) -> dict[str, int]:
+def sizes(quick: bool) -> dict[str, int]:
     if quick:
         return {"warmup_events": 100_836, "max_warmup_rounds": 2}
     return {"warmup_events": 300_000, "max_warmup_rounds": 8}
@@ -100,7 +100,7 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
 
     ws = workspace(settings)
     clock = Clock()
-    sizes = size(quick)
+    size = sizes(quick)
     own = ws.settings("ingest", spark={"max_offsets_per_trigger": MAX_OFFSETS_PER_TRIGGER})
     dataset = ml_small(own)
     ensure_topics(own, own.kafka.ratings_topic, own.kafka.ratings_dlq_topic)
@@ -111,10 +111,10 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
         name, events = (f"synthetic {FULL_ROWS:,} (seed 7, {ML_SMALL} catalogue)",
                         lambda: synthetic_events(dataset, FULL_ROWS))
     spark = ws.spark()
-    log(f"warming up: {sizes['warmup_events']:,} events of {name}, drained until the rate "
+    log(f"warming up: {size['warmup_events']:,} events of {name}, drained until the rate "
         "stops rising")
-    warmup = warm_up(ws, spark, dataset, events(), sizes["warmup_events"],
-                     sizes["max_warmup_rounds"])
+    warmup = warm_up(ws, spark, dataset, events(), size["warmup_events"],
+                     size["max_warmup_rounds"])
     log(f"pre-loading {name} into {own.kafka.ratings_topic}")
     loaded = replay(own, events(), resume=False, source=f"bench-{ws.run_id}")
     ws.files.append(Path(loaded.progress_file))
@@ -148,7 +148,7 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
         config={"max_offsets_per_trigger": MAX_OFFSETS_PER_TRIGGER,
                 "spark_master": own.spark.master,
                 "shuffle_partitions": own.spark.sql_shuffle_partitions,
-                "topic_partitions": own.kafka.num_partitions, **sizes},
+                "topic_partitions": own.kafka.num_partitions, **size},
         metrics={"rows": n, "wall_s": round(wall, 2), "rows_per_s": round(rate),
                  "rows_per_s_after_first_batch": round(steady_rate) if steady_rate else None,
                  "cpu_bound_ceiling_rows_per_s": ceiling,
