@@ -77,7 +77,9 @@ class PredictionRequest:
 class Prediction:
     """Topic ``predictions``; key = ``request_id``. One record per pair request and one per
     ranked movie of a top-k request. ``predicted_rating`` is None, with ``reason`` set, when
-    the movie is unknown or no prediction can be made."""
+    the movie is unknown or no prediction can be made. ``answer_size`` is how many records
+    answer the request (k, or fewer when fewer movies are left): a reader that sees fewer
+    has caught the request half-indexed."""
 
     request_id: str
     user_id: int
@@ -92,6 +94,7 @@ class Prediction:
     strategy: Strategy
     requested_at: int | None
     predicted_at: int
+    answer_size: int
     reason: str | None = None
 
     def doc_id(self) -> str:
@@ -193,7 +196,8 @@ PREDICTIONS_MAPPING: dict[str, Any] = {
         "predicted_rating": {"type": "float"}, "score": {"type": "float"}, "title": _TITLE,
         "year": {"type": "integer"}, "genres": _ID, "model_version": _ID, "strategy": _ID,
         "reason": {"type": "text"}, "requested_at": _DATE, "predicted_at": _DATE,
-        "latency_ms": {"type": "long"}, "indexed_at": _DATE,
+        "answer_size": {"type": "integer"}, "latency_ms": {"type": "long"},
+        "indexed_at": _DATE,
     },
 }
 

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 from recommender import contracts
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from elasticsearch import Elasticsearch
 
 
@@ -103,11 +105,28 @@ def _predictions_index_of_day(day: int) -> str:
     return f"{contracts.PREDICTIONS_INDEX_PREFIX}{date:%Y.%m.%d}"
 
 
-def setup(es: Elasticsearch, shards: dict[str, Any] | None = None) -> list[str]:
-    """Install the index templates and create the fixed indices; return what was created."""
+RATINGS_TEMPLATES = ("recommender-ratings",)
+PREDICTIONS_TEMPLATES = ("recommender-predictions", "recommender-latest-predictions")
+
+
+def setup(es: Elasticsearch, shards: dict[str, Any] | None = None,
+          upgrade: Iterable[str] = tuple(TEMPLATES)) -> list[str]:
+    """Install the index templates and create the fixed indices; return what was created.
+
+    A template only shapes indices created after it, so the indices of the ``upgrade``
+    templates that already exist get its mapping too: a field added in a new release is then
+    accepted by today's strict index, not refused until tomorrow's. Components name only the
+    templates of the indices they write, which their role may update.
+    """
     created = []
     for name, body in TEMPLATES.items():
         es.indices.put_index_template(name=name, **body, priority=100)
+    for name in upgrade:
+        template = TEMPLATES[name]
+        es.indices.put_mapping(index=template["index_patterns"],
+                               **template["template"]["mappings"],
+                               allow_no_indices=True, ignore_unavailable=True,
+                               expand_wildcards="open")
     for index, mapping in ((contracts.MOVIES_INDEX, contracts.MOVIES_MAPPING),
                            (contracts.USER_TASTE_INDEX, contracts.USER_TASTE_MAPPING)):
         if not es.indices.exists(index=index):

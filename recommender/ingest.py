@@ -236,6 +236,7 @@ def run_ingest(settings: Settings, *, available_now: bool = False,
                stop_when: Callable[[], bool] | None = None) -> None:
     """``recommender ingest``: prepare schema and topics, then run until stopped."""
     from recommender.clients import cassandra_session, elasticsearch_client, spark_session
+    from recommender.indices import RATINGS_TEMPLATES
     from recommender.indices import setup as setup_indices
     from recommender.schema import ensure_schema
     from recommender.topics import ensure_topics
@@ -246,6 +247,6 @@ def run_ingest(settings: Settings, *, available_now: bool = False,
         ensure_schema(session, settings)
     finally:
         session.cluster.shutdown()
-    setup_indices(elasticsearch_client(settings.elasticsearch))
+    setup_indices(elasticsearch_client(settings.elasticsearch), upgrade=RATINGS_TEMPLATES)
     spark = spark_session(settings, app_name="recommender-ingest")
     run_query(start_ingest(spark, settings, available_now=available_now), stop_when=stop_when)

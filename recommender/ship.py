@@ -39,7 +39,12 @@ from recommender.contracts import (
     latest_prediction_doc_id,
     prediction_doc_id,
 )
-from recommender.indices import BulkRetry, bulk_index, predictions_index
+from recommender.indices import (
+    PREDICTIONS_TEMPLATES,
+    BulkRetry,
+    bulk_index,
+    predictions_index,
+)
 from recommender.indices import setup as setup_indices
 from recommender.settings import Settings
 
@@ -163,7 +168,7 @@ class Shipper:
         encoded; a batch is committed only after its own acknowledgement, and batches are
         committed in order."""
         self.wait_for_es(stop_when)
-        setup_indices(self.es)
+        setup_indices(self.es, upgrade=PREDICTIONS_TEMPLATES)
         idle_since = time.monotonic()
         in_flight: deque[tuple[Batch, Future[list[tuple[int, str]]]]] = deque()
         indexer = ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="bulk")

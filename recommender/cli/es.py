@@ -16,7 +16,9 @@ app = typer.Typer(help="Set up and maintain the Elasticsearch indices.", no_args
 def setup(json: bool = JsonOption) -> None:
     """Install the index templates (ratings-*, predictions-*) and create the fixed indices.
 
-    Idempotent; every stage that writes to Elasticsearch also runs it on start.
+    Existing ratings and predictions indices get the current mapping too, so an upgrade's
+    new fields are accepted before the next daily index. Idempotent; every stage that writes
+    to Elasticsearch also runs it on start, for the indices it writes.
     """
     from recommender.clients import elasticsearch_client
     from recommender.indices import setup as setup_indices

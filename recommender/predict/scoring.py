@@ -109,7 +109,7 @@ def _base(bundle: ServingBundle, user_id: int, req: Request, movie_id: int | Non
             "rank": None, "predicted_rating": None, "score": None, "title": title,
             "year": year, "genres": list(genres), "model_version": bundle.version,
             "strategy": strategy, "requested_at": req.requested_at,
-            "predicted_at": now, "reason": None}
+            "predicted_at": now, "answer_size": 1, "reason": None}
 
 
 def _pair(bundle: ServingBundle, user_id: int, req: Request, vector: Any, strategy: str,
@@ -148,7 +148,8 @@ def _top_k(bundle: ServingBundle, user_id: int, req: Request, history: dict[int,
     explicit = strategy != "popular" and not bundle.artifacts.implicit
     return [
         {**_base(bundle, user_id, req, movie_id, strategy, now), "rank": rank, "score": score,
-         "predicted_rating": min(max(score, RATING_MIN), RATING_MAX) if explicit else None}
+         "predicted_rating": min(max(score, RATING_MIN), RATING_MAX) if explicit else None,
+         "answer_size": len(items)}
         for rank, (movie_id, score) in enumerate(items, start=1)
     ]
 

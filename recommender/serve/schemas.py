@@ -87,6 +87,8 @@ class PredictionOut(BaseModel):
     strategy: Strategy
     requested_at: int | None = None
     predicted_at: int
+    answer_size: int | None = Field(
+        None, description="How many predictions answer the request (null before this field)")
     reason: str | None = None
 
 

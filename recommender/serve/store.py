@@ -49,7 +49,8 @@ async def user_predictions(es: AsyncElasticsearch, settings: Settings, index: st
 
 async def request_predictions(es: AsyncElasticsearch, settings: Settings, alias: str,
                               request_id: str) -> list[dict[str, Any]]:
-    """Every prediction of one request, by rank; ``NotFound`` until the shipper indexed it."""
+    """Every prediction of one request, by rank; ``NotFound`` until the shipper indexed all
+    of them: a refresh between two of the shipper's bulks shows a top-k in part."""
     with es_errors(settings):
         response = await es.search(
             index=alias,
@@ -62,6 +63,10 @@ async def request_predictions(es: AsyncElasticsearch, settings: Settings, alias:
     if not docs:
         raise NotFound(f"no prediction for request {request_id!r} yet: requests are answered "
                        "asynchronously, poll again shortly")
+    expected = max(doc.get("answer_size") or 1 for doc in docs)
+    if len(docs) < expected:
+        raise NotFound(f"request {request_id!r} is indexed in part ({len(docs)} of {expected} "
+                       "predictions): poll again shortly")
     return docs
 
 

@@ -29,7 +29,8 @@ RATINGS_INDICES = f"{contracts.RATINGS_INDEX_PREFIX}*"
 PREDICTION_INDICES = (contracts.PREDICTIONS_ALIAS, f"{contracts.PREDICTIONS_INDEX_PREFIX}*",
                       contracts.LATEST_PREDICTIONS_INDEX)
 VECTOR_INDICES = (contracts.MOVIE_VECTORS_ALIAS, f"{contracts.MOVIE_VECTORS_ALIAS}-*")
-WRITE_INDEX = ("create_index", "view_index_metadata", "index")  # write documents, auto-create
+# write documents, auto-create, and give an existing index a newer release's mapping
+WRITE_INDEX = ("create_index", "view_index_metadata", "index", "indices:admin/mapping/put")
 # ``recommender.indices.setup``, which ingest, training and the shipper run before they write
 # (idempotent):
 # the index templates, and the fixed indices created when missing.

@@ -201,7 +201,7 @@ def publish_taste(taste: DataFrame, similar: DataFrame, settings: Settings) -> i
 
     es = elasticsearch_client(settings.elasticsearch)
     try:
-        setup_indices(es)
+        setup_indices(es, upgrade=())
         return index_documents(taste_documents(taste, similar), es)
     finally:
         es.close()

@@ -273,20 +273,28 @@ def test_predictions_are_read_back_from_elasticsearch(client, api_settings, name
     rid = uuid.uuid4().hex
     assert client.get(f"/prediction-requests/{rid}").status_code == 404
 
-    def doc(request_id, movie, rank, rating, at):
+    def doc(request_id, movie, rank, rating, at, answer_size=3):
         return {"request_id": request_id, "user_id": 5, "movie_id": movie, "rank": rank,
                 "predicted_rating": rating, "score": rating, "title": f"m{movie}",
                 "year": 2000, "genres": ["Drama"], "model_version": "v", "strategy": "als",
-                "requested_at": at - 5, "predicted_at": at}
+                "requested_at": at - 5, "predicted_at": at, "answer_size": answer_size}
 
-    # movie 12's newest prediction is 3.0; the older 5.0 arrives last and must not replace it
-    docs = [doc(rid, 10, 1, 4.5, 2000), doc(rid, 11, 2, 4.0, 2000), doc(rid, 12, 3, 3.0, 2000),
-            doc("older", 12, 1, 5.0, 1000), doc("none", 13, None, None, 2000)]
-    lines = [to_actions(orjson.dumps(d), None, targets) for d in docs]
-    assert bulk_index(es, b"".join(line for action in lines for line in action)) == []
-    es.indices.refresh(index=f"{index},{names.latest_predictions}")
+    def ship(*docs):
+        lines = [to_actions(orjson.dumps(d), None, targets) for d in docs]
+        assert bulk_index(es, b"".join(line for action in lines for line in action)) == []
+        es.indices.refresh(index=f"{index},{names.latest_predictions}")
+
+    # a refresh between two of the shipper's bulks: two of the three rows are visible
+    ship(doc(rid, 10, 1, 4.5, 2000), doc(rid, 11, 2, 4.0, 2000))
+    partial = client.get(f"/prediction-requests/{rid}")
+    assert partial.status_code == 404 and "2 of 3" in partial.json()["detail"]
+    # movie 12's newest prediction is 3.0; the older 5.0 arrives last and must not replace it.
+    # "none" was shipped before answer_size existed: it counts as the whole answer.
+    legacy = {k: v for k, v in doc("none", 13, None, None, 2000).items() if k != "answer_size"}
+    ship(doc(rid, 12, 3, 3.0, 2000), doc("older", 12, 1, 5.0, 1000, answer_size=1), legacy)
     by_request = client.get(f"/prediction-requests/{rid}").json()
     assert [p["rank"] for p in by_request["predictions"]] == [1, 2, 3]
+    assert client.get("/prediction-requests/none").json()["predictions"][0]["movie_id"] == 13
     top = client.get("/users/5/predictions", params={"k": 2}).json()["predictions"]
     assert [(p["movie_id"], p["predicted_rating"]) for p in top] == [(10, 4.5), (11, 4.0)]
     latest = client.get("/users/5/predictions", params={"k": 10}).json()["predictions"]

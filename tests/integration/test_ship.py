@@ -11,7 +11,11 @@ import pytest
 from fastapi.testclient import TestClient
 
 from recommender.clients import elasticsearch_client, kafka_consumer, kafka_producer
-from recommender.contracts import LATEST_PREDICTIONS_INDEX, PREDICTIONS_INDEX_PREFIX
+from recommender.contracts import (
+    LATEST_PREDICTIONS_INDEX,
+    PREDICTIONS_INDEX_PREFIX,
+    PREDICTIONS_MAPPING,
+)
 from recommender.indices import delete_older_than, delete_predicted_before, predictions_index
 from recommender.serve.main import create_app
 from tests.support.elastic import documents
@@ -27,7 +31,7 @@ def prediction(request_id: str, **fields) -> bytes:
                        "predicted_rating": 4.0, "score": 4.0, "title": "Toy Story",
                        "year": 1995, "genres": ["Animation"], "model_version": "v",
                        "strategy": "als", "requested_at": now - 5, "predicted_at": now,
-                       "reason": None, **fields}).encode()
+                       "answer_size": 1, "reason": None, **fields}).encode()
 
 
 def test_request_through_api_predictor_shipper_and_back(spark, trained):
@@ -126,3 +130,36 @@ def test_latest_index_keeps_the_newest_prediction_per_movie_and_retention_ages_o
     assert delete_predicted_before(es, LATEST_PREDICTIONS_INDEX, 30) >= 1
     assert latest() == {1: 4.0}
     assert not es.indices.exists(index=old_index) and es.indices.exists(index=today)
+
+
+def test_an_index_created_by_an_older_release_takes_the_new_fields(trained):
+    """Today's daily index was created before ``answer_size`` existed (its mapping is strict):
+    the shipper gives it the current mapping when it starts, so nothing is refused."""
+    settings = private(trained, "upgrade")
+    es = elasticsearch_client(settings.elasticsearch)
+    predicted_at = 631_152_000_000 + uuid.uuid4().int % 86_400_000  # some time on 1990-01-01
+    index = predictions_index(predicted_at)
+    old = {**PREDICTIONS_MAPPING, "properties": {
+        k: v for k, v in PREDICTIONS_MAPPING["properties"].items() if k != "answer_size"}}
+    template = f"old-release-{uuid.uuid4().hex}"  # outranks the current template, for `index`
+    es.indices.put_index_template(name=template, index_patterns=[index], priority=1000,
+                                  template={"mappings": old})
+    try:
+        es.indices.delete(index=index, ignore_unavailable=True)
+        es.indices.create(index=index)
+    finally:
+        es.indices.delete_index_template(name=template)
+    assert "answer_size" not in es.indices.get_mapping(index=index)[index]["mappings"][
+        "properties"]
+    request_id = f"u-{uuid.uuid4().hex}"
+    producer = kafka_producer(settings.kafka)
+    producer.send(settings.kafka.predictions_topic, key=request_id.encode(),
+                  value=prediction(request_id, predicted_at=predicted_at, answer_size=1))
+    producer.flush()
+    with ShipperThread(settings) as shipper:
+        wait_for(lambda: shipper.stats.indexed + shipper.stats.dead_letters >= 1,
+                 "the shipper to handle the prediction")
+    assert shipper.stats.dead_letters == 0
+    es.indices.refresh(index=index)
+    [hit] = es.search(index=index, query={"term": {"request_id": request_id}})["hits"]["hits"]
+    assert hit["_source"]["answer_size"] == 1

@@ -100,6 +100,16 @@ def test_everything_excluded_yields_one_explaining_row(bundle):
     assert row["movie_id"] is None and "no movie left" in row["reason"]
 
 
+def test_every_row_says_how_many_rows_answer_its_request(bundle):
+    rows = run(bundle, request(request_id="pair", movie_id=30),
+               request(request_id="top", k=2), request(request_id="capped", k=50),
+               request(request_id="none", k=2, exclude=[10, 20, 30]))
+    sizes: dict[str, list[int]] = {}
+    for row in rows:
+        sizes.setdefault(row["request_id"], []).append(row["answer_size"])
+    assert sizes == {"pair": [1], "top": [2, 2], "capped": [3, 3, 3], "none": [1]}
+
+
 def test_rows_carry_the_prediction_contract_fields_in_order(bundle):
     for row in run(bundle, request(movie_id=30), request(request_id="t", k=2)):
         assert list(row) == [f.name for f in fields(Prediction)]
