@@ -39,7 +39,6 @@ from recommender.settings import Settings
 
 TARGET_ROWS_PER_S = 20_000
 FULL_ROWS = 1_000_000
-MAX_OFFSETS_PER_TRIGGER = 100_000
 # Drain rates vary by +-10% from round to round on this host: one flat round ends the
 # warm-up too early (7,319 then 7,254 rows/s, where later rounds reached 8,679).
 WARMUP_PATIENCE = 2
@@ -72,7 +71,7 @@ def warm_up(ws: Workspace, spark: Any, dataset: Any, events: Iterable[Any], n: i
     from data_loading.replay import replay
     from recommender.topics import ensure_topics
 
-    warm = ws.settings("ingest-warmup", spark={"max_offsets_per_trigger": MAX_OFFSETS_PER_TRIGGER})
+    warm = ws.settings("ingest-warmup")
     ensure_topics(warm, warm.kafka.ratings_topic, warm.kafka.ratings_dlq_topic)
     prepare_keyspace(warm, dataset)
     loaded = replay(warm, islice(events, n), resume=False, source=f"bench-{ws.run_id}-warmup")
@@ -101,7 +100,7 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     ws = workspace(settings)
     clock = Clock()
     size = sizes(quick)
-    own = ws.settings("ingest", spark={"max_offsets_per_trigger": MAX_OFFSETS_PER_TRIGGER})
+    own = ws.settings("ingest")  # the product's defaults, maxOffsetsPerTrigger included
     dataset = ml_small(own)
     ensure_topics(own, own.kafka.ratings_topic, own.kafka.ratings_dlq_topic)
     prepare_keyspace(own, dataset)
@@ -123,7 +122,8 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
             RssMonitor() as rss:
         rss.track("bench process (driver, Spark JVM, Python workers)", os.getpid())
         rss.track_stack(own)
-        log(f"draining {n:,} events with maxOffsetsPerTrigger={MAX_OFFSETS_PER_TRIGGER:,}")
+        log(f"draining {n:,} events with maxOffsetsPerTrigger="
+            f"{own.spark.ingest_max_offsets_per_trigger:,}")
         wall, progress = drain(spark, own, f"bench_ingest_{ws.run_id}")
     landed = count_cassandra(spark, own.cassandra.keyspace)
     es = elasticsearch_client(own.elasticsearch)
@@ -145,7 +145,7 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     return envelope(
         "ingest", own, quick, clock,
         dataset={"name": name, "events": n},
-        config={"max_offsets_per_trigger": MAX_OFFSETS_PER_TRIGGER,
+        config={"max_offsets_per_trigger": own.spark.ingest_max_offsets_per_trigger,
                 "spark_master": own.spark.master,
                 "shuffle_partitions": own.spark.sql_shuffle_partitions,
                 "topic_partitions": own.kafka.num_partitions, **size},

@@ -128,7 +128,7 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
 
     ws = workspace(settings)
     users = QUICK_USERS if quick else FULL_USERS
-    own = ws.settings("scale", spark={"max_offsets_per_trigger": MAX_OFFSETS_PER_TRIGGER})
+    own = ws.settings("scale", spark={"ingest_max_offsets_per_trigger": MAX_OFFSETS_PER_TRIGGER})
     dataset = ml_small(own)
     ensure_topics(own, own.kafka.ratings_topic, own.kafka.ratings_dlq_topic)
     prepare_keyspace(own, dataset)

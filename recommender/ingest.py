@@ -222,7 +222,8 @@ def start_ingest(spark: SparkSession, settings: Settings, *, available_now: bool
     wait_for_connector(spark, settings.cassandra.keyspace, ("ratings", "tags", "movies"))
     movies = MoviesCache(spark, settings.cassandra.keyspace)
     writer = (
-        read_topic(spark, settings, settings.kafka.ratings_topic)
+        read_topic(spark, settings, settings.kafka.ratings_topic,
+                   settings.spark.ingest_max_offsets_per_trigger)
         .writeStream.queryName(query_name)
         .option("checkpointLocation", str(settings.spark.checkpoint_dir / query_name))
         .foreachBatch(lambda df, batch_id: write_batch(df, batch_id, settings, movies))

@@ -48,7 +48,7 @@ def trigger_seconds(interval: str) -> float:
                          "'500 milliseconds'") from None
 
 
-def read_topic(spark: SparkSession, settings: Settings, topic: str,
+def read_topic(spark: SparkSession, settings: Settings, topic: str, max_offsets_per_trigger: int,
                starting_offsets: dict[int, int] | None = None) -> DataFrame:
     """A Kafka source bounded per micro-batch by ``maxOffsetsPerTrigger``.
 
@@ -67,7 +67,7 @@ def read_topic(spark: SparkSession, settings: Settings, topic: str,
         .option("subscribe", topic)
         .option("startingOffsets", start)
         .option("failOnDataLoss", "false")
-        .option("maxOffsetsPerTrigger", str(settings.spark.max_offsets_per_trigger))
+        .option("maxOffsetsPerTrigger", str(max_offsets_per_trigger))
         .load()
     )
 

@@ -255,7 +255,7 @@ class Predictor:
 
     def start(self, starting_offsets: dict[int, int] | None = None) -> StreamingQuery:
         source = read_topic(self.spark, self.settings, self.settings.kafka.requests_topic,
-                            starting_offsets)
+                            self.settings.spark.max_offsets_per_trigger, starting_offsets)
         checkpoint = self.settings.spark.checkpoint_dir / "predict" / self.instance / "checkpoint"
         self.state.save(self.settings)
         requests = parsed_requests(source, self.settings.api.max_k)

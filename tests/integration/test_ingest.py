@@ -112,7 +112,7 @@ def test_bad_events_go_to_the_dead_letter_topic_with_reason_and_offset(spark, se
 
 def test_ingest_killed_mid_stream_and_restarted_loses_and_duplicates_nothing(
         spark, settings, data_dir, stack, tmp_path):
-    own = private(settings, "kill", own_keyspace=True, max_offsets_per_trigger=5000)
+    own = private(settings, "kill", own_keyspace=True, ingest_max_offsets_per_trigger=5000)
     prepare(spark, own)
     dataset = locate("ml-latest-small", data_dir)
     replay(own, dataset.ratings(), resume=False, limit=60_000)
