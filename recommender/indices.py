@@ -113,26 +113,38 @@ def setup(es: Elasticsearch, shards: dict[str, Any] | None = None,
           upgrade: Iterable[str] = tuple(TEMPLATES)) -> list[str]:
     """Install the index templates and create the fixed indices; return what was created.
 
-    A template only shapes indices created after it, so the indices of the ``upgrade``
-    templates that already exist get its mapping too: a field added in a new release is then
-    accepted by today's strict index, not refused until tomorrow's. Components name only the
-    templates of the indices they write, which their role may update.
+    Existing indices of the ``upgrade`` templates get the fields they lack (``add_new_fields``).
+    Components name only the templates of the indices they write, which their role may update.
     """
     created = []
     for name, body in TEMPLATES.items():
         es.indices.put_index_template(name=name, **body, priority=100)
     for name in upgrade:
-        template = TEMPLATES[name]
-        es.indices.put_mapping(index=template["index_patterns"],
-                               **template["template"]["mappings"],
-                               allow_no_indices=True, ignore_unavailable=True,
-                               expand_wildcards="open")
+        add_new_fields(es, TEMPLATES[name])
     for index, mapping in ((contracts.MOVIES_INDEX, contracts.MOVIES_MAPPING),
                            (contracts.USER_TASTE_INDEX, contracts.USER_TASTE_MAPPING)):
         if not es.indices.exists(index=index):
             es.indices.create(index=index, settings=shards or SINGLE_NODE, mappings=mapping)
             created.append(index)
     return created
+
+
+def add_new_fields(es: Elasticsearch, template: dict[str, Any]) -> None:
+    """Give the template's existing indices the fields a newer release added to it.
+
+    A template only shapes indices created after it, and their mappings are strict: without
+    this, today's index would refuse a new field until tomorrow's (``latest-predictions``,
+    one index, for ever). Fields an index already has are left as they are, because
+    Elasticsearch cannot change a field's type or indexing in place.
+    """
+    wanted = template["template"]["mappings"]["properties"]
+    existing = es.indices.get_mapping(index=template["index_patterns"], allow_no_indices=True,
+                                      ignore_unavailable=True, expand_wildcards="open")
+    for index, body in existing.items():
+        missing = {field: spec for field, spec in wanted.items()
+                   if field not in body["mappings"].get("properties", {})}
+        if missing:
+            es.indices.put_mapping(index=index, properties=missing)
 
 
 def delete_older_than(es: Elasticsearch, prefix: str, days: int,

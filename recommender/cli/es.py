@@ -16,8 +16,8 @@ app = typer.Typer(help="Set up and maintain the Elasticsearch indices.", no_args
 def setup(json: bool = JsonOption) -> None:
     """Install the index templates (ratings-*, predictions-*) and create the fixed indices.
 
-    Existing ratings and predictions indices get the current mapping too, so an upgrade's
-    new fields are accepted before the next daily index. Idempotent; every stage that writes
+    Existing ratings and predictions indices get the fields a newer release added, so they
+    are accepted before the next daily index. Idempotent; every stage that writes
     to Elasticsearch also runs it on start, for the indices it writes.
     """
     from recommender.clients import elasticsearch_client

@@ -133,14 +133,16 @@ def test_latest_index_keeps_the_newest_prediction_per_movie_and_retention_ages_o
 
 
 def test_an_index_created_by_an_older_release_takes_the_new_fields(trained):
-    """Today's daily index was created before ``answer_size`` existed (its mapping is strict):
-    the shipper gives it the current mapping when it starts, so nothing is refused."""
+    """Today's daily index was created before ``answer_size`` existed (its mapping is strict)
+    and with ``reason`` mapped differently: the shipper adds the missing field when it starts,
+    leaves the other one alone (Elasticsearch cannot change it), and nothing is refused."""
     settings = private(trained, "upgrade")
     es = elasticsearch_client(settings.elasticsearch)
     predicted_at = 631_152_000_000 + uuid.uuid4().int % 86_400_000  # some time on 1990-01-01
     index = predictions_index(predicted_at)
     old = {**PREDICTIONS_MAPPING, "properties": {
-        k: v for k, v in PREDICTIONS_MAPPING["properties"].items() if k != "answer_size"}}
+        **{k: v for k, v in PREDICTIONS_MAPPING["properties"].items() if k != "answer_size"},
+        "reason": {"type": "keyword"}}}
     template = f"old-release-{uuid.uuid4().hex}"  # outranks the current template, for `index`
     es.indices.put_index_template(name=template, index_patterns=[index], priority=1000,
                                   template={"mappings": old})
@@ -163,3 +165,5 @@ def test_an_index_created_by_an_older_release_takes_the_new_fields(trained):
     es.indices.refresh(index=index)
     [hit] = es.search(index=index, query={"term": {"request_id": request_id}})["hits"]["hits"]
     assert hit["_source"]["answer_size"] == 1
+    fields = es.indices.get_mapping(index=index)[index]["mappings"]["properties"]
+    assert fields["answer_size"] == {"type": "integer"} and fields["reason"]["type"] == "keyword"
