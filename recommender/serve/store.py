@@ -49,8 +49,7 @@ async def user_predictions(es: AsyncElasticsearch, settings: Settings, index: st
 
 async def request_predictions(es: AsyncElasticsearch, settings: Settings, alias: str,
                               request_id: str) -> list[dict[str, Any]]:
-    """Every prediction of one request, by rank; ``NotFound`` until the shipper indexed all
-    of them: a refresh between two of the shipper's bulks shows a top-k in part."""
+    """The request's newest complete answer, by rank; ``NotFound`` until there is one."""
     with es_errors(settings):
         response = await es.search(
             index=alias,
@@ -63,11 +62,29 @@ async def request_predictions(es: AsyncElasticsearch, settings: Settings, alias:
     if not docs:
         raise NotFound(f"no prediction for request {request_id!r} yet: requests are answered "
                        "asynchronously, poll again shortly")
-    expected = max(doc.get("answer_size") or 1 for doc in docs)
-    if len(docs) < expected:
-        raise NotFound(f"request {request_id!r} is indexed in part ({len(docs)} of {expected} "
-                       "predictions): poll again shortly")
-    return docs
+    return newest_complete_answer(request_id, docs)
+
+
+def newest_complete_answer(request_id: str, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Of the request's documents (by rank), those of its newest answer with all
+    ``answer_size`` of them searchable.
+
+    A refresh between two of the shipper's bulks shows a top-k in part; a request answered
+    twice (a retry, or both predictors during a rollover) has two answers, told apart by
+    ``predicted_at`` and ``model_version``, and mixing them would rank two lists as one.
+    Documents shipped before ``answer_size`` existed count as whole answers.
+    """
+    answers: dict[tuple[Any, Any], list[dict[str, Any]]] = {}
+    for doc in docs:
+        answers.setdefault((doc.get("predicted_at"), doc.get("model_version")), []).append(doc)
+    newest_first = sorted(answers.values(), key=lambda a: a[0].get("predicted_at") or 0,
+                          reverse=True)
+    for answer in newest_first:
+        if len(answer) >= (answer[0].get("answer_size") or 1):
+            return answer
+    newest = newest_first[0]
+    raise NotFound(f"request {request_id!r} is indexed in part ({len(newest)} of "
+                   f"{newest[0]['answer_size']} predictions): poll again shortly")
 
 
 # --- Cassandra: the system of record and the profiles training writes -----------------------

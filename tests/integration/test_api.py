@@ -273,10 +273,10 @@ def test_predictions_are_read_back_from_elasticsearch(client, api_settings, name
     rid = uuid.uuid4().hex
     assert client.get(f"/prediction-requests/{rid}").status_code == 404
 
-    def doc(request_id, movie, rank, rating, at, answer_size=3):
+    def doc(request_id, movie, rank, rating, at, answer_size=3, version="v"):
         return {"request_id": request_id, "user_id": 5, "movie_id": movie, "rank": rank,
                 "predicted_rating": rating, "score": rating, "title": f"m{movie}",
-                "year": 2000, "genres": ["Drama"], "model_version": "v", "strategy": "als",
+                "year": 2000, "genres": ["Drama"], "model_version": version, "strategy": "als",
                 "requested_at": at - 5, "predicted_at": at, "answer_size": answer_size}
 
     def ship(*docs):
@@ -288,19 +288,27 @@ def test_predictions_are_read_back_from_elasticsearch(client, api_settings, name
     ship(doc(rid, 10, 1, 4.5, 2000), doc(rid, 11, 2, 4.0, 2000))
     partial = client.get(f"/prediction-requests/{rid}")
     assert partial.status_code == 404 and "2 of 3" in partial.json()["detail"]
+    # the same request answered earlier by the previous model (a rollover's overlap): that
+    # complete answer is served while the newer one is half-indexed, and never mixed into it
+    ship(*(doc(rid, movie, rank, 3.5, 1500, answer_size=2, version="old")
+           for rank, movie in enumerate((20, 21), start=1)))
+    earlier = client.get(f"/prediction-requests/{rid}").json()["predictions"]
+    assert [(p["movie_id"], p["model_version"]) for p in earlier] == [(20, "old"), (21, "old")]
     # movie 12's newest prediction is 3.0; the older 5.0 arrives last and must not replace it.
     # "none" was shipped before answer_size existed: it counts as the whole answer.
     legacy = {k: v for k, v in doc("none", 13, None, None, 2000).items() if k != "answer_size"}
     ship(doc(rid, 12, 3, 3.0, 2000), doc("older", 12, 1, 5.0, 1000, answer_size=1), legacy)
     by_request = client.get(f"/prediction-requests/{rid}").json()
-    assert [p["rank"] for p in by_request["predictions"]] == [1, 2, 3]
+    assert [(p["rank"], p["movie_id"]) for p in by_request["predictions"]] == [
+        (1, 10), (2, 11), (3, 12)]
     assert client.get("/prediction-requests/none").json()["predictions"][0]["movie_id"] == 13
     top = client.get("/users/5/predictions", params={"k": 2}).json()["predictions"]
     assert [(p["movie_id"], p["predicted_rating"]) for p in top] == [(10, 4.5), (11, 4.0)]
     latest = client.get("/users/5/predictions", params={"k": 10}).json()["predictions"]
     assert [(p["movie_id"], p["predicted_rating"]) for p in latest] == [
-        (10, 4.5), (11, 4.0), (12, 3.0), (13, None)]  # no rating (unknown movie) comes last
-    assert es.count(index=index)["count"] == 5  # the history keeps every prediction
+        (10, 4.5), (11, 4.0), (20, 3.5), (21, 3.5), (12, 3.0),
+        (13, None)]  # no rating (unknown movie) comes last
+    assert es.count(index=index)["count"] == 7  # the history keeps every prediction
 
 
 # --- profiles, similar movies ----------------------------------------------------------------
