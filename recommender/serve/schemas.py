@@ -88,7 +88,8 @@ class PredictionOut(BaseModel):
     requested_at: int | None = None
     predicted_at: int
     answer_size: int | None = Field(
-        None, description="How many predictions answer the request (null before this field)")
+        None, description="How many predictions answer the request; null on predictions "
+        "shipped before the field existed")
     reason: str | None = None
 
 

@@ -29,7 +29,7 @@ RATINGS_INDICES = f"{contracts.RATINGS_INDEX_PREFIX}*"
 PREDICTION_INDICES = (contracts.PREDICTIONS_ALIAS, f"{contracts.PREDICTIONS_INDEX_PREFIX}*",
                       contracts.LATEST_PREDICTIONS_INDEX)
 VECTOR_INDICES = (contracts.MOVIE_VECTORS_ALIAS, f"{contracts.MOVIE_VECTORS_ALIAS}-*")
-# write documents, auto-create, and give an existing index a newer release's mapping
+# write documents, auto-create, add a newer release's fields to an existing index
 WRITE_INDEX = ("create_index", "view_index_metadata", "index", "indices:admin/mapping/put")
 # ``recommender.indices.setup``, which ingest, training and the shipper run before they write
 # (idempotent):
