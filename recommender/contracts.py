@@ -180,12 +180,19 @@ MOVIES_INDEX = "movies"
 MOVIE_VECTORS_ALIAS = "movie-vectors"
 USER_TASTE_INDEX = "user-taste"
 
+# A ratings document is written once per rating and read by charts: fields nothing charts or
+# filters on are kept in ``_source`` only (a unique event_id in the terms index, and the
+# analysed words of every title, cost Elasticsearch about a fifth of its CPU per rating).
+# ``title`` stays of type text, as in indices made before, so the data view sees one type.
+_STORED_ONLY = {"type": "keyword", "index": False, "doc_values": False}
+_TITLE_CHARTED = {**_TITLE, "index": False}
+
 RATINGS_MAPPING: dict[str, Any] = {
     "dynamic": "strict",
     "properties": {
-        "event_id": _ID, "user_id": _ID, "movie_id": _ID, "rating": {"type": "float"},
-        "event_time": _DATE, "ingested_at": _DATE, "title": _TITLE, "year": {"type": "integer"},
-        "genres": _ID, "source": _ID,
+        "event_id": _STORED_ONLY, "user_id": _ID, "movie_id": _ID, "rating": {"type": "float"},
+        "event_time": _DATE, "ingested_at": _DATE, "title": _TITLE_CHARTED,
+        "year": {"type": "integer"}, "genres": _ID, "source": _ID,
     },
 }
 
