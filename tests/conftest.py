@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from recommender.settings import Settings
+from tests.support.names import drop_remembered, remember
 
 pytest_plugins = ["tests.support.fixtures"]
 
@@ -42,7 +44,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory, run_id: str, data_dir: Pa
     """Settings for this test session: real default endpoints, private names."""
     tmp = tmp_path_factory.mktemp("recommender")
     topic = f"it-{run_id}"
-    return Settings(
+    return remember(Settings(
         kafka={"ratings_topic": f"{topic}-ratings", "ratings_dlq_topic": f"{topic}-ratings-dlq",
                "requests_topic": f"{topic}-requests",
                "requests_dlq_topic": f"{topic}-requests-dlq",
@@ -53,5 +55,12 @@ def settings(tmp_path_factory: pytest.TempPathFactory, run_id: str, data_dir: Pa
                "trigger_interval": "1 second"},
         model={"models_dir": tmp / "models"},
         data={"data_dir": data_dir},
-    )
+    ))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def drop_test_topics_and_keyspaces() -> Iterator[None]:
+    """Set up first, so torn down last: after every job the tests started has stopped."""
+    yield
+    drop_remembered()
 

@@ -1,9 +1,15 @@
 """Private names for one test: its own topics, consumer groups, Spark checkpoints and, when
-asked, Cassandra keyspace, so it reads only what it wrote and a rerun starts from nothing."""
+asked, Cassandra keyspace, so it reads only what it wrote and a rerun starts from nothing.
+
+Every name handed out is remembered, and ``drop_remembered`` deletes them when the session
+ends: the development stack lives for weeks, and each run's topics and keyspaces would
+otherwise pile up in it (every Cassandra table holds on to heap).
+"""
 
 from __future__ import annotations
 
 import uuid
+import warnings
 from typing import Any
 
 from recommender.settings import Settings
@@ -11,6 +17,45 @@ from recommender.topics import ensure_topics
 
 TOPIC_FIELDS = ("ratings_topic", "ratings_dlq_topic", "requests_topic", "requests_dlq_topic",
                 "predictions_topic", "predictions_dlq_topic")
+_remembered: dict[str, Settings] = {}  # topic or keyspace -> settings that can reach it
+_KEYSPACE = "keyspace:"
+
+
+def remember(settings: Settings) -> Settings:
+    """Have ``drop_remembered`` delete these settings' topics and keyspace: only names made
+    for tests (``it-``, ``it_``), so a demo's or a user's data can never be dropped."""
+    for field in TOPIC_FIELDS:
+        if (topic := getattr(settings.kafka, field)).startswith("it-"):
+            _remembered[topic] = settings
+    if settings.cassandra.keyspace.startswith("it_"):
+        _remembered[_KEYSPACE + settings.cassandra.keyspace] = settings
+    return settings
+
+
+def drop_remembered() -> None:
+    """Delete every remembered topic and keyspace that exists; a failure only warns, so an
+    unreachable stack (a unit-test run) never fails the session."""
+    from recommender.clients import cassandra_session
+    from recommender.topics import delete_topics
+
+    if not _remembered:
+        return
+    anyone = next(iter(_remembered.values()))
+    topics = [name for name in _remembered if not name.startswith(_KEYSPACE)]
+    keyspaces = [name.removeprefix(_KEYSPACE) for name in _remembered
+                 if name.startswith(_KEYSPACE)]
+    _remembered.clear()
+    try:
+        delete_topics(anyone, *topics)
+        session = cassandra_session(anyone.cassandra)
+        try:
+            for keyspace in keyspaces:
+                session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
+        finally:
+            session.cluster.shutdown()
+    except Exception as exc:  # noqa: BLE001 - cleanup must not fail the test session
+        warnings.warn(f"could not drop this session's topics and keyspaces: {exc}",
+                      stacklevel=1)
 
 
 def private(settings: Settings, name: str, *, own_keyspace: bool = False,
@@ -28,6 +73,6 @@ def private(settings: Settings, name: str, *, own_keyspace: bool = False,
     if own_keyspace:
         update["cassandra"] = settings.cassandra.model_copy(
             update={"keyspace": f"it_{suffix}".replace("-", "_")})
-    own = settings.model_copy(update=update)
+    own = remember(settings.model_copy(update=update))
     ensure_topics(own, *(getattr(kafka, field) for field in TOPIC_FIELDS))
     return own
