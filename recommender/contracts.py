@@ -182,7 +182,7 @@ USER_TASTE_INDEX = "user-taste"
 
 # A ratings document is written once per rating and read by charts: fields nothing charts or
 # filters on are kept in ``_source`` only (a unique event_id in the terms index, and the
-# analysed words of every title, cost Elasticsearch about a fifth of its CPU per rating).
+# analysed words of every title, cost Elasticsearch about a quarter of its CPU per rating).
 # ``title`` stays of type text, as in indices made before, so the data view sees one type.
 _STORED_ONLY = {"type": "keyword", "index": False, "doc_values": False}
 _TITLE_CHARTED = {**_TITLE, "index": False}

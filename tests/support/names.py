@@ -17,8 +17,9 @@ from recommender.topics import ensure_topics
 
 TOPIC_FIELDS = ("ratings_topic", "ratings_dlq_topic", "requests_topic", "requests_dlq_topic",
                 "predictions_topic", "predictions_dlq_topic")
-_remembered: dict[str, Settings] = {}  # topic or keyspace -> settings that can reach it
-_KEYSPACE = "keyspace:"
+# name -> settings that can reach it, for every topic and keyspace handed out
+_topics: dict[str, Settings] = {}
+_keyspaces: dict[str, Settings] = {}
 
 
 def remember(settings: Settings) -> Settings:
@@ -26,9 +27,9 @@ def remember(settings: Settings) -> Settings:
     for tests (``it-``, ``it_``), so a demo's or a user's data can never be dropped."""
     for field in TOPIC_FIELDS:
         if (topic := getattr(settings.kafka, field)).startswith("it-"):
-            _remembered[topic] = settings
+            _topics[topic] = settings
     if settings.cassandra.keyspace.startswith("it_"):
-        _remembered[_KEYSPACE + settings.cassandra.keyspace] = settings
+        _keyspaces[settings.cassandra.keyspace] = settings
     return settings
 
 
@@ -38,13 +39,12 @@ def drop_remembered() -> None:
     from recommender.clients import cassandra_session
     from recommender.topics import delete_topics
 
-    if not _remembered:
+    if not _topics and not _keyspaces:
         return
-    anyone = next(iter(_remembered.values()))
-    topics = [name for name in _remembered if not name.startswith(_KEYSPACE)]
-    keyspaces = [name.removeprefix(_KEYSPACE) for name in _remembered
-                 if name.startswith(_KEYSPACE)]
-    _remembered.clear()
+    anyone = next(iter({**_topics, **_keyspaces}.values()))
+    topics, keyspaces = list(_topics), list(_keyspaces)
+    _topics.clear()
+    _keyspaces.clear()
     try:
         delete_topics(anyone, *topics)
         session = cassandra_session(anyone.cassandra)
