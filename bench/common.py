@@ -184,14 +184,9 @@ class Workspace:
         log(f"cleanup: deleted {len(deleted)} topics")
 
     def _drop_keyspaces(self) -> None:
-        from recommender.clients import cassandra_session
+        from recommender.schema import drop_keyspaces
 
-        session = cassandra_session(self.base.cassandra)
-        try:
-            for keyspace in self.keyspaces:
-                session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
-        finally:
-            session.cluster.shutdown()
+        drop_keyspaces(self.base, *self.keyspaces)
         log(f"cleanup: dropped keyspaces {', '.join(self.keyspaces) or 'none'}")
 
     def _delete_es(self) -> None:

@@ -52,6 +52,19 @@ def ensure_schema(session: Session, settings: Settings,
                                  f"tables {names}: {exc}") from exc
 
 
+def drop_keyspaces(settings: Settings, *keyspaces: str) -> None:
+    """Drop the named keyspaces if they exist. For tests and benchmarks, which make their own:
+    the pipeline's keyspace is its record, so nothing calls this on it."""
+    from recommender.clients import cassandra_session
+
+    session = cassandra_session(settings.cassandra)
+    try:
+        for keyspace in keyspaces:
+            session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
+    finally:
+        session.cluster.shutdown()
+
+
 def missing_ddl(session: Session, settings: Settings, names: list[str]) -> list[str]:
     """The CREATE statements for what the driver's schema metadata does not show yet. Nothing
     is sent for what exists, so a role without CREATE permission (secure mode, where an

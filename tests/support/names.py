@@ -36,7 +36,7 @@ def remember(settings: Settings) -> Settings:
 def drop_remembered() -> None:
     """Delete every remembered topic and keyspace that exists; a failure only warns, so an
     unreachable stack (a unit-test run) never fails the session."""
-    from recommender.clients import cassandra_session
+    from recommender.schema import drop_keyspaces
     from recommender.topics import delete_topics
 
     if not _topics and not _keyspaces:
@@ -47,12 +47,7 @@ def drop_remembered() -> None:
     _keyspaces.clear()
     try:
         delete_topics(anyone, *topics)
-        session = cassandra_session(anyone.cassandra)
-        try:
-            for keyspace in keyspaces:
-                session.execute(f"DROP KEYSPACE IF EXISTS {keyspace}", timeout=120)
-        finally:
-            session.cluster.shutdown()
+        drop_keyspaces(anyone, *keyspaces)
     except Exception as exc:  # noqa: BLE001 - cleanup must not fail the test session
         warnings.warn(f"could not drop this session's topics and keyspaces: {exc}",
                       stacklevel=1)
