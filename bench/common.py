@@ -298,7 +298,7 @@ def _versions(settings_json: str) -> dict[str, Any]:
     settings = Settings.model_validate_json(settings_json)
     out: dict[str, Any] = {"python": platform.python_version()}
     with contextlib.suppress(Exception):
-        from recommender.stack.base import find_java
+        from recommender.runtime import find_java
 
         java = find_java(settings.stack)
         text = subprocess.run([str(java), "-version"], capture_output=True, text=True,

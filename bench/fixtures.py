@@ -108,13 +108,14 @@ def trained_model(ws: Workspace) -> tuple[Settings, str]:
     """(settings of the registry, version) of an explicit ALS model on ml-latest-small."""
     if "model" in ws.shared:
         return ws.shared["model"]
-    from recommender.train import data, pipeline
-    from recommender.train.registry import ModelRegistry
+    from recommender.model import snapshot
+    from recommender.model.registry import ModelRegistry
+    from recommender.train import pipeline
 
     source = ml_small_keyspace(ws)
     settings = ws.settings("model", cassandra={"keyspace": source.cassandra.keyspace})
     log("fixture: training a model on ml-latest-small")
-    ratings = data.read_cassandra(ws.spark(), settings.cassandra.keyspace)
+    ratings = snapshot.read_cassandra(ws.spark(), settings.cassandra.keyspace)
     result = pipeline.run(ratings, settings, pipeline.TrainOptions(mode="explicit"),
                           source="cassandra", registry=ModelRegistry.from_settings(settings.model))
     ws.shared["model"] = (settings, result.version)
@@ -124,7 +125,7 @@ def trained_model(ws: Workspace) -> tuple[Settings, str]:
 def copy_model(model: tuple[Settings, str], settings: Settings, new_name: bool = False) -> str:
     """Copy a version into ``settings``' registry and make it CURRENT; with ``new_name`` the
     copy gets a fresh version name (a "new" model with the same factors, for rollover)."""
-    from recommender.train.registry import ModelRegistry
+    from recommender.model.registry import ModelRegistry
 
     source_settings, version = model
     source = ModelRegistry(source_settings.model.models_dir)

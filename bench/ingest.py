@@ -94,8 +94,8 @@ def warm_up(ws: Workspace, spark: Any, dataset: Any, events: Iterable[Any], n: i
 def run(settings: Settings, quick: bool) -> dict[str, Any]:
     from data_loading.replay import replay
     from recommender.clients import elasticsearch_client
+    from recommender.model.snapshot import count_cassandra
     from recommender.topics import ensure_topics
-    from recommender.train.data import count_cassandra
 
     ws = workspace(settings)
     clock = Clock()

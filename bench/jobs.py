@@ -48,14 +48,15 @@ def train() -> None:
     import time
 
     from recommender.clients import spark_session
+    from recommender.model import snapshot
+    from recommender.model.registry import ModelRegistry
     from recommender.settings import get_settings
-    from recommender.train import data, pipeline
-    from recommender.train.registry import ModelRegistry
+    from recommender.train import pipeline
 
     settings = get_settings()
     spark = spark_session(settings, app_name="recommender-bench-train")
     started = time.perf_counter()
-    ratings = data.read_cassandra(spark, settings.cassandra.keyspace)
+    ratings = snapshot.read_cassandra(spark, settings.cassandra.keyspace)
     result = pipeline.run(ratings, settings, pipeline.TrainOptions(mode="explicit"),
                           source="cassandra", registry=ModelRegistry.from_settings(settings.model),
                           on_event=lambda m: logging.info("%s", m))

@@ -59,9 +59,9 @@ def sizes(quick: bool) -> dict[str, Any]:
 
 
 def run(settings: Settings, quick: bool) -> dict[str, Any]:
+    from recommender.model.registry import ModelRegistry
     from recommender.predict.rollover import running_instances, stop_instance
     from recommender.topics import ensure_topics
-    from recommender.train.registry import ModelRegistry
 
     ws = workspace(settings)
     clock = Clock()

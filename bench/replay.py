@@ -130,7 +130,7 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
 def producer_performance(ws: Any, settings: Settings, rss: RssMonitor, label: str,
                          payload_args: list[str]) -> dict[str, Any] | None:
     """Kafka's producer benchmark into a fresh topic; its final summary line, parsed."""
-    from recommender.stack.base import find_java, maven_classpath
+    from recommender.runtime import find_java, maven_classpath
     from recommender.topics import ensure_topics
 
     topic = ws.topic("replay", f"perf-{label}")

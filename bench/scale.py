@@ -41,8 +41,8 @@ from bench.common import (
 )
 from bench.fixtures import SYNTHETIC_SEED, ml_small, prepare_keyspace, private_ratings_indices
 from bench.monitor import MIB, RssMonitor
+from recommender.runtime import tail
 from recommender.settings import Settings
-from recommender.stack.base import tail
 
 FULL_USERS = 1_000_000
 QUICK_USERS = 10_000

@@ -64,8 +64,8 @@ def sizes(quick: bool) -> dict[str, Any]:
 
 def run(settings: Settings, quick: bool) -> dict[str, Any]:
     from recommender.clients import elasticsearch_client
+    from recommender.model.registry import ModelRegistry
     from recommender.topics import ensure_topics
-    from recommender.train.registry import ModelRegistry
     from recommender.vectors import movie_infos, publish_movie_vectors
 
     ws = workspace(settings)

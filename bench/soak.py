@@ -63,8 +63,8 @@ from bench.fixtures import (
 from bench.lag import checkpoint_offsets, group_offsets, lag
 from bench.monitor import MIB, RssMonitor
 from bench.predict import Pairs, Stream, create_group
+from recommender.runtime import tail
 from recommender.settings import Settings
-from recommender.stack.base import tail
 
 FULL_MINUTES = 30.0
 REQUESTS_PER_S = 1_000
@@ -79,8 +79,8 @@ MAX_OFFSETS_PER_TRIGGER = 50_000
 
 def run(settings: Settings, minutes: float) -> dict[str, Any]:
     """Set up, load, measure for ``minutes`` after the warm-up, drain; the result envelope."""
+    from recommender.model.registry import ModelRegistry
     from recommender.topics import ensure_topics
-    from recommender.train.registry import ModelRegistry
 
     ws = workspace(settings)
     clock = Clock()

@@ -101,13 +101,14 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
 
 def train_once(ws: Any, settings: Settings) -> dict[str, Any]:
     """One ``pipeline.run`` from Cassandra into the settings' private registry."""
-    from recommender.train import data, pipeline
-    from recommender.train.registry import ModelRegistry
+    from recommender.model import snapshot
+    from recommender.model.registry import ModelRegistry
+    from recommender.train import pipeline
 
     spark = ws.spark()
     log(f"training from {settings.cassandra.keyspace}")
     started = time.perf_counter()
-    ratings = data.read_cassandra(spark, settings.cassandra.keyspace)
+    ratings = snapshot.read_cassandra(spark, settings.cassandra.keyspace)
     result = pipeline.run(ratings, settings, pipeline.TrainOptions(mode="explicit"),
                           source="cassandra",
                           registry=ModelRegistry.from_settings(settings.model), on_event=log)
@@ -119,14 +120,14 @@ def train_once(ws: Any, settings: Settings) -> dict[str, Any]:
 
 def side_by_side(ws: Any, settings: Settings, small: dict[str, Any]) -> list[dict[str, Any]]:
     """``implicit``'s ALS and Spark's implicit ALS, evaluated on the pipeline's held-out rows."""
-    from recommender.train import als, data, evaluate
+    from recommender.train import als, evaluate
 
     spark = ws.spark()
     meta = small["metadata"]
     seed, params = settings.model.seed, small["params"]
-    ratings = data.read_cassandra(spark, settings.cassandra.keyspace).persist()
+    ratings = snapshot.read_cassandra(spark, settings.cassandra.keyspace).persist()
     try:
-        train, test = data.split(ratings, "random", meta["evaluation"]["test_fraction"], seed)
+        train, test = snapshot.split(ratings, "random", meta["evaluation"]["test_fraction"], seed)
         holdout = evaluate.collect_holdout(train, test, 10_000, seed, meta["data"]["users"])
         frame = train.select("user_id", "movie_id", "rating").toPandas()
         out = [fit_implicit(frame, holdout, params, seed)]

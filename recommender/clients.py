@@ -203,7 +203,7 @@ def _elasticsearch_options(es: ElasticsearchSettings) -> dict[str, Any]:
 
 def spark_jars(stack: StackSettings) -> list[Path]:
     """The Kafka source/sink and Cassandra connector jars, fetched ahead of time (offline start)."""
-    from recommender.stack.base import maven_classpath
+    from recommender.runtime import maven_classpath
 
     return maven_classpath("spark", stack.cache_dir)
 

@@ -156,6 +156,8 @@ CASSANDRA_TABLES: dict[str, str] = {
         user_id int PRIMARY KEY, neighbour_id int, similarity float,
         suggested_movie_id int, model_version text)""",
 }
+# What training derives for each user after a promotion (``train.profiles``).
+PROFILE_TABLES = ("user_taste", "similar_users")
 
 
 def keyspace_cql(keyspace: str, replication_factor: int) -> str:

@@ -135,7 +135,7 @@ def ingested_since(settings: Settings, since_ms: int) -> int:
 def train_first_model(settings: Settings, supervisor: Supervisor, options: DemoOptions,
                       say: Callable[[str], None], stop: threading.Event) -> None:
     """Wait for ``train_after`` ingested ratings, train and promote, start the predictor."""
-    from recommender.train.registry import ModelRegistry
+    from recommender.model.registry import ModelRegistry
 
     if ModelRegistry(settings.model.models_dir).current_version() is None:
         since_ms = int(time.time() * 1000)

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from recommender.errors import NotFound
-from recommender.train.artifacts import ModelArtifacts
-from recommender.train.foldin import recommend_popular
+from recommender.model.artifacts import ModelArtifacts
+from recommender.model.foldin import recommend_popular
 from recommender.vectors import MovieInfo
 
 TOP_N = 30  # movies of the user's ranking a session draws from before falling back

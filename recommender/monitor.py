@@ -111,7 +111,7 @@ class PipelineMonitor:
             es.close()
 
     def model_version(self) -> str | None:
-        from recommender.train.registry import ModelRegistry
+        from recommender.model.registry import ModelRegistry
 
         return ModelRegistry(self.settings.model.models_dir).current_version()
 

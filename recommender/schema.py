@@ -52,6 +52,22 @@ def ensure_schema(session: Session, settings: Settings,
                                  f"tables {names}: {exc}") from exc
 
 
+def ensure_tables(settings: Settings, tables: Iterable[str]) -> None:
+    """``ensure_schema`` on a session of its own, with a clear error if Cassandra is down: for
+    jobs (training, ``stats``) that need a few tables and hold no session."""
+    from recommender.clients import cassandra_session
+
+    try:
+        session = cassandra_session(settings.cassandra)
+    except Exception as exc:  # NoHostAvailable and friends: say which endpoint failed
+        raise BackendUnavailable(f"cannot reach Cassandra at {settings.cassandra.contact_points}"
+                                 f":{settings.cassandra.port}: {exc}") from exc
+    try:
+        ensure_schema(session, settings, tables)
+    finally:
+        session.cluster.shutdown()
+
+
 def drop_keyspaces(settings: Settings, *keyspaces: str) -> None:
     """Drop the named keyspaces if they exist. For tests and benchmarks, which make their own:
     the pipeline's keyspace is its record, so nothing calls this on it."""

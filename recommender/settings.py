@@ -192,19 +192,41 @@ class StackSettings(BaseModel):
                                        "secure_port_offset": 0, **ports})
 
 
+class RankingSettings(BaseModel):
+    """The ranking model: implicit ALS (Hu, Koren, Volinsky 2008), Spark ML's names.
+
+    Defaults chosen by ``bench/tune.py`` on validation splits carved from training data
+    (``bench/results/tune.json``, ``docs/evaluation.md``)."""
+
+    rank: int = Field(16, ge=1)
+    reg_param: float = Field(0.1, ge=0, description="regParam (Spark scales it by the "
+                             "user's or movie's rating count).")
+    alpha: float = Field(1.0, ge=0, description="Confidence 1 + alpha x rating.")
+    max_iter: int = Field(15, ge=1)
+
+
+class RatingSettings(BaseModel):
+    """The rating model: explicit ALS on the residuals of regularised biases."""
+
+    rank: int = Field(32, ge=1)
+    reg_param: float = Field(0.1, ge=0)
+    max_iter: int = Field(15, ge=1)
+    item_bias_reg: float = Field(10.0, ge=0, description="Pseudo-ratings shrinking a "
+                                 "movie's bias toward 0.")
+    user_bias_reg: float = Field(5.0, ge=0, description="Pseudo-ratings shrinking a user's "
+                                 "bias toward 0.")
+
+
 class ModelSettings(BaseModel):
-    """Model registry on disk and the quality gate that guards promotion."""
+    """Model registry on disk, the quality gate that guards promotion, and the
+    hyper-parameters of the two models every version holds."""
 
     models_dir: Path = _xdg("XDG_DATA_HOME", ".local/share") / "models"
     retention: int = Field(5, ge=1, description="Versions kept on disk besides CURRENT.")
-    gate_metric: str = Field("auto", description="Quality gate metric; auto = rmse between "
-                             "explicit models, ndcg_at_10 when an implicit one is involved.")
-    gate_tolerance: float = Field(0.02, ge=0, description="Allowed relative drop before refusal.")
-    rank: int = 10
-    reg_param: float = 0.15
-    max_iter: int = 10
-    alpha: float = 1.0
-    implicit_prefs: bool = False
+    gate_tolerance: float = Field(0.02, ge=0, description="Allowed relative drop of either "
+                                  "model (ranking NDCG@10, rating RMSE) before refusal.")
+    ranking: RankingSettings = RankingSettings()
+    rating: RatingSettings = RatingSettings()
     seed: int = 42
 
 

@@ -9,8 +9,9 @@ Sources and why:
   factors, else a fold-in of their ratings, else popularity; rated movies excluded). From
   those lists: catalogue coverage (distinct movies in all lists / movies the model knows; low
   means everyone is shown the same few movies) and the share of users whose top-1 no other
-  user gets (how personal the first slot is).
-* The profile tables training writes after a promotion (``train.profiles``): the share of
+  user gets (how personal the first slot is); and whether the lists push obscure movies (the
+  listed movies' median number of ratings against the catalogue's, and their mean rating).
+* The profile tables training writes after a promotion (``train/profiles.py``): the share of
   users with a "users like you" neighbour in ``similar_users``, and per genre the
   distribution of ``user_taste.score`` (the share of a user's rating mass in the genre).
 
@@ -28,9 +29,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from recommender.clients import CASSANDRA_FORMAT
+from recommender.contracts import PROFILE_TABLES
+from recommender.model.artifacts import ModelArtifacts
+from recommender.model.foldin import recommend_for_user
 from recommender.settings import Settings
-from recommender.train.artifacts import ModelArtifacts
-from recommender.train.foldin import recommend_for_user
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -66,6 +68,16 @@ class GenreTaste:
 
 
 @dataclass(frozen=True)
+class ListProfile:
+    """Whether the lists push obscure movies: the median number of ratings of the listed
+    movies against the catalogue's median, and their mean rating (Cassandra ratings)."""
+
+    rec_median_count: float | None
+    catalogue_median_count: float | None
+    rec_mean_rating: float | None
+
+
+@dataclass(frozen=True)
 class Stats:
     model_version: str
     keyspace: str
@@ -77,6 +89,7 @@ class Stats:
     k: int
     list_users: int  # users whose top-k lists were computed (all, or a sample)
     coverage_at_k: float  # distinct movies in the top-k lists / catalogue
+    lists: ListProfile  # how popular and well rated the listed movies are
     unique_top1_share: float  # users whose top-1 movie is nobody else's top-1
     neighbour_share: float  # users with a "users like you" neighbour (similar_users)
     taste_users: int  # users with a taste profile (user_taste)
@@ -92,6 +105,18 @@ def top_lists(art: ModelArtifacts, users: Sequence[int], ratings: Sequence[dict[
     """Each user's top-k movie ids as the API would serve them (rated movies excluded)."""
     return [[m for m, _ in recommend_for_user(art, user, k, ratings=rated).items]
             for user, rated in zip(users, ratings, strict=True)]
+
+
+def list_profile(lists: Iterable[Sequence[int]], counts: dict[int, int],
+                 means: dict[int, float], catalogue: Iterable[int]) -> ListProfile:
+    """``ListProfile`` of the listed movies (every slot counts) over ``catalogue``'s movies;
+    ``counts``/``means`` are each movie's number of ratings and mean rating."""
+    shown = [m for movies in lists for m in movies]
+    known = [counts.get(int(m), 0) for m in catalogue]
+    return ListProfile(
+        float(np.median([counts.get(m, 0) for m in shown])) if shown else None,
+        float(np.median(known)) if known else None,
+        float(np.mean([means[m] for m in shown if m in means])) if shown else None)
 
 
 def coverage(lists: Iterable[Sequence[int]], catalogue: int) -> float:
@@ -122,12 +147,13 @@ def collect(spark: SparkSession, settings: Settings, art: ModelArtifacts, k: int
     """All the statistics from Cassandra (keyspace ``cassandra.keyspace``) and ``art``."""
     from pyspark.sql import functions as F
 
+    from recommender.model import snapshot
+    from recommender.schema import ensure_tables
     from recommender.simulate.data import arrays, ratings_by_user, sample_ids
-    from recommender.train import data, profiles
 
     keyspace = settings.cassandra.keyspace
     spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
-    ratings = data.read_cassandra(spark, keyspace).persist()
+    ratings = snapshot.read_cassandra(spark, keyspace).persist()
     try:
         counts = ratings.groupBy("user_id").count().toPandas()
         users = counts["user_id"].to_numpy(np.int64)
@@ -135,10 +161,12 @@ def collect(spark: SparkSession, settings: Settings, art: ModelArtifacts, k: int
         picked = ratings if len(sample) == len(users) else \
             ratings.where(F.col("user_id").isin([int(u) for u in sample]))
         rows = arrays(picked.select("user_id", "movie_id", "rating").toPandas())
+        movies = ratings.groupBy("movie_id").agg(F.count("*").alias("n"),
+                                                 F.avg("rating").alias("mean")).toPandas()
     finally:
         ratings.unpersist()
     lists = top_lists(art, sample.tolist(), ratings_by_user(sample, rows), k)
-    profiles.ensure_tables(settings)  # before the first promotion they may not exist yet
+    ensure_tables(settings, PROFILE_TABLES)  # before the first promotion they may not exist yet
     neighbours = (_table(spark, keyspace, "similar_users").where(F.col("neighbour_id").isNotNull())
                   .select("user_id").toPandas()["user_id"])
     taste = _table(spark, keyspace, "user_taste").select("user_id", "genre", "score")
@@ -150,6 +178,10 @@ def collect(spark: SparkSession, settings: Settings, art: ModelArtifacts, k: int
         users_with_factors=sum(1 for u in users.tolist() if u in art.user_index),
         catalogue=len(art.item_ids), k=k, list_users=len(sample),
         coverage_at_k=coverage(lists, len(art.item_ids)),
+        lists=list_profile(lists, dict(zip(movies["movie_id"].tolist(), movies["n"].tolist(),
+                                           strict=True)),
+                           dict(zip(movies["movie_id"].tolist(), movies["mean"].tolist(),
+                                    strict=True)), art.item_ids.tolist()),
         unique_top1_share=unique_top1_share(lists),
         neighbour_share=share_of(users.tolist(), neighbours.tolist()),
         taste_users=len(strongest), top_genre_score=Distribution.of(strongest),

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from recommender.stack.base import pid_alive
+from recommender.runtime import pid_alive
 
 
 @dataclass(frozen=True)

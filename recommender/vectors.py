@@ -28,11 +28,12 @@ import numpy as np
 from recommender.contracts import MOVIE_VECTORS_ALIAS, movie_vectors_mapping
 from recommender.errors import RecommenderError
 from recommender.indices import SINGLE_NODE
-from recommender.train.artifacts import ModelArtifacts
+from recommender.model.artifacts import ModelArtifacts
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
 
+    from recommender.model.registry import ModelRegistry
     from recommender.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -92,7 +93,7 @@ def publish_movie_vectors(es: Elasticsearch, artifacts: ModelArtifacts,
     if es.indices.exists(index=alias) and not es.indices.exists_alias(name=alias):
         raise RecommenderError(f"{alias!r} is a concrete index, not an alias: delete or rename "
                                "it before publishing movie vectors")
-    mappings = {**movie_vectors_mapping(artifacts.rank),
+    mappings = {**movie_vectors_mapping(artifacts.ranking.item_factors.shape[1]),
                 "_meta": {"model_version": artifacts.version}}
     mappings["properties"]["vector"].setdefault("index_options", VECTOR_INDEX_OPTIONS)
     es.indices.delete(index=index, ignore_unavailable=True)
@@ -172,7 +173,7 @@ def knn_candidates(es: Elasticsearch, index: str, vector: np.ndarray, k: int, *,
 
 def _actions(index: str, artifacts: ModelArtifacts,
              infos: Mapping[int, MovieInfo]) -> Iterator[dict[str, Any]]:
-    factors = artifacts.item_factors.astype(np.float32)
+    factors = artifacts.ranking.item_factors.astype(np.float32)
     for row, movie_id in enumerate(artifacts.item_ids):
         movie = int(movie_id)
         title, year, genres = infos.get(movie, (None, None, []))
@@ -224,8 +225,8 @@ def publish_version(settings: Settings, version: str | None = None,
     the API's kNN ranks with the model that is current. Returns (version, index, movies)."""
     from recommender.clients import elasticsearch_client
     from recommender.errors import ModelError
+    from recommender.model.registry import ModelRegistry
     from recommender.serve.backends import es_errors
-    from recommender.train.registry import ModelRegistry
 
     registry = ModelRegistry.from_settings(settings.model)
     version = version or registry.current_version()
@@ -239,12 +240,22 @@ def publish_version(settings: Settings, version: str | None = None,
     return version, index, len(artifacts.item_ids)
 
 
+def publishing_registry(settings: Settings, say: Callable[[str], None]) -> ModelRegistry:
+    """The registry every promotion path of the product uses: after each promotion it
+    republishes the movie vectors (``on_promoted``), so the kNN ranks with CURRENT."""
+    from recommender.model.registry import ModelRegistry
+
+    registry = ModelRegistry.from_settings(settings.model)
+    registry.on_promoted.append(lambda version: publish_after_promotion(settings, version, say))
+    return registry
+
+
 def publish_after_promotion(settings: Settings, version: str,
                             say: Callable[[str], None]) -> None:
     """The API's kNN must rank with the promoted model, so every promotion path republishes
     its movie vectors. A promotion stands even when Elasticsearch is down: ``say`` tells how
     to catch up instead of failing the promotion."""
-    from recommender.train.registry import ModelRegistry
+    from recommender.model.registry import ModelRegistry
 
     registry = ModelRegistry.from_settings(settings.model)
     try:

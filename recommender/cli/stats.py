@@ -30,14 +30,16 @@ def stats(
     (min/p50/p90/max/mean). From the model, with each user's top-k computed as the API
     computes it (rated movies excluded): catalogue coverage, the share of movies the model
     knows that appear in at least one list (low = everyone sees the same few movies), and the
-    share of users whose top-1 movie is nobody else's (how personal the first slot is). From
+    share of users whose top-1 movie is nobody else's (how personal the first slot is), and
+    the listed movies' median number of ratings against the catalogue's median and their mean
+    rating (a model that pushes obscure movies shows it there). From
     the profile tables written after each promotion: the share of users with a "users like
     you" neighbour, and per genre the distribution of taste scores (a user's share of rating
     mass in the genre; each user's scores sum to 1). Needs Spark and Cassandra.
     """
     from recommender.clients import spark_session
+    from recommender.model.registry import ModelRegistry
     from recommender.stats import collect
-    from recommender.train.registry import ModelRegistry
 
     settings = get_settings()
     art = ModelRegistry.from_settings(settings.model).load()
@@ -60,6 +62,9 @@ def show(s: Stats) -> None:
     summary.add_row(f"catalogue coverage of top-{s.k} lists ({s.list_users:,} users)",
                     f"{s.coverage_at_k:.1%}")
     summary.add_row("users whose top-1 is unique", f"{s.unique_top1_share:.1%}")
+    summary.add_row(f"median ratings of a top-{s.k} movie (catalogue median)",
+                    f"{_num(s.lists.rec_median_count)} ({_num(s.lists.catalogue_median_count)})")
+    summary.add_row(f"mean rating of the top-{s.k} movies", _num(s.lists.rec_mean_rating, 2))
     summary.add_row('users with a "users like you" neighbour', f"{s.neighbour_share:.1%}")
     summary.add_row("users with a taste profile", f"{s.taste_users:,}")
     console.print(summary)
@@ -69,6 +74,10 @@ def show(s: Stats) -> None:
     for g in s.genre_taste:
         _row(dist, f"taste score: {g.genre}", g.scores)
     console.print(dist)
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
 
 
 def _row(table: Table, label: str, d: Distribution) -> None:

@@ -24,9 +24,8 @@ from typing import TYPE_CHECKING, Any
 from recommender.dashboard import data, svg
 from recommender.dashboard.panels import THROUGHPUT, THROUGHPUT_WINDOW
 from recommender.errors import ModelError
+from recommender.model.registry import ModelRegistry, higher_is_better
 from recommender.settings import Settings
-from recommender.train.evaluate import higher_is_better
-from recommender.train.registry import ModelRegistry
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
@@ -98,7 +97,8 @@ def _model_section(report: Report) -> str:
         out.append(f'<p class="problem">{escape(report.model_problem or "")}</p>')
         return "\n".join(out)
     facts = {"version": meta.get("version"), "created": meta.get("created_at"),
-             "mode": meta.get("mode"), "ratings": (meta.get("data") or {}).get("rows"),
+             "ranking model": _params(meta, "ranking"), "rating model": _params(meta, "rating"),
+             "ratings": (meta.get("data") or {}).get("rows"),
              "users": (meta.get("data") or {}).get("users"),
              "movies": (meta.get("data") or {}).get("items"),
              "split": (meta.get("evaluation") or {}).get("split"),
@@ -112,8 +112,9 @@ def _model_section(report: Report) -> str:
     if not metrics:
         out.append('<p class="problem">This version has no evaluation metrics.</p>')
         return "\n".join(out)
-    out.append("<p>Each metric of the model (ALS) beside the baselines on the same held-out "
-               "users; the best value is in bold.</p>")
+    out.append("<p>Each metric of the version (ALS: ranking metrics from its ranking model, "
+               "rating errors from its rating model) beside the baselines on the same "
+               "held-out users; the best value is in bold.</p>")
     charts = []
     for name, value in metrics.items():
         values = [("ALS", value)] + [(b, m.get(name)) for b, m in baselines.items()]
@@ -124,6 +125,12 @@ def _model_section(report: Report) -> str:
                                 else "lower is better", best))
     out.append('<div class="grid" id="metrics">' + "".join(charts) + "</div>")
     return "\n".join(out)
+
+
+def _params(meta: dict, kind: str) -> str | None:
+    """``rank 16, reg_param 0.1, ...`` of one of the version's two models."""
+    params = (meta.get("params") or {}).get(kind)
+    return ", ".join(f"{k} {v}" for k, v in params.items()) if params else None
 
 
 def _throughput_section(report: Report) -> str:

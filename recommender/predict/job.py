@@ -124,8 +124,8 @@ class Predictor:
 
     def __init__(self, spark: SparkSession, settings: Settings, *, instance: str = "main",
                  pinned_version: str | None = None, allow_no_model: bool = False) -> None:
+        from recommender.model.registry import ModelRegistry
         from recommender.schema import wait_for_connector
-        from recommender.train.registry import ModelRegistry
 
         self.spark, self.settings, self.instance = spark, settings, instance
         wait_for_connector(spark, settings.cassandra.keyspace, ("ratings", "movies"))
@@ -159,7 +159,7 @@ class Predictor:
                     "predictor with --allow-no-model to serve only the popularity fallback")
             bundle = self.popularity_bundle()
         else:
-            from recommender.train.artifacts import ModelArtifacts
+            from recommender.model.artifacts import ModelArtifacts
 
             artifacts = ModelArtifacts.load(self.registry.version_dir(wanted))
             bundle = ServingBundle(artifacts, self.movies())
@@ -179,16 +179,14 @@ class Predictor:
     def popularity_bundle(self) -> ServingBundle:
         import numpy as np
 
-        from recommender.train.artifacts import ModelArtifacts
+        from recommender.model.artifacts import ModelArtifacts
 
         counts = (self.spark.read.format(CASSANDRA)
                   .options(keyspace=self.settings.cassandra.keyspace, table="ratings").load()
                   .groupBy("movie_id").count().collect())
         ids = np.array([r.movie_id for r in counts], dtype=np.int64)
-        artifacts = ModelArtifacts(
-            version="popular", item_ids=ids, item_factors=np.zeros((len(ids), 1), np.float32),
-            user_ids=np.zeros(0, np.int64), user_factors=np.zeros((0, 1), np.float32),
-            item_counts=np.array([r["count"] for r in counts], dtype=np.int64), params={})
+        artifacts = ModelArtifacts.popularity_only(
+            ids, np.array([r["count"] for r in counts], dtype=np.int64))
         return ServingBundle(artifacts, self.movies(), popular_only=True)
 
     # --- one micro-batch ------------------------------------------------------------------

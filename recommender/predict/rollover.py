@@ -36,10 +36,10 @@ from pathlib import Path
 from recommender.clients import kafka_admin
 from recommender.errors import RecommenderError
 from recommender.predict.job import InstanceState
+from recommender.runtime import pid_alive
 from recommender.settings import Settings, as_env
-from recommender.stack.base import pid_alive
 from recommender.streaming import trigger_seconds
-from recommender.vectors import publish_after_promotion
+from recommender.vectors import publishing_registry
 
 log = logging.getLogger(__name__)
 
@@ -133,9 +133,7 @@ def read_state(settings: Settings, instance: str) -> InstanceState | None:
 
 def rollover(settings: Settings, version: str | None, timeout_s: float = 300.0) -> RolloverReport:
     """Run the hand-off above; ``version`` None means the registry's newest version."""
-    from recommender.train.registry import ModelRegistry
-
-    registry = ModelRegistry(settings.model.models_dir)
+    registry = publishing_registry(settings, log.info)
     target = version or registry.latest_version()
     if target is None:
         raise RecommenderError("no model version to roll over to: train one first")
@@ -161,8 +159,7 @@ def rollover(settings: Settings, version: str | None, timeout_s: float = 300.0) 
     caught_up_s = time.monotonic() - started
     for old in predecessors:
         stop_instance(old)
-    registry.promote(target, force=True)
-    publish_after_promotion(settings, target, log.info)
+    registry.promote(target, force=True)  # on_promoted republishes the movie vectors
     return RolloverReport(instance, [p.instance for p in predecessors], target, caught_up_s,
                           time.monotonic() - started)
 

@@ -16,23 +16,27 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recommender.contracts import RATING_MAX, RATING_MIN
-from recommender.train.artifacts import ModelArtifacts
-from recommender.train.foldin import (
+from recommender.contracts import Strategy
+from recommender.model.artifacts import ModelArtifacts
+from recommender.model.foldin import (
+    UserVectors,
     best_of,
-    fold_in,
     masked_scores,
     predict_pair,
+    predicted_ratings,
     recommend_popular,
+    user_vectors,
 )
 
 MovieInfo = tuple[str | None, int | None, list[str]]
 
 
-
 @dataclass(frozen=True)
 class ServingBundle:
-    """Everything a worker needs: the model (or only its popularity counts) and movie info."""
+    """Everything a worker needs: the model (or only its popularity counts) and movie info.
+
+    ``popular_only``: no model is trained yet, so lists are the most-rated movies and no
+    rating is predicted."""
 
     artifacts: ModelArtifacts
     movies: dict[int, MovieInfo]
@@ -57,7 +61,7 @@ class Request:
 
 def users_needing_history(bundle: ServingBundle, requests: pd.DataFrame) -> list[int]:
     """Users whose rating history changes the answer: a top-k request excludes seen movies,
-    and a user the model does not know is folded in from it. A pair request of a known user
+    and a user the models do not know is folded in from it. A pair request of a known user
     is the dot product of trained vectors, so a batch of those reads nothing from Cassandra."""
     need = requests["k"].notna()
     if not bundle.popular_only:
@@ -82,15 +86,15 @@ def predict_rows(bundle: ServingBundle, requests: pd.DataFrame,
         if row.user_id != user_id:
             user_id = int(row.user_id)
             history = histories.get(user_id, {})
-            vector, strategy = _user_vector(bundle, user_id, history)
+            vectors, strategy = _user_vectors(bundle, user_id, history)
             unseen: np.ndarray | None = None  # the user's scores, seen movies masked: made once
         req = _request(row)
         if req.movie_id is not None:
-            out.append(_pair(bundle, user_id, req, vector, strategy, now))
+            out.append(_pair(bundle, user_id, req, vectors, strategy, now))
             continue
-        if unseen is None and vector is not None:
-            unseen = masked_scores(bundle.artifacts, vector, history)
-        out.extend(_top_k(bundle, user_id, req, history, unseen, strategy, now))
+        if unseen is None and vectors is not None:
+            unseen = masked_scores(bundle.artifacts, vectors, history)
+        out.extend(_top_k(bundle, user_id, req, history, vectors, unseen, strategy, now))
     return out
 
 
@@ -102,7 +106,7 @@ def _request(row: Any) -> Request:
 
 
 def _base(bundle: ServingBundle, user_id: int, req: Request, movie_id: int | None,
-          strategy: str, now: int) -> dict[str, Any]:
+          strategy: Strategy, now: int) -> dict[str, Any]:
     title, year, genres = bundle.movies.get(movie_id, (None, None, [])) if movie_id else (
         None, None, [])
     return {"request_id": req.request_id, "user_id": user_id, "movie_id": movie_id,
@@ -112,27 +116,34 @@ def _base(bundle: ServingBundle, user_id: int, req: Request, movie_id: int | Non
             "predicted_at": now, "answer_size": 1, "reason": None}
 
 
-def _pair(bundle: ServingBundle, user_id: int, req: Request, vector: Any, strategy: str,
-          now: int) -> dict:
+def _pair(bundle: ServingBundle, user_id: int, req: Request, vectors: UserVectors | None,
+          strategy: Strategy, now: int) -> dict:
+    """The rating model's prediction; a user without vectors gets the movie's bias
+    (``mu + b_i``), a movie it never saw the user's (``mu + b_u``), as evaluation assumes."""
     movie_id = int(req.movie_id)  # type: ignore[arg-type]
     row = _base(bundle, user_id, req, movie_id, strategy, now)
     art = bundle.artifacts
     if movie_id not in bundle.movies and movie_id not in art.item_index:
         return {**row, "strategy": "als", "reason": f"unknown movie_id {movie_id}"}
-    if vector is None:
+    if bundle.popular_only:
         count = art.item_counts[art.item_index[movie_id]] if movie_id in art.item_index else 0
         return {**row, "score": float(count),
-                "reason": "user has no history: popularity score (training rating count)"}
-    value = predict_pair(art, vector, movie_id)
-    if value is None:
-        return {**row, "reason": f"movie {movie_id} had no ratings when the model was trained"}
-    rating = None if art.implicit else min(max(value, RATING_MIN), RATING_MAX)
-    return {**row, "predicted_rating": rating, "score": value}
+                "reason": "no model trained yet: popularity score (training rating count)"}
+    value = predict_pair(art, vectors, movie_id)
+    row = {**row, "predicted_rating": value, "score": value}
+    if vectors is None:
+        return {**row, "reason": "user has no history: the movie's mean rating, regularised"}
+    if movie_id not in art.item_index:
+        return {**row, "reason": f"movie {movie_id} had no ratings when the model was "
+                                 "trained: the user's mean rating, regularised"}
+    return row
 
 
 def _top_k(bundle: ServingBundle, user_id: int, req: Request, history: dict[int, float],
-           unseen: np.ndarray | None, strategy: str, now: int) -> list[dict]:
-    """``unseen``: the user's scores with seen movies masked, None without a user vector."""
+           vectors: UserVectors | None, unseen: np.ndarray | None, strategy: Strategy,
+           now: int) -> list[dict]:
+    """The ranking model orders (``unseen``: the user's ranking scores with seen movies
+    masked, None without vectors); the rating model gives each its ``predicted_rating``."""
     k = int(req.k)  # type: ignore[arg-type]
     if unseen is None:
         items = recommend_popular(bundle.artifacts, k, set(history) | set(req.exclude))
@@ -145,24 +156,21 @@ def _top_k(bundle: ServingBundle, user_id: int, req: Request, history: dict[int,
     if not items:
         return [{**_base(bundle, user_id, req, None, strategy, now),
                  "reason": "no movie left to recommend after exclusions"}]
-    explicit = strategy != "popular" and not bundle.artifacts.implicit
+    stars = ([None] * len(items) if bundle.popular_only else
+             predicted_ratings(bundle.artifacts, vectors, [m for m, _ in items]).tolist())
     return [
         {**_base(bundle, user_id, req, movie_id, strategy, now), "rank": rank, "score": score,
-         "predicted_rating": min(max(score, RATING_MIN), RATING_MAX) if explicit else None,
-         "answer_size": len(items)}
-        for rank, (movie_id, score) in enumerate(items, start=1)
+         "predicted_rating": rating, "answer_size": len(items)}
+        for rank, ((movie_id, score), rating)
+        in enumerate(zip(items, stars, strict=True), start=1)
     ]
 
 
-def _user_vector(bundle: ServingBundle, user_id: int,
-                 history: dict[int, float]) -> tuple[Any, str]:
+def _user_vectors(bundle: ServingBundle, user_id: int,
+                  history: dict[int, float]) -> tuple[UserVectors | None, Strategy]:
     if bundle.popular_only:
         return None, "popular"
-    vector = bundle.artifacts.user_vector(user_id)
-    if vector is not None:
-        return vector, "als"
-    vector = fold_in(bundle.artifacts, history) if history else None
-    return (vector, "fold-in") if vector is not None else (None, "popular")
+    return user_vectors(bundle.artifacts, user_id, history)
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -18,6 +18,7 @@ from fastapi.security import APIKeyHeader
 from kafka import KafkaProducer
 
 from recommender.errors import InvalidRequest
+from recommender.model.artifacts import ModelArtifacts
 from recommender.serve.backends import Backends, IndexNames
 from recommender.serve.metrics import Metrics
 from recommender.serve.model_cache import ModelCache
@@ -25,7 +26,6 @@ from recommender.serve.recommend import Recommender
 from recommender.serve.schemas import DEFAULT_K, K_CEILING
 from recommender.serve.session_store import SessionStore
 from recommender.settings import Settings
-from recommender.train.artifacts import ModelArtifacts
 
 
 @dataclass(frozen=True)

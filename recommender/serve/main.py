@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from recommender.model.registry import ModelRegistry
 from recommender.serve import handlers, movies, ops, requests, sessions, users
 from recommender.serve.backends import Backends, IndexNames
 from recommender.serve.deps import ApiContext
@@ -26,7 +27,6 @@ from recommender.serve.recommend import Recommender
 from recommender.serve.schemas import ErrorResponse
 from recommender.serve.session_store import SessionStore
 from recommender.settings import Settings, get_settings
-from recommender.train.registry import ModelRegistry
 
 DASHBOARD = "recommender.dashboard.routes"
 ERRORS = {code: {"model": ErrorResponse} for code in (404, 422, 503)}

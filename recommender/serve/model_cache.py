@@ -22,8 +22,8 @@ import time
 from collections import OrderedDict
 
 from recommender.errors import ModelError
-from recommender.train.artifacts import ModelArtifacts
-from recommender.train.registry import ModelRegistry
+from recommender.model.artifacts import ModelArtifacts
+from recommender.model.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 RETRY_FAILED_S = 10.0
@@ -68,8 +68,9 @@ class ModelCache:
                     self._failed[version] = (time.monotonic(), exc)
                 log.error("cannot load model %s: %s", version, exc)
                 raise
-            log.info("serving model %s (rank %d, %d movies, %d users)", version,
-                     artifacts.rank, len(artifacts.item_ids), len(artifacts.user_ids))
+            log.info("serving model %s (ranking rank %d, rating rank %d, %d movies, %d users)",
+                     version, artifacts.ranking.rank, artifacts.rating.rank,
+                     len(artifacts.item_ids), len(artifacts.user_ids))
             with self._lock:
                 self._failed.pop(version, None)
                 self._models[version] = artifacts

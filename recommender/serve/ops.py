@@ -110,4 +110,5 @@ def _elasticsearch(ctx: ApiContext) -> str:
 
 def _model(ctx: ApiContext) -> str:
     model = ctx.models.current()
-    return f"{model.version}: rank {model.rank}, {len(model.item_ids)} movies"
+    return (f"{model.version}: ranking rank {model.ranking.rank}, rating rank "
+            f"{model.rating.rank}, {len(model.item_ids)} movies")

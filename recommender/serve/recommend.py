@@ -1,8 +1,9 @@
-"""Live recommendations: a user vector from the model, the movies from Elasticsearch kNN.
+"""Live recommendations: user vectors from the model, the movies from Elasticsearch kNN.
 
-Strategy, as in the streaming predictor: the model's own user factor (``als``); else a vector
+Strategy, as in the streaming predictor: the models' own user factors (``als``); else vectors
 folded in from the user's Cassandra ratings (``fold-in``); else the most-rated movies
-(``popular``). Movies the user rated are always excluded.
+(``popular``). Movies the user rated are always excluded. The ranking model orders the list
+(kNN over its item vectors); the rating model gives each movie its predicted rating.
 
 The model used is the one whose item vectors the ``movie-vectors`` alias serves, so user and
 item factors always come from the same version, also in the seconds between a promotion and
@@ -21,14 +22,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recommender.contracts import RATING_MAX, RATING_MIN, Strategy
+from recommender.contracts import Strategy
 from recommender.errors import ModelError, NotFound
 from recommender.feed import NO_INFO, Scored, popular_movies
+from recommender.model.artifacts import ModelArtifacts
+from recommender.model.foldin import predicted_ratings, similar_items, user_vectors
 from recommender.serve import store
 from recommender.serve.backends import Backends, IndexNames, es_errors
 from recommender.serve.model_cache import ModelCache
-from recommender.train.artifacts import ModelArtifacts
-from recommender.train.foldin import fold_in, similar_items
 from recommender.vectors import (
     MovieInfo,
     PublishedVectors,
@@ -47,7 +48,7 @@ class Live:
     strategy: Strategy
     model_version: str
     items: list[Scored]
-    predicts_ratings: bool  # explicit model and not the popularity fallback
+    ratings: list[float]  # the rating model's predicted rating of each item, same order
     rated: frozenset[int] = frozenset()  # the user's rated movies, all excluded
 
 
@@ -120,15 +121,11 @@ class Recommender:
     def _for_user(self, user_id: int, k: int, ratings: dict[int, float], excluded: set[int],
                   genre: str | None) -> Live:
         published, art = self.serving()
-        strategy: Strategy = "als"
-        vector = art.user_vector(user_id)
-        if vector is None and ratings:
-            vector, strategy = fold_in(art, ratings), "fold-in"
-        if vector is None:
-            items = self.popular(published, art, k, excluded, genre)
-            return Live("popular", art.version, items, False, frozenset(ratings))
-        items = self._knn(published, art, vector, k, excluded, genre)
-        return Live(strategy, art.version, items, not art.implicit, frozenset(ratings))
+        vectors, strategy = user_vectors(art, user_id, ratings)
+        items = (self.popular(published, art, k, excluded, genre) if vectors is None
+                 else self._knn(published, art, vectors.ranking, k, excluded, genre))
+        stars = predicted_ratings(art, vectors, [s.movie_id for s in items])
+        return Live(strategy, art.version, items, [float(r) for r in stars], frozenset(ratings))
 
     def popular(self, published: PublishedVectors, art: ModelArtifacts, k: int,
                 excluded: set[int], genre: str | None = None) -> list[Scored]:
@@ -171,7 +168,7 @@ class Recommender:
         if not rows:
             return []
         index = np.asarray(rows, dtype=np.int64)
-        scores = (art.item_factors[index] @ vector).astype(np.float64)
+        scores = (art.ranking.item_factors[index] @ vector).astype(np.float64)
         order = np.lexsort((index, -scores))[:k]  # as foldin._top_k: score desc, then row
         return [Scored(int(art.item_ids[index[i]]), float(scores[i]),
                        infos[int(art.item_ids[index[i]])]) for i in order]
@@ -180,6 +177,3 @@ class Recommender:
 class _Republished(Exception):
     """The resolved vectors index was deleted by a newer publish."""
 
-
-def predicted_rating(score: float, predicts_ratings: bool) -> float | None:
-    return min(max(score, RATING_MIN), RATING_MAX) if predicts_ratings else None

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Path, Query, Response
 
 from recommender.serve import store
 from recommender.serve.deps import BackendsDep, ContextDep, RecommenderDep, TopK
-from recommender.serve.recommend import predicted_rating
 from recommender.serve.schemas import (
     INT32_MAX,
     MAX_EXCLUDE,
@@ -64,8 +63,8 @@ def recommendations(
     live = recommender.for_user(user_id, k, exclude or (), genre)
     items = [RecommendedMovie(rank=i, movie_id=s.movie_id, title=s.info[0], year=s.info[1],
                               genres=s.info[2], score=s.score,
-                              predicted_rating=predicted_rating(s.score, live.predicts_ratings))
-             for i, s in enumerate(live.items, start=1)]
+                              predicted_rating=stars)
+             for i, (s, stars) in enumerate(zip(live.items, live.ratings, strict=True), start=1)]
     return Recommendations(user_id=user_id, strategy=live.strategy,
                            model_version=live.model_version, genre=genre, items=items)
 

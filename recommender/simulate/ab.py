@@ -22,14 +22,14 @@ import numpy as np
 
 from recommender.errors import InvalidRequest, ModelError
 from recommender.feed import TOP_N
+from recommender.model.artifacts import ModelArtifacts
+from recommender.model.registry import ModelRegistry
 from recommender.settings import Settings
 from recommender.simulate import confidence
 from recommender.simulate import data as simdata
 from recommender.simulate.confidence import Estimate
 from recommender.simulate.policies import REFERENCE, Policy, build, parse
 from recommender.simulate.session import Outcome, Rules, SimUser, play
-from recommender.train.artifacts import ModelArtifacts
-from recommender.train.registry import ModelRegistry
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

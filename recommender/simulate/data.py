@@ -1,7 +1,7 @@
 """The simulated users: the ratings a model was trained from, cut again by the split recorded
 in its metadata (Spark side).
 
-``recommender train`` holds out rows by a seeded hash of (user, movie) (``train.data.split``),
+``recommender train`` holds out rows by a seeded hash of (user, movie) (``train.snapshot.split``),
 so re-running the split with the recorded method, fraction and seed puts every row on the
 same side as when the model was trained: the held-out side is exactly what the model never
 saw, even after new ratings arrived (a new row lands on one side or the other and was seen by
@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from recommender.errors import ModelError
+from recommender.model import snapshot
 from recommender.settings import Settings
 from recommender.simulate.session import SimUser
-from recommender.train import data, profiles
 from recommender.vectors import MovieInfo
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 class SplitSpec:
     """How a version's training data was cut, from its ``metadata.json``."""
 
-    method: data.SplitMethod
+    method: snapshot.SplitMethod
     test_fraction: float
     seed: int
     last_n: int | None
@@ -70,13 +70,13 @@ def read_source(spark: SparkSession, settings: Settings, source: str,
     if ratings_csv is None and source.startswith("csv:"):
         ratings_csv = Path(source.removeprefix("csv:"))
     if ratings_csv is not None:
-        return (data.read_csv(spark, ratings_csv),
-                profiles.read_movies_csv(spark, ratings_csv.parent / "movies.csv"))
+        return (snapshot.read_csv(spark, ratings_csv),
+                snapshot.read_movies_csv(spark, ratings_csv.parent / "movies.csv"))
     keyspace, table = settings.cassandra.keyspace, "ratings"
     if source.startswith("cassandra:") and "." in source:
         keyspace, table = source.removeprefix("cassandra:").split(".", 1)
-    return (data.read_cassandra(spark, keyspace, table),
-            profiles.read_movies_cassandra(spark, keyspace))
+    return (snapshot.read_cassandra(spark, keyspace, table),
+            snapshot.read_movies_cassandra(spark, keyspace))
 
 
 def held_out_split(ratings: DataFrame, spec: SplitSpec) -> tuple[DataFrame, DataFrame]:
@@ -87,8 +87,8 @@ def held_out_split(ratings: DataFrame, spec: SplitSpec) -> tuple[DataFrame, Data
                          "reproduced; retrain (or train with --split random, which stays "
                          "reproducible as ratings arrive)")
     if spec.last_n or spec.days:
-        ratings = data.window(ratings, spec.last_n, spec.days)
-    return data.split(ratings, spec.method, spec.test_fraction, spec.seed)
+        ratings = snapshot.window(ratings, spec.last_n, spec.days)
+    return snapshot.split(ratings, spec.method, spec.test_fraction, spec.seed)
 
 
 def collect_users(train: DataFrame, held_out: DataFrame, max_users: int,

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 from recommender.errors import InvalidRequest
 from recommender.feed import NO_INFO, TOP_N, Popular, Scored, popular_movies
+from recommender.model.artifacts import ModelArtifacts
+from recommender.model.foldin import recommend_for_user, recommend_popular
 from recommender.simulate.session import SimUser
-from recommender.train.artifacts import ModelArtifacts
-from recommender.train.foldin import recommend_for_user, recommend_popular
 from recommender.vectors import MovieInfo
 
 REFERENCE = "random"

@@ -1,31 +1,27 @@
-"""Spark ML ALS: build, fit, and search hyper-parameters on a validation split.
+"""Spark ML ALS: the two models every version holds, built, fitted and searched.
 
-This module only knows how to make a candidate model; evaluating it is ``evaluate``'s job and
-deciding whether it replaces the current one is the registry's.
+This module only knows how to make candidate models; evaluating them is ``evaluate``'s job
+and deciding whether they replace the current ones is the registry's.
 
-Explicit mode predicts ``b_u + x_u . y_i`` where ``b_u`` is the user's mean rating shrunk
-toward the global mean by ``bias_shrinkage`` pseudo-ratings; ALS factorises the residuals.
-Removing each user's rating level first lets the factors model taste instead of leniency
-(RMSE 0.870 -> 0.860 on ml-latest-small). The bias travels as one extra factor column, a
-``b_u`` on the user side against a constant 1 on the item side, so every consumer keeps
-``score = item_factors @ user_vector`` unchanged. Fold-in derives ``b_u`` from the new user's
-ratings the same way.
-
-Implicit mode follows Hu, Koren and Volinsky (2008) as Spark implements it: every rating is a
-positive preference with confidence ``1 + alpha * rating``, so a 5-star rating counts more
-than a 1-star one but any rating says "watched". It has no bias column.
+* **Ranking** (``RankingParams``): implicit ALS as Spark implements Hu, Koren and Volinsky
+  (2008). Every rating is a positive preference with confidence ``1 + alpha * rating``, so a
+  5-star rating counts more than a 1-star one but any rating says "watched": what orders a
+  top-k list well, since what people choose to watch is most of the signal.
+* **Rating** (``RatingParams``): explicit ALS on the residuals of regularised baselines,
+  ``r - mu - b_u - b_i`` (Koren 2008, section 2.1): the movie bias ``b_i`` is the mean
+  residual from ``mu`` shrunk by ``item_bias_reg`` pseudo-ratings, then the user bias ``b_u``
+  the mean residual from ``mu + b_i`` shrunk by ``user_bias_reg``. The biases travel as two
+  factor columns (``model.artifacts``), so every consumer computes ``items @ user``.
 """
 
 from __future__ import annotations
 
 import itertools
-import random
 import tempfile
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,131 +32,161 @@ if TYPE_CHECKING:
     from pyspark.ml.recommendation import ALS, ALSModel
     from pyspark.sql import DataFrame, SparkSession
 
-SearchMethod = Literal["grid", "random"]
 CHECKPOINT_EVERY = 10
 
 
 @dataclass(frozen=True)
-class AlsParams:
-    """ALS hyper-parameters; ``alpha`` matters only with ``implicit_prefs``."""
+class RankingParams:
+    """Hyper-parameters of the implicit ranking model (Spark ML's names)."""
 
-    rank: int = 10
+    rank: int = 16
     reg_param: float = 0.1
-    max_iter: int = 10
     alpha: float = 1.0
-    implicit_prefs: bool = False
+    max_iter: int = 15
     seed: int = 42
-    nonnegative: bool = False
-    user_bias: bool = True
-    bias_shrinkage: float = 5.0
 
     @classmethod
-    def from_settings(cls, model: ModelSettings, **overrides: Any) -> AlsParams:
-        base = cls(rank=model.rank, reg_param=model.reg_param, max_iter=model.max_iter,
-                   alpha=model.alpha, implicit_prefs=model.implicit_prefs, seed=model.seed)
-        return replace(base, **{k: v for k, v in overrides.items() if v is not None})
-
-    @property
-    def mode(self) -> str:
-        return "implicit" if self.implicit_prefs else "explicit"
-
-    @property
-    def biased(self) -> bool:
-        """Whether the model carries the user-bias column (explicit mode only)."""
-        return self.user_bias and not self.implicit_prefs
+    def from_settings(cls, model: ModelSettings, **overrides: Any) -> RankingParams:
+        return _with(cls(**model.ranking.model_dump(), seed=model.seed), overrides)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "implicit_prefs": True}
+
+
+@dataclass(frozen=True)
+class RatingParams:
+    """Hyper-parameters of the explicit rating model and of its biases."""
+
+    rank: int = 32
+    reg_param: float = 0.1
+    max_iter: int = 15
+    item_bias_reg: float = 10.0
+    user_bias_reg: float = 5.0
+    seed: int = 42
+
+    @classmethod
+    def from_settings(cls, model: ModelSettings, **overrides: Any) -> RatingParams:
+        return _with(cls(**model.rating.model_dump(), seed=model.seed), overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "implicit_prefs": False}
+
+
+Params = RankingParams | RatingParams
+
+
+def _with(params: Any, overrides: dict[str, Any]) -> Any:
+    known = {k: v for k, v in overrides.items() if v is not None and hasattr(params, k)}
+    return replace(params, **known)
 
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Values tried by ``tune``; ``alpha`` is searched only for implicit models."""
+    """Values ``train --tune`` tries; ``alpha`` applies to the ranking model only."""
 
-    rank: Sequence[int] = (10, 20)
-    reg_param: Sequence[float] = (0.05, 0.1, 0.15, 0.2)
-    max_iter: Sequence[int] = (10,)
-    alpha: Sequence[float] = (0.5, 1.0, 5.0)
+    rank: Sequence[int] = (16, 32)
+    reg_param: Sequence[float] = (0.05, 0.1, 0.2)
+    max_iter: Sequence[int] = (15,)
+    alpha: Sequence[float] = (0.5, 1.0, 2.0)
 
-    def candidates(self, base: AlsParams) -> list[AlsParams]:
-        alphas = self.alpha if base.implicit_prefs else (base.alpha,)
-        return [replace(base, rank=r, reg_param=g, max_iter=m, alpha=a)
-                for r, g, m, a in itertools.product(self.rank, self.reg_param, self.max_iter,
-                                                    alphas)]
-
-
-@dataclass(frozen=True)
-class Trial:
-    params: AlsParams
-    score: float
-    seconds: float
+    def candidates(self, base: Params) -> list[Params]:
+        alphas: Sequence[float | None] = self.alpha if isinstance(base, RankingParams) \
+            else (None,)
+        out = []
+        for r, g, m, a in itertools.product(self.rank, self.reg_param, self.max_iter, alphas):
+            out.append(_with(base, {"rank": r, "reg_param": g, "max_iter": m, "alpha": a}))
+        return out
 
 
-@dataclass(frozen=True)
-class TuneResult:
-    best: AlsParams
-    metric: str
-    trials: list[Trial] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"metric": self.metric, "best": self.best.to_dict(),
-                "trials": [{**t.params.to_dict(), "score": t.score, "seconds": round(t.seconds, 2)}
-                           for t in self.trials]}
-
-
-def build(params: AlsParams) -> ALS:
+def build(params: Params) -> ALS:
     """An unfitted ALS estimator over the training columns.
 
     ``coldStartStrategy="drop"`` keeps NaN predictions for unknown users or movies out of
     ``transform``; one block per core suits the local default (fewer shuffles). Checkpoints
-    (every 10 iterations) only when there is a lineage worth cutting: at ``max_iter <= 10``
-    the one checkpoint would land after the last iteration and only cost a disk write.
+    (every 10 iterations) only when there is a lineage worth cutting.
     """
     from pyspark.ml.recommendation import ALS
 
+    implicit = isinstance(params, RankingParams)
     return ALS(userCol="user_id", itemCol="movie_id", ratingCol="rating",
                rank=params.rank, regParam=params.reg_param, maxIter=params.max_iter,
-               alpha=params.alpha, implicitPrefs=params.implicit_prefs, seed=params.seed,
-               nonnegative=params.nonnegative, coldStartStrategy="drop",
+               alpha=params.alpha if implicit else 1.0, implicitPrefs=implicit,
+               seed=params.seed, coldStartStrategy="drop",
                numUserBlocks=_blocks(), numItemBlocks=_blocks(),
                checkpointInterval=CHECKPOINT_EVERY if params.max_iter > CHECKPOINT_EVERY else -1)
 
 
 @dataclass
 class Fitted:
-    """A fitted ALS model and, in biased explicit mode, the user biases it was fitted with."""
+    """A fitted ALS model, its factors as arrays, and the params to record with it."""
 
     model: ALSModel
-    params: AlsParams
-    global_mean: float | None = None
-    user_bias: Any = None  # pandas DataFrame (user_id, bias)
+    params: Params
+    factors: Factors
+    recorded: dict[str, Any]
 
 
-def fit(train: DataFrame, params: AlsParams,
-        checkpoint_dir: Path | str | None = None) -> Fitted:
-    """Fit ALS on ``train`` (on rating minus user bias when ``params.biased``).
+def fit(train: DataFrame, params: Params, checkpoint_dir: Path | str | None = None) -> Fitted:
+    """Fit the model ``params`` describes on ``train`` (user_id, movie_id, rating).
 
     Spark ALS checkpoints its factor RDDs every 10 iterations, but only when the context has
-    a checkpoint directory; without one the lineage of 15-20 iterations overflows the JVM
-    stack and kills the driver. So one is always set: ``checkpoint_dir``, else a temp dir.
+    a checkpoint directory; without one a long lineage overflows the JVM stack and kills the
+    driver. So one is always set: ``checkpoint_dir``, else a temp dir.
     """
     sc = train.sparkSession.sparkContext
     if sc.getCheckpointDir() is None:
         target = Path(checkpoint_dir) if checkpoint_dir else Path(tempfile.mkdtemp(prefix="als-"))
         target.mkdir(parents=True, exist_ok=True)
         sc.setCheckpointDir(str(target))
-    if not params.biased:
-        return Fitted(build(params).fit(train), params)
+    if isinstance(params, RankingParams):
+        model = build(params).fit(train)
+        users, items = _frames(model)
+        factors = Factors(user_ids=users[0], user_factors=users[1], item_ids=items[0],
+                          item_factors=items[1], implicit=True)
+        return Fitted(model, params, factors, params.to_dict())
+    return _fit_rating(train, params)
+
+
+def _fit_rating(train: DataFrame, params: RatingParams) -> Fitted:
+    """Biases first (in Spark, so they scale with the data), then ALS on the residuals."""
     from pyspark.sql import functions as F
 
     mean = float(train.agg(F.avg("rating")).first()[0] or 0.0)
-    k = params.bias_shrinkage
-    biases = train.groupBy("user_id").agg(
-        ((F.sum("rating") + F.lit(k * mean)) / (F.count("*") + F.lit(k))).alias("bias"))
-    residuals = train.join(biases, "user_id").select(
-        "user_id", "movie_id", (F.col("rating") - F.col("bias")).alias("rating"))
+    item_bias = train.groupBy("movie_id").agg(
+        (F.sum(F.col("rating") - F.lit(mean))
+         / (F.count("*") + F.lit(params.item_bias_reg))).alias("b_i"))
+    with_item = train.join(F.broadcast(item_bias), "movie_id")
+    user_bias = with_item.groupBy("user_id").agg(
+        (F.sum(F.col("rating") - F.lit(mean) - F.col("b_i"))
+         / (F.count("*") + F.lit(params.user_bias_reg))).alias("b_u"))
+    residuals = with_item.join(user_bias, "user_id").select(
+        "user_id", "movie_id",
+        (F.col("rating") - F.lit(mean) - F.col("b_u") - F.col("b_i")).alias("rating"))
     model = build(params).fit(residuals)
-    return Fitted(model, params, mean, biases.toPandas())
+    (user_ids, x), (item_ids, y) = _frames(model)
+    b_u = user_bias.toPandas().set_index("user_id")["b_u"].reindex(user_ids).fillna(0.0)
+    b_i = item_bias.toPandas().set_index("movie_id")["b_i"].reindex(item_ids).fillna(0.0)
+    ones_u, ones_i = np.ones((len(x), 1), np.float32), np.ones((len(y), 1), np.float32)
+    users = np.hstack([x, (mean + b_u.to_numpy(np.float32))[:, None], ones_u])
+    items = np.hstack([y, ones_i, b_i.to_numpy(np.float32)[:, None]])
+    fallback_user = np.zeros(users.shape[1], np.float32)
+    fallback_user[-2:] = (mean, 1.0)
+    fallback_item = np.zeros(items.shape[1], np.float32)
+    fallback_item[-2] = 1.0
+    factors = Factors(user_ids=user_ids, user_factors=users.astype(np.float32),
+                      item_ids=item_ids, item_factors=items.astype(np.float32), implicit=False,
+                      fallback_user=fallback_user, fallback_item=fallback_item)
+    return Fitted(model, params, factors, {**params.to_dict(), "global_mean": mean})
+
+
+def _frames(model: ALSModel) -> tuple[tuple[np.ndarray, np.ndarray],
+                                      tuple[np.ndarray, np.ndarray]]:
+    """(user ids, user factors), (item ids, item factors), rows sorted by id."""
+    rank = model.rank
+    users = model.userFactors.toPandas().sort_values("id")
+    items = model.itemFactors.toPandas().sort_values("id")
+    return ((users["id"].to_numpy(np.int64), _stack(users["features"], rank)),
+            (items["id"].to_numpy(np.int64), _stack(items["features"], rank)))
 
 
 def checkpoint_files(spark: SparkSession) -> set[Path]:
@@ -170,48 +196,6 @@ def checkpoint_files(spark: SparkSession) -> set[Path]:
         return set()
     root = Path(directory.removeprefix("file:"))
     return set(root.glob("rdd-*")) if root.is_dir() else set()
-
-
-def factors(fitted: Fitted) -> Factors:
-    """User and item factors as numpy arrays, rows sorted by id; with the bias column
-    appended (user: b_u, item: 1) when the model is biased."""
-    model, rank = fitted.model, fitted.model.rank
-    users = model.userFactors.toPandas().sort_values("id")
-    items = model.itemFactors.toPandas().sort_values("id")
-    user_ids = users["id"].to_numpy(np.int64)
-    u, v = _stack(users["features"], rank), _stack(items["features"], rank)
-    if fitted.params.biased:
-        bias = fitted.user_bias.set_index("user_id")["bias"].reindex(user_ids)
-        u = np.hstack([u, bias.fillna(fitted.global_mean).to_numpy(np.float32)[:, None]])
-        v = np.hstack([v, np.ones((len(v), 1), np.float32)])
-    return Factors(user_ids=user_ids, user_factors=u.astype(np.float32),
-                   item_ids=items["id"].to_numpy(np.int64), item_factors=v.astype(np.float32),
-                   implicit=fitted.params.implicit_prefs)
-
-
-def tune(train: DataFrame, score: Callable[[Factors], float], base: AlsParams,
-         space: SearchSpace | None = None, method: SearchMethod = "grid", trials: int = 8,
-         higher_is_better: bool = True, metric: str = "score",
-         on_trial: Callable[[Trial], None] | None = None,
-         checkpoint_dir: Path | str | None = None) -> TuneResult:
-    """Fit every candidate (``grid``) or ``trials`` seeded random ones (``random``) on
-    ``train`` and keep the one ``score`` rates best on the validation data it closes over."""
-    candidates = (space or SearchSpace()).candidates(base)
-    if method == "random" and trials < len(candidates):
-        candidates = random.Random(base.seed).sample(candidates, trials)
-    results: list[Trial] = []
-    for params in candidates:
-        started = time.perf_counter()
-        trial = Trial(params, score(factors(fit(train, params, checkpoint_dir))),
-                      time.perf_counter() - started)
-        results.append(trial)
-        if on_trial:
-            on_trial(trial)
-    valid = [t for t in results if np.isfinite(t.score)]
-    if not valid:
-        return TuneResult(base, metric, results)
-    pick = max if higher_is_better else min
-    return TuneResult(pick(valid, key=lambda t: t.score).params, metric, results)
 
 
 def _stack(column: Any, rank: int) -> np.ndarray:

@@ -12,11 +12,17 @@ Conventions (recorded in each version's metadata):
   in the training split (no model, baselines included, can recommend a movie it never saw);
 * ranking metrics average over users with a trained factor and at least one relevant movie;
   baselines are scored on exactly the same users and rows;
-* RMSE/MAE cover held-out rows whose user and movie both have factors (Spark's
-  ``coldStartStrategy="drop"``), with predictions clipped to the rating scale as serving
-  clips them; they are left out for implicit models, whose scores are not ratings. The
-  popularity baseline predicts the movie's (shrunk) mean rating, random a uniform rating;
-* coverage = distinct recommended movies / movies in the training split.
+* RMSE/MAE cover every held-out row, answered as serving answers them: a user or a movie the
+  rating model has no factor for gets its fallback row (the biases, ``model.artifacts``), and
+  predictions are clipped to the rating scale. ``rmse_scorable``/``mae_scorable`` beside them
+  cover only rows whose user and movie both have factors (Spark's cold-start "drop"). They
+  are left out for the ranking model, whose scores are not ratings. The popularity baseline
+  predicts the movie's (shrunk) mean rating (the global mean for an unseen movie), random a
+  uniform rating;
+* coverage = distinct recommended movies / movies in the training split;
+* ``rec_median_count`` / ``catalogue_median_count``: the median training rating count of the
+  recommended movies against the catalogue's, and ``rec_mean_rating`` their mean training
+  rating: a model that pushes obscure or poorly rated movies shows it there.
 """
 
 from __future__ import annotations
@@ -28,20 +34,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from recommender.contracts import RATING_MAX, RATING_MIN
+from recommender.model.registry import higher_is_better  # noqa: F401  (re-exported)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-LOWER_IS_BETTER = frozenset({"rmse", "mae"})
 BATCH_CELLS = 1 << 24  # scores computed per batch: 16M floats = 64 MB
 
 
 def metric_names(k: int) -> list[str]:
     return [f"precision_at_{k}", f"recall_at_{k}", f"ndcg_at_{k}", f"map_at_{k}", "coverage"]
-
-
-def higher_is_better(metric: str) -> bool:
-    return metric not in LOWER_IS_BETTER
 
 
 # --- pure metrics -----------------------------------------------------------------------------
@@ -134,6 +136,7 @@ class HoldOut:
     items: np.ndarray
     counts: np.ndarray
     item_means: np.ndarray
+    raw_means: np.ndarray
     global_mean: float
     users: np.ndarray
     seen_user: np.ndarray
@@ -160,8 +163,10 @@ class HoldOut:
         keep = (su >= 0) & (si >= 0)
         tu, ti = _index(users, test[0]), _index(items, test[1])
         keep_t = tu >= 0
+        raw = np.where(counts > 0, sums / np.maximum(counts, 1), global_mean)
         return cls(items=items, counts=counts.astype(np.int64), item_means=means,
-                   global_mean=global_mean, users=users, seen_user=su[keep], seen_item=si[keep],
+                   raw_means=raw, global_mean=global_mean, users=users,
+                   seen_user=su[keep], seen_item=si[keep],
                    test_user=tu[keep_t], test_item=ti[keep_t],
                    test_rating=np.asarray(test[2], dtype=np.float64)[keep_t])
 
@@ -192,13 +197,16 @@ def _group(rows: np.ndarray, values: np.ndarray, n: int) -> list[np.ndarray]:
 
 @dataclass(frozen=True)
 class Factors:
-    """A trained model reduced to what evaluation needs."""
+    """A trained model reduced to what evaluation needs. A rating model carries the rows
+    serving answers with for a user or a movie it has no factor for."""
 
     user_ids: np.ndarray
     user_factors: np.ndarray
     item_ids: np.ndarray
     item_factors: np.ndarray
     implicit: bool
+    fallback_user: np.ndarray | None = None
+    fallback_item: np.ndarray | None = None
 
 
 def evaluate(holdout: HoldOut, factors: Factors | None, k: int = 10,
@@ -247,34 +255,71 @@ def evaluate(holdout: HoldOut, factors: Factors | None, k: int = 10,
     out: dict[str, dict[str, float]] = {name: {"users": float(len(users))} for name in recs}
     if len(users):
         for name, parts in recs.items():
-            out[name].update(ranking_metrics(np.vstack(parts), rel_cols, k, n_items))
+            top = np.vstack(parts)
+            out[name].update(ranking_metrics(top, rel_cols, k, n_items))
+            out[name].update(_recommended_profile(holdout, top))
     for name, errors in _rating_errors(holdout, factors, rng).items():
         out[name].update(errors)
     return out
 
 
+def _recommended_profile(holdout: HoldOut, top: np.ndarray) -> dict[str, float]:
+    """How popular and how well rated the recommended movies are in the training data."""
+    shown = top[top >= 0]
+    if len(shown) == 0:
+        return {}
+    return {"rec_median_count": float(np.median(holdout.counts[shown])),
+            "catalogue_median_count": float(np.median(holdout.counts)),
+            "rec_mean_rating": float(holdout.raw_means[shown].mean())}
+
+
 def _rating_errors(holdout: HoldOut, factors: Factors | None,
                    rng: np.random.Generator) -> dict[str, dict[str, float]]:
-    """RMSE/MAE on held-out rows every scored model can predict (Spark's cold-start drop)."""
-    rows = holdout.test_item >= 0
-    if factors is not None:
-        u_rows = _index_unsorted(factors.user_ids, holdout.users)[holdout.test_user]
-        v_rows = _index_unsorted(factors.item_ids, holdout.items)[holdout.test_item]
-        rows &= (u_rows >= 0) & (v_rows >= 0)
-    actual = holdout.test_rating[rows]
+    """RMSE/MAE over every held-out row (with the serving fallbacks), and over the rows
+    every scored model has factors for (``_scorable``)."""
+    actual = holdout.test_rating
     if len(actual) == 0:
         return {}
+    known_item = holdout.test_item >= 0
+    scorable = known_item.copy()
+    item_col = holdout.test_item.clip(0)
     predictions = {
-        "popularity": holdout.item_means[holdout.test_item[rows]],
+        "popularity": np.where(known_item, holdout.item_means[item_col], holdout.global_mean),
         "random": rng.uniform(RATING_MIN, RATING_MAX, size=len(actual)),
     }
-    if factors is not None and not factors.implicit:
-        u = factors.user_factors[u_rows[rows]].astype(np.float64)
-        v = factors.item_factors[v_rows[rows]].astype(np.float64)
-        # Clipped like predict_pair: the error of what serving would answer.
-        predictions["als"] = np.einsum("ij,ij->i", u, v).clip(RATING_MIN, RATING_MAX)
-    return {name: {"rmse": rmse(p, actual), "mae": mae(p, actual),
-                   "rated_pairs": float(len(actual))} for name, p in predictions.items()}
+    if factors is not None:
+        u_rows = _index_unsorted(factors.user_ids, holdout.users)[holdout.test_user]
+        v_rows = np.where(known_item,
+                          _index_unsorted(factors.item_ids, holdout.items)[item_col], -1)
+        scorable &= (u_rows >= 0) & (v_rows >= 0)
+        if not factors.implicit:
+            predictions["als"] = _predicted(factors, u_rows, v_rows)
+    out = {}
+    for name, p in predictions.items():
+        if name == "als" and factors is not None and factors.fallback_user is None:
+            p, a = p[scorable], actual[scorable]  # no fallback: only what it can score
+        else:
+            a = actual
+        out[name] = {"rmse": rmse(p, a), "mae": mae(p, a), "rated_pairs": float(len(a))}
+        if scorable.any():
+            sp, sa = predictions[name][scorable], actual[scorable]
+            out[name].update(rmse_scorable=rmse(sp, sa), mae_scorable=mae(sp, sa),
+                             scorable_pairs=float(scorable.sum()))
+    return out
+
+
+def _predicted(factors: Factors, u_rows: np.ndarray, v_rows: np.ndarray) -> np.ndarray:
+    """What serving answers for each (user row, item row), -1 = no factor: the fallback
+    row when the model has one, clipped like ``model.foldin.predicted_ratings``."""
+    width = factors.item_factors.shape[1]
+    fallback_u = factors.fallback_user if factors.fallback_user is not None \
+        else np.zeros(width, np.float32)
+    fallback_i = factors.fallback_item if factors.fallback_item is not None \
+        else np.zeros(width, np.float32)
+    u = np.where((u_rows >= 0)[:, None], factors.user_factors[u_rows.clip(0)], fallback_u)
+    v = np.where((v_rows >= 0)[:, None], factors.item_factors[v_rows.clip(0)], fallback_i)
+    return np.einsum("ij,ij->i", u.astype(np.float64), v.astype(np.float64)).clip(
+        RATING_MIN, RATING_MAX)
 
 
 def _index_unsorted(ids: np.ndarray, query: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""One training run: snapshot, window, split, (tune), fit, evaluate, save, gate.
+"""One training run: snapshot, window, split, (tune), fit both models, evaluate, save, gate.
 
 The batch layer's single entry point. It takes a ratings DataFrame, so the same run serves
 ``recommender train`` (Cassandra), benchmarks (a CSV) and tests; the registry alone decides
@@ -11,62 +11,64 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 import recommender
 from recommender.errors import TrainingRefused
+from recommender.model import snapshot
+from recommender.model.artifacts import FactorModel, ModelArtifacts, spark_model_dir
+from recommender.model.registry import GateDecision, ModelRegistry
 from recommender.settings import Settings
-from recommender.train import als, data, evaluate
-from recommender.train.artifacts import SPARK_MODEL_DIR, ModelArtifacts
-from recommender.train.registry import GateDecision, ModelRegistry
+from recommender.train import als, evaluate
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-Mode = Literal["explicit", "implicit", "both"]
+# What each model is judged on when ``--tune`` searches its hyper-parameters.
+TUNE_METRIC = {"ranking": "ndcg_at_10", "rating": "rmse"}
+# Which evaluation figures belong to which model in a version's flat ``metrics``.
+RATING_METRICS = ("rmse", "mae", "rmse_scorable", "mae_scorable", "rated_pairs",
+                  "scorable_pairs")
 
 
 @dataclass(frozen=True)
 class TrainOptions:
     """Everything a run can vary; hyper-parameter defaults come from ``ModelSettings``.
 
-    ``params`` overrides single ALS parameters (rank, reg_param, max_iter, alpha,
-    nonnegative). ``mode="both"`` trains an explicit and an implicit candidate and keeps the
-    one with the better gate metric.
+    ``ranking`` and ``rating`` override single parameters of either model (rank, reg_param,
+    max_iter, alpha ...).
     """
 
-    mode: Mode | None = None
-    split: data.SplitMethod = "random"
+    split: snapshot.SplitMethod = "random"
     test_fraction: float = 0.2
     last_n: int | None = None
     days: float | None = None
-    tune: als.SearchMethod | None = None
-    trials: int = 8
+    tune: bool = False
     space: als.SearchSpace = field(default_factory=als.SearchSpace)
-    tune_metric: str | None = None
     k: int = 10
     relevance_threshold: float = 4.0
     max_eval_users: int = 10_000
     min_ratings: int = 100
     force: bool = False
-    params: dict[str, Any] = field(default_factory=dict)
+    ranking: dict[str, Any] = field(default_factory=dict)
+    rating: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
-class Candidate:
-    params: als.AlsParams
+class Trained:
+    """One of the two fitted models with its held-out figures."""
+
+    kind: str
     fitted: als.Fitted
-    factors: evaluate.Factors
     metrics: dict[str, float]
     baselines: dict[str, dict[str, float]]
-    tuning: als.TuneResult | None
+    tuning: dict[str, Any] | None
     fit_seconds: float
-    evaluate_seconds: float
 
 
 @dataclass(frozen=True)
@@ -74,14 +76,18 @@ class TrainResult:
     version: str
     decision: GateDecision
     metadata: dict[str, Any]
-    candidates: list[dict[str, Any]]
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.metadata["metrics"]
 
 
 def run(ratings: DataFrame, settings: Settings, options: TrainOptions | None = None, *,
         source: str = "dataframe", registry: ModelRegistry | None = None,
         on_event: Callable[[str], None] = lambda _: None) -> TrainResult:
-    """Train, evaluate and register one version; raises ``TrainingRefused`` (nothing written)
-    when the data is too small. A gate refusal is a normal result: see ``decision``."""
+    """Train both models, evaluate and register one version; raises ``TrainingRefused``
+    (nothing written) when the data is too small. A gate refusal is a normal result: see
+    ``decision``."""
     opts = options or TrainOptions()
     registry = registry or ModelRegistry.from_settings(settings.model)
     seed = settings.model.seed
@@ -98,47 +104,48 @@ def run(ratings: DataFrame, settings: Settings, options: TrainOptions | None = N
         used = ratings
         if opts.last_n or opts.days:
             total = ratings.count()
-            used = data.window(ratings, opts.last_n, opts.days).persist()
+            used = snapshot.window(ratings, opts.last_n, opts.days).persist()
             cached.append(used)
-            snap = data.snapshot(used, source, rows_total=total)
+            snap = snapshot.snapshot(used, source, rows_total=total)
         else:
-            snap = data.snapshot(ratings, source)
+            snap = snapshot.snapshot(ratings, source)
         timings["read_s"] = time.perf_counter() - started
         on_event(f"read {snap.rows} ratings ({snap.users} users, {snap.items} movies) "
                  f"in {timings['read_s']:.1f}s")
-        data.require_enough(snap, opts.min_ratings)
+        snapshot.require_enough(snap, opts.min_ratings)
 
         tic = time.perf_counter()
-        train, test = data.split(used, opts.split, opts.test_fraction, seed)
+        train, test = snapshot.split(used, opts.split, opts.test_fraction, seed)
+        train = train.persist()  # both models and their tuning read it
+        cached.append(train)
         if opts.split == "time":  # a window sort: compute once (the hash split is a cheap filter)
-            train, test = train.persist(), test.persist()
-            cached += [train, test]
-        holdout = evaluate.collect_holdout(train, test, opts.max_eval_users, seed, snap.users)
-        if len(holdout.test_rating) == 0 or len(holdout.items) < 2:
-            raise TrainingRefused(f"the {opts.split} split left no held-out ratings to "
-                                  "evaluate on; no model was written")
+            test = test.persist()
+            cached.append(test)
+        holdout = _holdout(train, test, opts, seed, snap.users, "held-out")
         timings["split_s"] = time.perf_counter() - tic
 
-        candidates = [_candidate(train, holdout, settings, opts, implicit, snap.users, on_event)
-                      for implicit in _modes(opts, settings)]
-        best = _pick(candidates, registry.metric_for(*(c.params.mode for c in candidates)))
-        timings["fit_s"] = sum(c.fit_seconds for c in candidates)
-        timings["evaluate_s"] = sum(c.evaluate_seconds for c in candidates)
+        tuned = _tune(train, settings, opts, snap.users, on_event) if opts.tune else {}
+        params = {"ranking": als.RankingParams.from_settings(settings.model, **opts.ranking),
+                  "rating": als.RatingParams.from_settings(settings.model, **opts.rating)}
+        params.update({kind: result["best"] for kind, result in tuned.items()})
+        models = {kind: _train(kind, train, holdout, p, settings, opts,
+                               tuned.get(kind), on_event) for kind, p in params.items()}
+        timings["fit_s"] = sum(m.fit_seconds for m in models.values())
+        timings["evaluate_s"] = sum(m.metrics.pop("_seconds") for m in models.values())
 
         tic = time.perf_counter()
         version = registry.new_version()
         with registry.staging(version) as tmp:
-            best.fitted.model.write().save(str(tmp / SPARK_MODEL_DIR))
+            for kind, trained in models.items():
+                trained.fitted.model.write().save(str(tmp / spark_model_dir(kind)))
             timings["save_s"] = time.perf_counter() - tic
             timings["total_s"] = time.perf_counter() - started
-            meta = _metadata(version, best, candidates, snap, holdout, opts, timings, seed)
-            meta = _artifacts(version, best, holdout).save(tmp, meta)
+            meta = _metadata(version, models, snap, holdout, opts, timings, seed)
+            meta = _artifacts(version, models, holdout).save(tmp, meta)
         decision = registry.publish(version, force=opts.force)
         on_event(f"saved {version} in {timings['save_s']:.1f}s; gate: "
                  f"{'promoted' if decision.accepted else 'refused'} ({decision.reason})")
-        summary = [{"mode": c.params.mode, "params": c.params.to_dict(), "metrics": c.metrics,
-                    "chosen": c is best} for c in candidates]
-        return TrainResult(version, decision, meta, summary)
+        return TrainResult(version, decision, meta)
     finally:
         for df in reversed(cached):
             df.unpersist()
@@ -147,108 +154,123 @@ def run(ratings: DataFrame, settings: Settings, options: TrainOptions | None = N
             shutil.rmtree(path, ignore_errors=True)
 
 
-def _modes(opts: TrainOptions, settings: Settings) -> list[bool]:
-    mode = opts.mode or ("implicit" if settings.model.implicit_prefs else "explicit")
-    return {"explicit": [False], "implicit": [True], "both": [False, True]}[mode]
+def _holdout(train: DataFrame, test: DataFrame, opts: TrainOptions, seed: int, users: int,
+             what: str) -> evaluate.HoldOut:
+    holdout = evaluate.collect_holdout(train, test, opts.max_eval_users, seed, users)
+    if len(holdout.test_rating) == 0 or len(holdout.items) < 2:
+        raise TrainingRefused(f"the {opts.split} split left no {what} ratings to evaluate "
+                              "on (too little data); no model was written")
+    return holdout
 
 
-def _candidate(train: DataFrame, holdout: evaluate.HoldOut, settings: Settings,
-               opts: TrainOptions, implicit: bool, users: int,
-               on_event: Callable[[str], None]) -> Candidate:
-    params = als.AlsParams.from_settings(settings.model, implicit_prefs=implicit, **opts.params)
+def _train(kind: str, train: DataFrame, holdout: evaluate.HoldOut, params: als.Params,
+           settings: Settings, opts: TrainOptions, tuning: dict[str, Any] | None,
+           on_event: Callable[[str], None]) -> Trained:
     tic = time.perf_counter()
-    tuning = None
-    if opts.tune:
-        tuning = _tune(train, params, opts, settings, users, on_event)
-        params = tuning.best
     fitted = als.fit(train, params, settings.spark.checkpoint_dir / "als")
-    factors = als.factors(fitted)
     fit_s = time.perf_counter() - tic
     tic = time.perf_counter()
-    results = evaluate.evaluate(holdout, factors, opts.k, opts.relevance_threshold,
-                                settings.model.seed)
+    results = _score(kind, holdout, fitted.factors, opts, settings.model.seed)
     metrics = results.pop("als")
-    eval_s = time.perf_counter() - tic
-    on_event(f"{params.mode} rank={params.rank} reg={params.reg_param} alpha={params.alpha}: "
-             f"fit {fit_s:.1f}s, evaluate {eval_s:.1f}s")
-    return Candidate(params, fitted, factors, metrics, results, tuning, fit_s, eval_s)
+    metrics["_seconds"] = time.perf_counter() - tic
+    on_event(f"{kind} model {_describe(params)}: fit {fit_s:.1f}s, "
+             f"{TUNE_METRIC[kind]} {metrics.get(TUNE_METRIC[kind], float('nan')):.4f}")
+    return Trained(kind, fitted, metrics, results, tuning, fit_s)
 
 
-def _tune(train: DataFrame, base: als.AlsParams, opts: TrainOptions, settings: Settings,
-          users: int, on_event: Callable[[str], None]) -> als.TuneResult:
-    """Search on a validation split carved out of the training split (the test split stays
-    untouched until the final evaluation)."""
+def _score(kind: str, holdout: evaluate.HoldOut, factors: evaluate.Factors,
+           opts: TrainOptions, seed: int) -> dict[str, dict[str, float]]:
+    """The held-out figures that belong to ``kind`` (ranking metrics or rating errors), for
+    the model (``als``) and for the baselines scored on the same users and rows."""
+    results = evaluate.evaluate(holdout, factors, opts.k, opts.relevance_threshold, seed)
+    rating = kind == "rating"
+    return {name: {k: v for k, v in figures.items() if (k in RATING_METRICS) == rating}
+            for name, figures in results.items()}
+
+
+def _describe(params: als.Params) -> str:
+    return " ".join(f"{k}={v}" for k, v in params.to_dict().items()
+                    if k not in ("seed", "implicit_prefs"))
+
+
+def _tune(train: DataFrame, settings: Settings, opts: TrainOptions, users: int,
+          on_event: Callable[[str], None]) -> dict[str, dict[str, Any]]:
+    """Search both models on a validation split carved out of the training split (the test
+    split stays untouched until the final evaluation): every candidate of
+    ``opts.space`` is fitted on the rest of the training split and judged on
+    ``TUNE_METRIC``."""
     seed = settings.model.seed
-    metric = opts.tune_metric or ("rmse" if not base.implicit_prefs else f"ndcg_at_{opts.k}")
-    sub, valid = data.split(train, opts.split, opts.test_fraction, seed + 1)
+    sub, valid = snapshot.split(train, opts.split, opts.test_fraction, seed + 1)
     sub = sub.persist()
     try:
-        valid_holdout = evaluate.collect_holdout(sub, valid, opts.max_eval_users, seed, users)
-
-        def score(factors: evaluate.Factors) -> float:
-            res = evaluate.evaluate(valid_holdout, factors, opts.k, opts.relevance_threshold,
-                                    seed)["als"]
-            return float(res.get(metric, np.nan))
-
-        return als.tune(sub, score, base, opts.space, opts.tune, opts.trials,
-                        evaluate.higher_is_better(metric), metric,
-                        on_trial=lambda t: on_event(
-                            f"  trial rank={t.params.rank} reg={t.params.reg_param} "
-                            f"iter={t.params.max_iter} alpha={t.params.alpha}: "
-                            f"{metric}={t.score:.4f} ({t.seconds:.1f}s)"),
-                        checkpoint_dir=settings.spark.checkpoint_dir / "als")
+        valid_holdout = _holdout(sub, valid, opts, seed, users, "validation")
+        bases = {"ranking": als.RankingParams.from_settings(settings.model, **opts.ranking),
+                 "rating": als.RatingParams.from_settings(settings.model, **opts.rating)}
+        out = {}
+        for kind, base in bases.items():
+            metric = TUNE_METRIC[kind]
+            trials = []
+            for params in opts.space.candidates(base):
+                fitted = als.fit(sub, params, settings.spark.checkpoint_dir / "als")
+                score = _score(kind, valid_holdout, fitted.factors, opts, seed)["als"].get(metric)
+                trials.append({**params.to_dict(), metric: score})
+                on_event(f"  {kind} trial {_describe(params)}: {metric}={score:.4f}")
+            pick = max if metric != "rmse" else min
+            best = pick((t for t in trials if t[metric] is not None),
+                        key=lambda t: t[metric], default=None)
+            chosen = _with_trial(base, best) if best else base
+            out[kind] = {"metric": metric, "best": chosen, "trials": trials}
+        return out
     finally:
         sub.unpersist()
 
 
-def _pick(candidates: list[Candidate], metric: str) -> Candidate:
-    scored = [c for c in candidates if c.metrics.get(metric) is not None]
-    if not scored:
-        return candidates[0]
-    key = (lambda c: c.metrics[metric]) if evaluate.higher_is_better(metric) \
-        else (lambda c: -c.metrics[metric])
-    return max(scored, key=key)
+def _with_trial(base: als.Params, trial: dict[str, Any]) -> als.Params:
+    return replace(base, **{k: v for k, v in trial.items() if hasattr(base, k)})
 
 
-def _artifacts(version: str, best: Candidate, holdout: evaluate.HoldOut) -> ModelArtifacts:
-    f = best.factors
-    pos = np.searchsorted(holdout.items, f.item_ids).clip(0, max(len(holdout.items) - 1, 0))
-    counts = np.where(holdout.items[pos] == f.item_ids, holdout.counts[pos], 0)
-    params = best.params.to_dict()
-    if best.params.biased:
-        params["global_mean"] = best.fitted.global_mean
-    return ModelArtifacts(version=version, item_ids=f.item_ids, item_factors=f.item_factors,
-                          user_ids=f.user_ids, user_factors=f.user_factors, item_counts=counts,
-                          params=params)
+def _artifacts(version: str, models: dict[str, Trained],
+               holdout: evaluate.HoldOut) -> ModelArtifacts:
+    ranking, rating = models["ranking"].fitted, models["rating"].fitted
+    rf, tf = ranking.factors, rating.factors
+    if not (np.array_equal(rf.item_ids, tf.item_ids)
+            and np.array_equal(rf.user_ids, tf.user_ids)):
+        raise TrainingRefused("the ranking and rating models were fitted on different users "
+                              "or movies; no model was written")
+    pos = np.searchsorted(holdout.items, rf.item_ids).clip(0, max(len(holdout.items) - 1, 0))
+    counts = np.where(holdout.items[pos] == rf.item_ids, holdout.counts[pos], 0)
+    return ModelArtifacts(
+        version=version, item_ids=rf.item_ids, user_ids=rf.user_ids, item_counts=counts,
+        ranking=FactorModel("ranking", rf.item_factors, rf.user_factors, ranking.recorded),
+        rating=FactorModel("rating", tf.item_factors, tf.user_factors, rating.recorded))
 
 
-_COUNTS = ("users", "rated_pairs")
-
-
-def _metadata(version: str, best: Candidate, candidates: list[Candidate], snap: data.Snapshot,
+def _metadata(version: str, models: dict[str, Trained], snap: snapshot.Snapshot,
               holdout: evaluate.HoldOut, opts: TrainOptions, timings: dict[str, float],
               seed: int) -> dict[str, Any]:
-    metrics = {k: v for k, v in best.metrics.items() if k not in _COUNTS}
-    baselines = {name: {k: v for k, v in m.items() if k not in _COUNTS}
-                 for name, m in best.baselines.items()}
+    """``metrics`` holds both models' figures (ranking metrics, rating errors: their names
+    do not overlap); ``baseline_metrics`` the popularity and random baselines' on the same
+    users and rows."""
+    ranking, rating = models["ranking"], models["rating"]
+    metrics = {**ranking.metrics, **rating.metrics}
+    baselines = {name: {**figures, **rating.baselines.get(name, {})}
+                 for name, figures in ranking.baselines.items()}
     return {
         "version": version,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "mode": best.params.mode,
         "data": {**snap.to_dict(), "window": {"last_n": opts.last_n, "days": opts.days}},
         "evaluation": {
             "split": opts.split, "test_fraction": opts.test_fraction, "seed": seed,
             "k": opts.k, "relevance_threshold": opts.relevance_threshold,
-            "users": int(best.metrics.get("users", 0)),
-            "rated_pairs": int(best.baselines.get("popularity", {}).get("rated_pairs", 0)),
+            "users": int(metrics.pop("users", 0)),
+            "rated_pairs": int(metrics.get("rated_pairs", 0)),
             "catalogue": len(holdout.items),
         },
         "metrics": metrics,
-        "baseline_metrics": baselines,
-        "candidates": [{"mode": c.params.mode, "params": c.params.to_dict(),
-                        "metrics": {k: v for k, v in c.metrics.items() if k not in _COUNTS}}
-                       for c in candidates if c is not best],
-        "tuning": best.tuning.to_dict() if best.tuning else None,
+        "baseline_metrics": {name: {k: v for k, v in m.items() if k != "users"}
+                             for name, m in baselines.items()},
+        "tuning": {kind: {**t, "best": t["best"].to_dict()}
+                   for kind, t in ((k, m.tuning) for k, m in models.items()) if t} or None,
         "timings": _round(timings),
         "code_version": code_version(),
     }

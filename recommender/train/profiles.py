@@ -16,23 +16,23 @@ Rows are upserts keyed as in ``contracts.CASSANDRA_TABLES``: a rerun overwrites.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from recommender import contracts
 from recommender.clients import CASSANDRA_FORMAT
-from recommender.errors import BackendUnavailable, DatasetError, RecommenderError
+from recommender.contracts import PROFILE_TABLES
+from recommender.errors import RecommenderError
+from recommender.model.artifacts import ModelArtifacts
+from recommender.schema import ensure_tables
 from recommender.settings import Settings
-from recommender.train.artifacts import ModelArtifacts
 
 if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import DataFrame
 
 NO_GENRE = "(no genres listed)"
-TABLES = ("user_taste", "similar_users")
 SHARED_GENRES = 3  # neighbour_genres per user
 BULK_DOCS = 5000
 
@@ -42,26 +42,6 @@ class ProfileStats:
     taste_rows: int
     similar_rows: int
     taste_documents: int
-
-
-def read_movies_cassandra(spark: SparkSession, keyspace: str) -> DataFrame:
-    """``movie_id, genres array<string>`` from the movies table."""
-    return (spark.read.format(CASSANDRA_FORMAT)
-            .options(keyspace=keyspace, table="movies", directJoinSetting="off").load()
-            .select("movie_id", "genres"))
-
-
-def read_movies_csv(spark: SparkSession, path: Path | str) -> DataFrame:
-    """``movie_id, genres`` from a MovieLens ``movies.csv`` (genres joined by ``|``)."""
-    from pyspark.sql import functions as F
-
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"movies file not found: {path}")
-    df = spark.read.csv(str(path), header=True, quote='"', escape='"',
-                        schema="movieId int, title string, genres string")
-    return df.select(F.col("movieId").alias("movie_id"),
-                     F.split("genres", r"\|").alias("genres"))
 
 
 def taste_profiles(ratings: DataFrame, movies: DataFrame) -> DataFrame:
@@ -115,7 +95,7 @@ def similar_users(ratings: DataFrame, artifacts: ModelArtifacts) -> DataFrame:
     from pyspark.sql import functions as F
 
     users, neighbours, sim = nearest_neighbours(artifacts.user_ids,
-                                                artifacts.latent_user_factors)
+                                                artifacts.ranking.latent_user_factors)
     import pandas as pd
 
     frame = pd.DataFrame({"user_id": users.astype(np.int32),
@@ -212,28 +192,12 @@ def write(df: DataFrame, keyspace: str, table: str) -> None:
         .mode("append").save()
 
 
-def ensure_tables(settings: Settings) -> None:
-    """Create the keyspace and the profile tables if missing (``schema.ensure_schema``)."""
-    from recommender.clients import cassandra_session
-    from recommender.schema import ensure_schema
-
-    try:
-        session = cassandra_session(settings.cassandra)
-    except Exception as exc:  # NoHostAvailable and friends: say which endpoint failed
-        raise BackendUnavailable(f"cannot reach Cassandra at {settings.cassandra.contact_points}"
-                                 f":{settings.cassandra.port}: {exc}") from exc
-    try:
-        ensure_schema(session, settings, TABLES)
-    finally:
-        session.cluster.shutdown()
-
-
 def build(ratings: DataFrame, movies: DataFrame, artifacts: ModelArtifacts,
           settings: Settings) -> ProfileStats:
     """Compute both tables from ``ratings`` and the promoted model, write them into
     ``settings.cassandra.keyspace`` and index the taste documents into Elasticsearch."""
     keyspace = settings.cassandra.keyspace
-    ensure_tables(settings)
+    ensure_tables(settings, PROFILE_TABLES)
     owned = not ratings.is_cached
     ratings = ratings.persist() if owned else ratings
     taste = taste_profiles(ratings, movies).persist()

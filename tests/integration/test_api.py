@@ -30,13 +30,13 @@ from recommender.contracts import (
     keyspace_cql,
 )
 from recommender.indices import bulk_index
+from recommender.model.artifacts import ModelArtifacts
+from recommender.model.foldin import fold_in, recommend, recommend_popular, similar_items
+from recommender.model.registry import ModelRegistry
 from recommender.serve.backends import IndexNames
 from recommender.serve.main import create_app
 from recommender.settings import ApiSettings, Settings
 from recommender.ship import ShipTargets, to_actions
-from recommender.train.artifacts import ModelArtifacts
-from recommender.train.foldin import fold_in, recommend, recommend_popular, similar_items
-from recommender.train.registry import ModelRegistry
 from recommender.vectors import publish_movie_vectors
 
 KNOWN, NEW, NOBODY = 1, 2, 999_999  # in the model / rated but not in it / no history

@@ -63,11 +63,11 @@ from recommender.dashboard.panels import (
 from recommender.dashboard.routes import dashboard_settings, router
 from recommender.indices import ratings_index
 from recommender.ingest import start_ingest
+from recommender.model import snapshot
+from recommender.model.registry import ModelRegistry
 from recommender.serve.main import create_app
 from recommender.settings import Settings
-from recommender.train import data as train_data
 from recommender.train import pipeline, profiles
-from recommender.train.registry import ModelRegistry
 from tests.support.elastic import documents
 from tests.support.names import private
 from tests.support.serving import serving
@@ -148,8 +148,8 @@ def retrain(spark, settings: Settings, shared: SharedIndices) -> tuple[str, list
     write the taste profiles (and their user-taste documents). Returns the version and the
     user-taste document ids."""
     keyspace = settings.cassandra.keyspace
-    ratings = train_data.read_cassandra(spark, keyspace).persist()
-    movies = profiles.read_movies_cassandra(spark, keyspace)
+    ratings = snapshot.read_cassandra(spark, keyspace).persist()
+    movies = snapshot.read_movies_cassandra(spark, keyspace)
     try:
         result = pipeline.run(ratings, settings, pipeline.TrainOptions(mode="explicit"),
                               source="cassandra")

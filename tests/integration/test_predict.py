@@ -14,10 +14,10 @@ from collections import defaultdict
 import pytest
 
 from recommender.clients import cassandra_session, kafka_producer
+from recommender.model.registry import ModelRegistry
 from recommender.predict.job import Predictor
 from recommender.predict.rollover import rollover, running_instances, stop_instance
 from recommender.settings import Settings, as_env
-from recommender.train.registry import ModelRegistry
 from tests.support.names import private
 from tests.support.topics import collect
 

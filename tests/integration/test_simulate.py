@@ -15,11 +15,12 @@ import json
 import pytest
 
 from recommender.cli.simulate import show
+from recommender.model import snapshot
+from recommender.model.registry import ModelRegistry
 from recommender.settings import Settings
 from recommender.simulate import ab
 from recommender.simulate import data as simdata
-from recommender.train import data, pipeline
-from recommender.train.registry import ModelRegistry
+from recommender.train import pipeline
 from tests.support.cli import run_cli
 
 
@@ -30,7 +31,7 @@ def implicit(spark, ml_small, tmp_path_factory) -> Settings:
         update={"models_dir": tmp_path_factory.mktemp("simulate-models")})
     settings = ml_small.settings.model_copy(update={"model": models})
     ks = settings.cassandra.keyspace
-    result = pipeline.run(data.read_cassandra(spark, ks), settings,
+    result = pipeline.run(snapshot.read_cassandra(spark, ks), settings,
                           pipeline.TrainOptions(mode="implicit"), source=f"cassandra:{ks}.ratings")
     assert result.decision.accepted, result.decision
     return settings

@@ -13,11 +13,12 @@ import pandas as pd
 import pytest
 
 from recommender.clients import CASSANDRA_FORMAT, cassandra_session
+from recommender.model import snapshot
+from recommender.model.registry import ModelRegistry
 from recommender.schema import ensure_schema
 from recommender.settings import Settings
 from recommender.stats import Distribution
-from recommender.train import data, profiles
-from recommender.train.registry import ModelRegistry
+from recommender.train import profiles
 from tests.support.cli import run_cli
 from tests.support.waiting import wait_for
 
@@ -33,10 +34,10 @@ def profiled(spark, trained: Settings, data_dir) -> Iterator[Settings]:
     ensure_schema(session, own, ("ratings", *profiles.TABLES))
     wait_for(lambda: _connector_sees(spark, ks), f"the Spark connector to see keyspace {ks}")
     folder = data_dir / "ml-latest-small"
-    ratings = data.read_csv(spark, folder / "ratings.csv").persist()
+    ratings = snapshot.read_csv(spark, folder / "ratings.csv").persist()
     profiles.write(ratings, ks, "ratings")
     art = ModelRegistry.from_settings(own.model).load()
-    movies = profiles.read_movies_csv(spark, folder / "movies.csv")
+    movies = snapshot.read_movies_csv(spark, folder / "movies.csv")
     profiles.write(profiles.taste_profiles(ratings, movies), ks, "user_taste")
     profiles.write(profiles.similar_users(ratings, art), ks, "similar_users")
     ratings.unpersist()

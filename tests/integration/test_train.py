@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
+from recommender.model import snapshot
+from recommender.model.artifacts import ModelArtifacts
+from recommender.model.foldin import fold_in, recommend, recommend_popular
+from recommender.model.registry import ModelRegistry
 from recommender.settings import Settings
-from recommender.train import data, pipeline
-from recommender.train.artifacts import ModelArtifacts
-from recommender.train.foldin import fold_in, recommend, recommend_popular
-from recommender.train.registry import ModelRegistry
+from recommender.train import pipeline
 
 HELD_OUT_USERS = 30
 
@@ -31,7 +32,7 @@ def implicit(spark, trained: Settings, tmp_path_factory):
     returns (settings, version, held-out users' ratings)."""
     models = trained.model.model_copy(update={"models_dir": tmp_path_factory.mktemp("implicit")})
     settings = trained.model_copy(update={"model": models})
-    ratings = data.read_cassandra(spark, settings.cassandra.keyspace)
+    ratings = snapshot.read_cassandra(spark, settings.cassandra.keyspace)
     active = (ratings.groupBy("user_id").count().where("count >= 50").orderBy("user_id")
               .limit(HELD_OUT_USERS).collect())
     held_out = [r.user_id for r in active]
@@ -73,7 +74,7 @@ def test_fold_in_ranks_a_new_users_later_movies_better_than_popularity(implicit)
 def test_gate_refuses_a_deliberately_bad_model_and_rollback_restores(spark, implicit):
     settings, good, _ = implicit
     registry = ModelRegistry(settings.model.models_dir)
-    ratings = data.read_cassandra(spark, settings.cassandra.keyspace)
+    ratings = snapshot.read_cassandra(spark, settings.cassandra.keyspace)
     bad = pipeline.run(ratings, settings, pipeline.TrainOptions(
         mode="implicit", params={"rank": 1, "max_iter": 1, "reg_param": 50.0}),
         source="cassandra")

@@ -97,12 +97,13 @@ def ml_small(spark, settings: Settings, data_dir) -> Ingested:
 def trained(spark, ml_small: Ingested, tmp_path_factory) -> Settings:
     """An explicit ALS model trained on the ingested ratings and promoted into a registry of
     its own; returns the settings that point at it (``settings.model.models_dir``)."""
-    from recommender.train import data, pipeline
+    from recommender.model import snapshot
+    from recommender.train import pipeline
 
     models = ml_small.settings.model.model_copy(
         update={"models_dir": tmp_path_factory.mktemp("trained-models")})
     settings = ml_small.settings.model_copy(update={"model": models})
-    ratings = data.read_cassandra(spark, settings.cassandra.keyspace)
+    ratings = snapshot.read_cassandra(spark, settings.cassandra.keyspace)
     result = pipeline.run(ratings, settings, pipeline.TrainOptions(mode="explicit"),
                           source="cassandra")
     assert result.decision.accepted, result.decision

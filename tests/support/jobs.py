@@ -18,8 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from recommender.runtime import pid_alive, tail
 from recommender.settings import Settings, as_env
-from recommender.stack.base import pid_alive, tail
 from recommender.supervisor import Job, Supervisor
 
 INGEST = Job("ingest", ("ingest",))

@@ -17,9 +17,10 @@ from contextlib import contextmanager
 
 import pytest
 
+from recommender.runtime import find_java, pid_alive
 from recommender.settings import StackSettings
 from recommender.stack import manager
-from recommender.stack.base import Service, find_java, pid_alive
+from recommender.stack.base import Service
 
 STOP_TIMEOUT_S = 60.0
 

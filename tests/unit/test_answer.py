@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from recommender.contracts import DeadLetter, Prediction
+from recommender.model.artifacts import ModelArtifacts
 from recommender.predict.answer import (
     ANSWER_INPUT,
     BatchTally,
@@ -19,7 +20,6 @@ from recommender.predict.answer import (
 )
 from recommender.predict.scoring import ServingBundle
 from recommender.settings import CassandraSettings
-from recommender.train.artifacts import ModelArtifacts
 
 TO = Destinations("predictions", "requests-dlq")
 

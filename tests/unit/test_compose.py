@@ -6,8 +6,8 @@ from pathlib import Path
 
 import yaml
 
+from recommender.runtime import pinned_version
 from recommender.settings import StackSettings
-from recommender.stack.base import pinned_version
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from recommender.errors import ModelError
-from recommender.train.artifacts import ModelArtifacts
-from recommender.train.foldin import (
+from recommender.model.artifacts import ModelArtifacts
+from recommender.model.foldin import (
     fold_in,
     predict_pair,
     recommend,

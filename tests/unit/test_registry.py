@@ -14,9 +14,9 @@ from typer.testing import CliRunner
 
 from recommender.cli.train import models
 from recommender.errors import ModelError
+from recommender.model.artifacts import ModelArtifacts
+from recommender.model.registry import ModelRegistry
 from recommender.settings import get_settings
-from recommender.train.artifacts import ModelArtifacts
-from recommender.train.registry import ModelRegistry
 from recommender.train.scheduler import Schedule, parse_interval, run_loop, snapshot_rows
 
 

@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 
 from recommender.contracts import Prediction
+from recommender.model.artifacts import ModelArtifacts
 from recommender.predict.scoring import (
     REQUEST_COLUMNS,
     ServingBundle,
     predict_rows,
     users_needing_history,
 )
-from recommender.train.artifacts import ModelArtifacts
 
 MOVIES = {10: ("Alpha", 1995, ["Action"]), 20: ("Beta", 2001, ["Comedy"]),
           30: ("Gamma", 1999, ["Drama", "Action"]), 40: ("Delta", 2010, [])}

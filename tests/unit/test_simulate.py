@@ -11,14 +11,14 @@ import pytest
 
 from recommender.errors import InvalidRequest, ModelError, NotFound
 from recommender.feed import TOP_N, FeedState, Scored, next_movie, popular_movies
+from recommender.model.artifacts import ModelArtifacts
+from recommender.model.foldin import recommend_for_user
+from recommender.model.registry import ModelRegistry
 from recommender.simulate import ab, confidence
 from recommender.simulate.chart import render
 from recommender.simulate.data import SplitSpec, group_users, ratings_by_user, sample_ids
 from recommender.simulate.policies import Policy, build, parse
 from recommender.simulate.session import Rules, SimUser, play
-from recommender.train.artifacts import ModelArtifacts
-from recommender.train.foldin import recommend_for_user
-from recommender.train.registry import ModelRegistry
 
 N_ITEMS = 120
 GENRES = ("Comedy", "Drama", "Horror")

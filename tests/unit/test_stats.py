@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from recommender.model.artifacts import ModelArtifacts
+from recommender.model.foldin import recommend_for_user
 from recommender.stats import (
     Distribution,
     coverage,
@@ -12,8 +14,6 @@ from recommender.stats import (
     top_lists,
     unique_top1_share,
 )
-from recommender.train.artifacts import ModelArtifacts
-from recommender.train.foldin import recommend_for_user
 
 
 def test_distribution_summarises_and_handles_empty():

@@ -22,7 +22,7 @@ import fcntl
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -30,34 +30,49 @@ from pathlib import Path
 from typing import Any
 
 from recommender.errors import ModelError
+from recommender.model.artifacts import ModelArtifacts, read_metadata, write_json
+from recommender.runtime import pid_alive
 from recommender.settings import ModelSettings
-from recommender.stack.base import pid_alive
-from recommender.train.artifacts import ModelArtifacts, read_metadata, write_json
-from recommender.train.evaluate import higher_is_better
 
 CURRENT_FILE = "CURRENT"
 HISTORY_FILE = "history.json"
 STAGING_PREFIX = ".staging-"
 MAX_STACK = 50  # how many rollbacks deep the lineage goes
 MAX_HISTORY = 1000  # events kept in history.json
+# What the gate judges each of a version's two models on, and which way is better.
+GATE_METRICS = (("ranking", "ndcg_at_10", True), ("rating", "rmse", False))
+LOWER_IS_BETTER = frozenset({"rmse", "mae", "rmse_scorable", "mae_scorable"})
 
 
-AUTO = "auto"
+def higher_is_better(metric: str) -> bool:
+    return metric not in LOWER_IS_BETTER
+
+
+@dataclass(frozen=True)
+class GateCheck:
+    """One model's comparison with the current version's."""
+
+    model: str
+    metric: str
+    candidate: float | None
+    current: float | None
+    limit: float | None
+    passed: bool
+    reason: str
 
 
 @dataclass(frozen=True)
 class GateDecision:
-    """Whether a candidate may replace the current model, and why."""
+    """Whether a candidate may replace the current version, and why: it passes only when
+    both its ranking and its rating model pass (``checks``)."""
 
     accepted: bool
     version: str
-    metric: str
-    candidate: float | None
     current_version: str | None
-    current: float | None
     tolerance: float
     forced: bool
     reason: str
+    checks: tuple[GateCheck, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,8 +84,8 @@ class VersionInfo:
 
     version: str
     created_at: str | None
-    mode: str | None
-    metric: float | None
+    ndcg_at_10: float | None
+    rmse: float | None
     rows: int | None
     status: str  # current | previous | available | refused | corrupt
     error: str | None = None
@@ -79,29 +94,22 @@ class VersionInfo:
 class ModelRegistry:
     """Owns versions, ``CURRENT``, the quality gate, promotion, rollback and pruning.
 
-    The gate compares the candidate's ``gate_metric`` (from its metadata) with the current
-    model's: the candidate is refused when it is worse by more than ``gate_tolerance``
-    relative to the current value (e.g. 0.02 = may be 2 % worse). ``force`` overrides.
+    The gate compares the candidate's ranking NDCG@10 and rating RMSE (from its metadata)
+    with the current version's: the candidate is refused when either is worse by more than
+    ``gate_tolerance`` relative to the current value (e.g. 0.02 = may be 2 % worse), and the
+    reason names the model that failed. ``force`` overrides.
     """
 
     def __init__(self, models_dir: Path | str, retention: int = 5,
-                 gate_metric: str = AUTO, gate_tolerance: float = 0.02) -> None:
+                 gate_tolerance: float = 0.02) -> None:
         self.root = Path(models_dir)
         self.retention = retention
-        self.gate_metric = gate_metric
         self.gate_tolerance = gate_tolerance
+        self.on_promoted: list[Callable[[str], None]] = []
 
     @classmethod
     def from_settings(cls, model: ModelSettings) -> ModelRegistry:
-        return cls(model.models_dir, model.retention, model.gate_metric, model.gate_tolerance)
-
-    def metric_for(self, *modes: str) -> str:
-        """The metric that judges models of these modes. ``auto`` compares explicit models
-        on RMSE, which is what they optimise (their top-k ranking is noise-level), and
-        anything involving an implicit model on NDCG@10, since it predicts no ratings."""
-        if self.gate_metric != AUTO:
-            return self.gate_metric
-        return "rmse" if all(mode == "explicit" for mode in modes) else "ndcg_at_10"
+        return cls(model.models_dir, model.retention, model.gate_tolerance)
 
     # --- reading ----------------------------------------------------------------------------
 
@@ -180,10 +188,9 @@ class ModelRegistry:
             except ModelError as exc:
                 out.append(VersionInfo(name, None, None, None, None, "corrupt", str(exc)))
                 continue
-            mode = _mode(meta)
             out.append(VersionInfo(
-                version=name, created_at=meta.get("created_at"), mode=mode,
-                metric=(meta.get("metrics") or {}).get(self.metric_for(mode)),
+                version=name, created_at=meta.get("created_at"),
+                ndcg_at_10=_metric(meta, "ndcg_at_10"), rmse=_metric(meta, "rmse"),
                 rows=(meta.get("data") or {}).get("rows"), status=status))
         return out
 
@@ -218,7 +225,7 @@ class ModelRegistry:
     # --- the gate and promotion -------------------------------------------------------------
 
     def gate(self, version: str, force: bool = False) -> GateDecision:
-        """Judge ``version`` against ``CURRENT`` on the gate metric (no side effects)."""
+        """Judge ``version`` against ``CURRENT`` on both models' metrics (no side effects)."""
         tol = self.gate_tolerance
         candidate_meta = self.metadata(version)
         current_version = self.current_version()
@@ -228,38 +235,23 @@ class ModelRegistry:
                 current_meta = self.metadata(current_version)
             except ModelError:
                 current_meta = None
-        metric = self.metric_for(*(_mode(m) for m in (candidate_meta, current_meta) if m))
-        candidate = _metric(candidate_meta, metric)
-        current = None if current_meta is None else _metric(current_meta, metric)
 
-        def decide(accepted: bool, reason: str) -> GateDecision:
+        def decide(accepted: bool, reason: str,
+                   checks: tuple[GateCheck, ...] = ()) -> GateDecision:
             if force and not accepted:
                 accepted, reason = True, f"forced: {reason}"
-            return GateDecision(accepted, version, metric, candidate, current_version, current,
-                                tol, force, reason)
+            return GateDecision(accepted, version, current_version, tol, force, reason, checks)
 
         if current_version is None:
             return decide(True, "no current model")
         if current_version == version:
             return decide(True, "already current")
-        if candidate is None:
-            return decide(False, f"candidate has no {metric} (is the gate metric right for "
-                                 "this model mode?)")
-        if current is None:
-            return decide(True, f"current model {current_version} has no {metric}")
-        if higher_is_better(metric):
-            limit = current - tol * abs(current)
-            ok = candidate >= limit
-            word = "below"
-        else:
-            limit = current + tol * abs(current)
-            ok = candidate <= limit
-            word = "above"
-        if ok:
-            return decide(True, f"{metric} {candidate:.4f} vs current {current:.4f} "
-                                f"(limit {limit:.4f})")
-        return decide(False, f"{metric} {candidate:.4f} is {word} the limit {limit:.4f} "
-                             f"(current {current_version}: {current:.4f}, tolerance {tol:.0%})")
+        checks = tuple(_check(model, metric, higher, candidate_meta, current_meta,
+                              current_version, tol)
+                       for model, metric, higher in GATE_METRICS)
+        failed = [c for c in checks if not c.passed]
+        reason = "; ".join(c.reason for c in (failed or checks))
+        return decide(not failed, reason, checks)
 
     def publish(self, version: str, force: bool = False) -> GateDecision:
         """Gate a freshly trained version and promote it if accepted, else record the
@@ -272,14 +264,19 @@ class ModelRegistry:
                 self._record("refuse", version, reason=decision.reason,
                              gate=decision.to_dict())
             self._prune()
+        if decision.accepted:
+            self._promoted(version)
         return decision
 
     def promote(self, version: str, force: bool = False) -> GateDecision:
         """Make ``version`` current by hand; the gate applies unless ``force``."""
         with self.locked():
             decision = self.gate(version, force)
-            if decision.accepted and decision.reason != "already current":
+            promoted = decision.accepted and decision.reason != "already current"
+            if promoted:
                 self._promote(version, "manual", decision)
+        if decision.accepted:
+            self._promoted(version)
         return decision
 
     def rollback(self) -> str:
@@ -297,6 +294,7 @@ class ModelRegistry:
             self._write_current(target)
             self._record("rollback", target, previous=old, reason=f"rolled back from {old}",
                          stack=stack)
+        self._promoted(target)
         return target
 
     def prune(self) -> list[str]:
@@ -305,6 +303,12 @@ class ModelRegistry:
             return self._prune()
 
     # --- internals --------------------------------------------------------------------------
+
+    def _promoted(self, version: str) -> None:
+        """Run the ``on_promoted`` hooks (vector publication ...), outside the lock: a hook
+        may take it again, and a slow one must not block the next promotion's gate."""
+        for hook in self.on_promoted:
+            hook(version)
 
     def _promote(self, version: str, reason: str, decision: GateDecision) -> None:
         ModelArtifacts.load(self.path(version))  # complete and checksums match
@@ -361,8 +365,27 @@ class ModelRegistry:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _mode(meta: dict[str, Any]) -> str:
-    return "implicit" if (meta.get("params") or {}).get("implicit_prefs") else "explicit"
+def _check(model: str, metric: str, higher: bool, candidate_meta: dict[str, Any],
+           current_meta: dict[str, Any] | None, current_version: str,
+           tol: float) -> GateCheck:
+    """One model's verdict: within ``tol`` of the current version's figure, or not."""
+    candidate = _metric(candidate_meta, metric)
+    current = None if current_meta is None else _metric(current_meta, metric)
+    if candidate is None:
+        return GateCheck(model, metric, None, current, None, False,
+                         f"{model} model: candidate has no {metric}")
+    if current is None:
+        return GateCheck(model, metric, candidate, None, None, True,
+                         f"{model} model: current {current_version} has no {metric}")
+    limit = current - tol * abs(current) if higher else current + tol * abs(current)
+    if (candidate >= limit) if higher else (candidate <= limit):
+        return GateCheck(model, metric, candidate, current, limit, True,
+                         f"{model} {metric} {candidate:.4f} vs current {current:.4f} "
+                         f"(limit {limit:.4f})")
+    return GateCheck(model, metric, candidate, current, limit, False,
+                     f"{model} model regressed: {metric} {candidate:.4f} is "
+                     f"{'below' if higher else 'above'} the limit {limit:.4f} (current "
+                     f"{current_version}: {current:.4f}, tolerance {tol:.0%})")
 
 
 def _metric(meta: dict[str, Any], metric: str) -> float | None:

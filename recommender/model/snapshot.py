@@ -188,3 +188,23 @@ def require_enough(snap: Snapshot, min_ratings: int, min_users: int = 2,
 def count_cassandra(spark: SparkSession, keyspace: str, table: str = "ratings") -> int:
     """Rows in the ratings table now (one row per user and movie)."""
     return read_cassandra(spark, keyspace, table).count()
+
+
+def read_movies_cassandra(spark: SparkSession, keyspace: str) -> DataFrame:
+    """``movie_id, genres array<string>`` from the movies table."""
+    return (spark.read.format(CASSANDRA_FORMAT)
+            .options(keyspace=keyspace, table="movies", directJoinSetting="off").load()
+            .select("movie_id", "genres"))
+
+
+def read_movies_csv(spark: SparkSession, path: Path | str) -> DataFrame:
+    """``movie_id, genres`` from a MovieLens ``movies.csv`` (genres joined by ``|``)."""
+    from pyspark.sql import functions as F
+
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"movies file not found: {path}")
+    df = spark.read.csv(str(path), header=True, quote='"', escape='"',
+                        schema="movieId int, title string, genres string")
+    return df.select(F.col("movieId").alias("movie_id"),
+                     F.split("genres", r"\|").alias("genres"))

@@ -1,0 +1,223 @@
+"""Serving-time math on a trained version, in pure numpy: no Spark, no retraining.
+
+The ranking model orders every list; the rating model gives every predicted rating. A user
+is a pair of vectors (``UserVectors``), one per model: the trained rows for a user the
+models know, else a fold-in.
+
+Fold-in solves the same regularised least squares problem ALS solves for every user in its
+user half-step, with the item factors held fixed, so a folded-in vector is what the next
+training run would give that user if the item factors did not move (Spark scales the
+regularisation by the user's rating count, ALS-WR):
+
+* ranking (implicit):  x = (YᵀY + Y_Iᵀ (C_I - I) Y_I + λ·n·I)⁻¹ Y_Iᵀ C_I p
+  with confidence c = 1 + alpha·|r| and preference p = 1 for r > 0 (Hu, Koren, Volinsky 2008);
+* rating (explicit on bias residuals): b_u = Σ(r - μ - b_i) / (λ_u + n), then
+  x = (Y_Iᵀ Y_I + λ·n·I)⁻¹ Y_Iᵀ (r - μ - b_u - b_i), the vector ``[x, μ + b_u, 1]``.
+
+``I`` is the set of rated movies the model knows. A solve is rank x rank, so a fold-in plus a
+top-k over ~10k movies takes well under a millisecond.
+
+Example::
+
+    art = ModelArtifacts.load(models_dir / "20240101T000000Z")
+    vec = fold_in(art, {1: 5.0, 260: 4.5, 1196: 5.0})
+    recommend(art, vec, k=10, exclude={1, 260, 1196})    # [(movie_id, score), ...]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from recommender.contracts import RATING_MAX, RATING_MIN, Strategy
+from recommender.model.artifacts import FactorModel, ModelArtifacts
+
+
+@dataclass(frozen=True)
+class UserVectors:
+    """A user as the two models see them: ``ranking`` orders, ``rating`` predicts stars."""
+
+    ranking: np.ndarray
+    rating: np.ndarray
+
+
+@dataclass(frozen=True)
+class Recommendations:
+    """Top-k for one user and how it was made (``als``, ``fold-in`` or ``popular``).
+
+    ``items`` are (movie id, ranking score); ``ratings`` the rating model's predicted rating
+    of each, in the same order."""
+
+    strategy: Strategy
+    items: list[tuple[int, float]]
+    ratings: list[float]
+
+
+def trained_vectors(artifacts: ModelArtifacts, user_id: int) -> UserVectors | None:
+    """The trained vectors of a user the models know, else None (fold in or fall back)."""
+    row = artifacts.user_row(user_id)
+    if row is None:
+        return None
+    return UserVectors(artifacts.ranking.user_factors[row], artifacts.rating.user_factors[row])
+
+
+def fold_in(artifacts: ModelArtifacts, ratings: Mapping[int, float]) -> UserVectors | None:
+    """Both vectors of a user from ``{movie_id: rating}``; None if no movie is known.
+
+    Movies the model does not know are ignored: they carry no factor to learn from.
+    """
+    rows, values = _known(artifacts, ratings)
+    if len(rows) == 0:
+        return None
+    return UserVectors(_fold_in_ranking(artifacts.ranking, rows, values),
+                       _fold_in_rating(artifacts.rating, rows, values))
+
+
+def _fold_in_ranking(model: FactorModel, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    y = model.latent_item_factors[rows].astype(np.float64)
+    c1 = float(model.params.get("alpha", 1.0)) * np.abs(values)
+    positive = values > 0
+    a = model.gramian + (y * c1[:, None]).T @ y
+    b = y.T @ np.where(positive, 1.0 + c1, 0.0)
+    return _solve(a, b, float(model.params.get("reg_param", 0.1)), int(positive.sum()))
+
+
+def _fold_in_rating(model: FactorModel, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+    mean = model.global_mean
+    item_bias = model.item_factors[rows, -1].astype(np.float64)
+    user_bias = float((values - mean - item_bias).sum()
+                      / (float(model.params.get("user_bias_reg", 5.0)) + len(values)))
+    y = model.latent_item_factors[rows].astype(np.float64)
+    residual = values - mean - user_bias - item_bias
+    x = _solve(y.T @ y, y.T @ residual, float(model.params.get("reg_param", 0.1)), len(rows))
+    return np.concatenate([x, np.array([mean + user_bias, 1.0], np.float32)])
+
+
+def _solve(a: np.ndarray, b: np.ndarray, reg: float, n: int) -> np.ndarray:
+    a[np.diag_indices_from(a)] += reg * max(n, 1)
+    try:
+        x = np.linalg.solve(a, b)
+    except np.linalg.LinAlgError:  # singular only when reg_param is 0 and data is degenerate
+        x = np.linalg.lstsq(a, b, rcond=None)[0]
+    return x.astype(np.float32)
+
+
+def recommend(artifacts: ModelArtifacts, vectors: UserVectors, k: int = 10,
+              exclude: Iterable[int] = ()) -> list[tuple[int, float]]:
+    """The ``k`` movies the ranking model scores highest, best first, skipping ``exclude``.
+
+    Ties break by movie order in the model, so results are deterministic.
+    """
+    return best_of(artifacts, masked_scores(artifacts, vectors, exclude), k)
+
+
+def masked_scores(artifacts: ModelArtifacts, vectors: UserVectors,
+                  exclude: Iterable[int] = ()) -> np.ndarray:
+    """Every movie's ranking score, ``-inf`` for the excluded ones: computed once per user,
+    it serves all of that user's top-k requests of a batch."""
+    scores = (artifacts.ranking.item_factors @ np.asarray(vectors.ranking, np.float32)).astype(
+        np.float64)
+    scores[artifacts.item_rows(exclude)] = -np.inf
+    return scores
+
+
+def best_of(artifacts: ModelArtifacts, scores: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """The ``k`` best finite scores as (movie id, score), best first; ties by model order."""
+    k = max(0, min(k, int(np.isfinite(scores).sum())))
+    if k == 0:
+        return []
+    top = np.argpartition(-scores, k - 1)[:k]
+    top = top[np.lexsort((top, -scores[top]))]
+    return [(int(artifacts.item_ids[i]), float(scores[i])) for i in top]
+
+
+def recommend_popular(artifacts: ModelArtifacts, k: int = 10,
+                      exclude: Iterable[int] = ()) -> list[tuple[int, float]]:
+    """The most-rated movies of the training data: the fallback for a user with no signal.
+
+    The score is the movie's training rating count.
+    """
+    excluded = {int(m) for m in exclude}
+    out: list[tuple[int, float]] = []
+    for row in artifacts.popularity_order:
+        movie = int(artifacts.item_ids[row])
+        if movie not in excluded:
+            out.append((movie, float(artifacts.item_counts[row])))
+            if len(out) == k:
+                break
+    return out
+
+
+def user_vectors(artifacts: ModelArtifacts, user_id: int | None,
+                 ratings: Mapping[int, float]) -> tuple[UserVectors | None, Strategy]:
+    """The serving strategy for a user: trained vectors, else fold-in, else none (popular)."""
+    vectors = trained_vectors(artifacts, user_id) if user_id is not None else None
+    if vectors is not None:
+        return vectors, "als"
+    vectors = fold_in(artifacts, ratings) if ratings else None
+    return (vectors, "fold-in") if vectors is not None else (None, "popular")
+
+
+def recommend_for_user(artifacts: ModelArtifacts, user_id: int | None, k: int = 10, *,
+                       ratings: Mapping[int, float] | None = None,
+                       exclude: Iterable[int] = ()) -> Recommendations:
+    """The serving strategy in one call: trained vectors, else fold-in, else popularity.
+
+    ``ratings`` are the user's ratings known to the caller (e.g. read from Cassandra); they
+    are both the fold-in input and excluded from the result, as is ``exclude``.
+    """
+    rated = dict(ratings or {})
+    excluded = set(rated) | {int(m) for m in exclude}
+    vectors, strategy = user_vectors(artifacts, user_id, rated)
+    items = (recommend(artifacts, vectors, k, excluded) if vectors is not None
+             else recommend_popular(artifacts, k, excluded))
+    stars = predicted_ratings(artifacts, vectors, [m for m, _ in items])
+    return Recommendations(strategy, items, [float(r) for r in stars])
+
+
+def predicted_ratings(artifacts: ModelArtifacts, vectors: UserVectors | None,
+                      movie_ids: Iterable[int] | np.ndarray) -> np.ndarray:
+    """The rating model's predicted ratings, clipped to the MovieLens scale, for any movies.
+
+    Nothing is left unanswered, as evaluation assumes: a user without vectors gets
+    ``mu + b_i``, a movie the model never saw ``mu + b_u`` (``mu`` alone for both).
+    """
+    model = artifacts.rating
+    user = model.fallback_user if vectors is None else np.asarray(vectors.rating, np.float32)
+    ids = np.fromiter((int(m) for m in movie_ids), np.int64) \
+        if not isinstance(movie_ids, np.ndarray) else movie_ids.astype(np.int64)
+    rows, known = artifacts.item_positions(ids)
+    items = np.broadcast_to(model.fallback_item, (len(ids), len(user))).copy()
+    items[known] = model.item_factors[rows]
+    return (items @ user).astype(np.float64).clip(RATING_MIN, RATING_MAX)
+
+
+def predict_pair(artifacts: ModelArtifacts, vectors: UserVectors | None,
+                 movie_id: int) -> float:
+    """The rating model's predicted rating of one movie (see ``predicted_ratings``)."""
+    return float(predicted_ratings(artifacts, vectors, [movie_id])[0])
+
+
+def similar_items(artifacts: ModelArtifacts, movie_id: int,
+                  k: int = 10) -> list[tuple[int, float]]:
+    """Movies whose ranking factors are closest by cosine ("people who liked this also
+    liked")."""
+    row = artifacts.item_index.get(int(movie_id))
+    if row is None:
+        return []
+    factors = artifacts.ranking.latent_item_factors.astype(np.float64)
+    norms = np.linalg.norm(factors, axis=1)
+    norms[norms == 0] = 1.0
+    scores = factors @ factors[row] / (norms * norms[row])
+    scores[row] = -np.inf
+    return best_of(artifacts, scores, k)
+
+
+def _known(artifacts: ModelArtifacts,
+           ratings: Mapping[int, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and ratings of the rated movies the model knows (one vectorised lookup)."""
+    rows, known = artifacts.item_positions(ratings.keys())
+    values = np.fromiter(ratings.values(), dtype=np.float64, count=len(ratings))
+    return rows, values[known]
