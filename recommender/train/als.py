@@ -82,20 +82,24 @@ def _with(params: Any, overrides: dict[str, Any]) -> Any:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Values ``train --tune`` tries; ``alpha`` applies to the ranking model only."""
+    """Values ``train --tune`` tries. ``alpha`` applies to the ranking model only, the bias
+    regularisations to the rating model only; ``None`` keeps the base value."""
 
     rank: Sequence[int] = (16, 32)
     reg_param: Sequence[float] = (0.05, 0.1, 0.2)
     max_iter: Sequence[int] = (15,)
     alpha: Sequence[float] = (0.5, 1.0, 2.0)
+    item_bias_reg: Sequence[float | None] = (None,)
+    user_bias_reg: Sequence[float | None] = (None,)
 
     def candidates(self, base: Params) -> list[Params]:
-        alphas: Sequence[float | None] = self.alpha if isinstance(base, RankingParams) \
-            else (None,)
-        out = []
-        for r, g, m, a in itertools.product(self.rank, self.reg_param, self.max_iter, alphas):
-            out.append(_with(base, {"rank": r, "reg_param": g, "max_iter": m, "alpha": a}))
-        return out
+        ranking = isinstance(base, RankingParams)
+        extra = ({"alpha": self.alpha} if ranking else
+                 {"item_bias_reg": self.item_bias_reg, "user_bias_reg": self.user_bias_reg})
+        axes = {"rank": self.rank, "reg_param": self.reg_param, "max_iter": self.max_iter,
+                **extra}
+        return [_with(base, dict(zip(axes, values, strict=True)))
+                for values in itertools.product(*axes.values())]
 
 
 def build(params: Params) -> ALS:

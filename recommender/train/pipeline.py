@@ -125,8 +125,7 @@ def run(ratings: DataFrame, settings: Settings, options: TrainOptions | None = N
         timings["split_s"] = time.perf_counter() - tic
 
         tuned = _tune(train, settings, opts, snap.users, on_event) if opts.tune else {}
-        params = {"ranking": als.RankingParams.from_settings(settings.model, **opts.ranking),
-                  "rating": als.RatingParams.from_settings(settings.model, **opts.rating)}
+        params = base_params(settings, opts)
         params.update({kind: result["best"] for kind, result in tuned.items()})
         models = {kind: _train(kind, train, holdout, p, settings, opts,
                                tuned.get(kind), on_event) for kind, p in params.items()}
@@ -196,33 +195,63 @@ def _describe(params: als.Params) -> str:
 def _tune(train: DataFrame, settings: Settings, opts: TrainOptions, users: int,
           on_event: Callable[[str], None]) -> dict[str, dict[str, Any]]:
     """Search both models on a validation split carved out of the training split (the test
-    split stays untouched until the final evaluation): every candidate of
-    ``opts.space`` is fitted on the rest of the training split and judged on
-    ``TUNE_METRIC``."""
-    seed = settings.model.seed
-    sub, valid = snapshot.split(train, opts.split, opts.test_fraction, seed + 1)
-    sub = sub.persist()
+    split stays untouched until the final evaluation): every candidate of ``opts.space`` is
+    fitted on the rest of the training split and judged on ``TUNE_METRIC``."""
+    sub, valid = validation_split(train, opts, settings.model.seed, users)
     try:
-        valid_holdout = _holdout(sub, valid, opts, seed, users, "validation")
-        bases = {"ranking": als.RankingParams.from_settings(settings.model, **opts.ranking),
-                 "rating": als.RatingParams.from_settings(settings.model, **opts.rating)}
         out = {}
-        for kind, base in bases.items():
-            metric = TUNE_METRIC[kind]
-            trials = []
-            for params in opts.space.candidates(base):
-                fitted = als.fit(sub, params, settings.spark.checkpoint_dir / "als")
-                score = _score(kind, valid_holdout, fitted.factors, opts, seed)["als"].get(metric)
-                trials.append({**params.to_dict(), metric: score})
-                on_event(f"  {kind} trial {_describe(params)}: {metric}={score:.4f}")
-            pick = max if metric != "rmse" else min
-            best = pick((t for t in trials if t[metric] is not None),
-                        key=lambda t: t[metric], default=None)
-            chosen = _with_trial(base, best) if best else base
-            out[kind] = {"metric": metric, "best": chosen, "trials": trials}
+        for kind, base in base_params(settings, opts).items():
+            trials = search(kind, sub, valid, base, opts.space, settings, opts, on_event)
+            best = best_trial(kind, trials)
+            out[kind] = {"metric": TUNE_METRIC[kind], "trials": trials,
+                         "best": _with_trial(base, best) if best else base}
         return out
     finally:
         sub.unpersist()
+
+
+def validation_split(train: DataFrame, opts: TrainOptions, seed: int,
+                     users: int) -> tuple[DataFrame, evaluate.HoldOut]:
+    """The training split cut again (seed + 1): the part to fit candidates on (cached: the
+    caller unpersists it) and the held-out validation rows to judge them by."""
+    sub, valid = snapshot.split(train, opts.split, opts.test_fraction, seed + 1)
+    sub = sub.persist()
+    try:
+        return sub, _holdout(sub, valid, opts, seed, users, "validation")
+    except TrainingRefused:
+        sub.unpersist()
+        raise
+
+
+def base_params(settings: Settings, opts: TrainOptions) -> dict[str, als.Params]:
+    """Both models' hyper-parameters: the settings' with the run's overrides."""
+    return {"ranking": als.RankingParams.from_settings(settings.model, **opts.ranking),
+            "rating": als.RatingParams.from_settings(settings.model, **opts.rating)}
+
+
+def search(kind: str, sub: DataFrame, valid: evaluate.HoldOut, base: als.Params,
+           space: als.SearchSpace, settings: Settings, opts: TrainOptions,
+           on_event: Callable[[str], None] = lambda _: None) -> list[dict[str, Any]]:
+    """Every candidate of ``space`` around ``base``, fitted on ``sub`` and scored on the
+    ``valid`` rows: its params with its ``TUNE_METRIC`` (and the fit time)."""
+    metric = TUNE_METRIC[kind]
+    trials = []
+    for params in space.candidates(base):
+        tic = time.perf_counter()
+        fitted = als.fit(sub, params, settings.spark.checkpoint_dir / "als")
+        score = _score(kind, valid, fitted.factors, opts, settings.model.seed)["als"].get(metric)
+        trials.append({**params.to_dict(), metric: score,
+                       "fit_s": round(time.perf_counter() - tic, 2)})
+        on_event(f"  {kind} trial {_describe(params)}: {metric}={score:.4f}")
+    return trials
+
+
+def best_trial(kind: str, trials: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The trial with the best ``TUNE_METRIC`` (lowest RMSE, highest NDCG)."""
+    metric = TUNE_METRIC[kind]
+    scored = [t for t in trials if t.get(metric) is not None]
+    pick = min if metric == "rmse" else max
+    return pick(scored, key=lambda t: t[metric], default=None)
 
 
 def _with_trial(base: als.Params, trial: dict[str, Any]) -> als.Params:
