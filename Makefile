@@ -46,7 +46,7 @@ lint: $(STAMP)
 bench: bootstrap  ## benchmarks -> bench/results/*.json and BENCHMARKS.md
 	$(BIN)/python -m bench.run_all
 
-.PHONY: faults soak scale
+.PHONY: faults soak scale tune
 faults: bootstrap  ## every fault under load + 10,000 fuzzed messages per topic -> bench/results/faults.json, fuzz.json
 	$(BIN)/pytest -m long tests/faults tests/fuzz $(PYTEST_ARGS)
 
@@ -55,6 +55,9 @@ soak: bootstrap  ## 30 min at 1,000 requests/s + replay (SOAK_MINUTES=3: short) 
 
 scale: bootstrap  ## 1M synthetic users (~20.8M ratings) through ingest and training -> bench/results/scale.json
 	$(BIN)/python -m bench.run_all --only scale
+
+tune: bootstrap  ## how the models' defaults were chosen: validation splits of ml-latest-small + synthetic -> bench/results/tune.json
+	$(BIN)/python -m bench.run_all --only tune
 
 clean:
 	rm -rf $(VENV) build *.egg-info

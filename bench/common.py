@@ -333,6 +333,13 @@ def _versions(settings_json: str) -> dict[str, Any]:
     return out
 
 
+def commit() -> str | None:
+    """The git commit the figures were measured on (``-dirty`` when the tree had changes)."""
+    from recommender.train.pipeline import code_version
+
+    return code_version()["git_sha"]
+
+
 def versions(settings: Settings) -> dict[str, Any]:
     """Java, Python, Spark, the servers (as they answer) and the Python clients; asked once
     per set of endpoints (private names do not matter)."""
@@ -401,7 +408,7 @@ def envelope(name: str, settings: Settings, quick: bool, clock: Clock, *,
                 peaks[label] = max(peaks.get(label, 0.0), mib)
         rss = dict(sorted(peaks.items()))
     return {
-        "benchmark": name, "quick": quick, "started_at": clock.started_at,
+        "benchmark": name, "quick": quick, "commit": commit(), "started_at": clock.started_at,
         "duration_s": round(time.monotonic() - clock.t0, 1),
         "load_average": {"before": clock.load_before,
                          "after": [round(x, 2) for x in os.getloadavg()]},

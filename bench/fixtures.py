@@ -105,7 +105,8 @@ def synthetic_keyspace(ws: Workspace, n: int) -> Settings:
 
 
 def trained_model(ws: Workspace) -> tuple[Settings, str]:
-    """(settings of the registry, version) of an explicit ALS model on ml-latest-small."""
+    """(settings of the registry, version) of a version trained on ml-latest-small with the
+    product's defaults."""
     if "model" in ws.shared:
         return ws.shared["model"]
     from recommender.model import snapshot
@@ -116,7 +117,7 @@ def trained_model(ws: Workspace) -> tuple[Settings, str]:
     settings = ws.settings("model", cassandra={"keyspace": source.cassandra.keyspace})
     log("fixture: training a model on ml-latest-small")
     ratings = snapshot.read_cassandra(ws.spark(), settings.cassandra.keyspace)
-    result = pipeline.run(ratings, settings, pipeline.TrainOptions(mode="explicit"),
+    result = pipeline.run(ratings, settings, pipeline.TrainOptions(),
                           source="cassandra", registry=ModelRegistry.from_settings(settings.model))
     ws.shared["model"] = (settings, result.version)
     return ws.shared["model"]
@@ -175,14 +176,15 @@ def private_ratings_indices(settings: Settings, prefix: str) -> Iterator[str]:
 @contextmanager
 def private_vectors_publish(prefix: str) -> Iterator[str]:
     """Rollover promotes its target and then publishes the movie vectors under the global
-    ``movie-vectors`` alias (``publish_after_promotion``), deleting the previous index behind
-    it; during a benchmark it publishes the same way under a private alias instead."""
+    ``movie-vectors`` alias (the registry's ``on_promoted`` hook,
+    ``vectors.publish_after_promotion``), deleting the previous index behind it; during a
+    benchmark it publishes the same way under a private alias instead."""
+    from recommender import vectors
     from recommender.errors import RecommenderError
-    from recommender.predict import rollover
     from recommender.vectors import publish_version
 
     alias = f"{prefix}-movie-vectors"
-    original = rollover.publish_after_promotion
+    original = vectors.publish_after_promotion
 
     def publish(settings: Settings, version: str, say: Any) -> None:
         try:
@@ -191,11 +193,11 @@ def private_vectors_publish(prefix: str) -> Iterator[str]:
         except RecommenderError as exc:
             say(f"warning: movie vectors of {version} were not published ({exc})")
 
-    rollover.publish_after_promotion = publish
+    vectors.publish_after_promotion = publish
     try:
         yield alias
     finally:
-        rollover.publish_after_promotion = original
+        vectors.publish_after_promotion = original
 
 
 @contextmanager

@@ -57,7 +57,7 @@ def train() -> None:
     spark = spark_session(settings, app_name="recommender-bench-train")
     started = time.perf_counter()
     ratings = snapshot.read_cassandra(spark, settings.cassandra.keyspace)
-    result = pipeline.run(ratings, settings, pipeline.TrainOptions(mode="explicit"),
+    result = pipeline.run(ratings, settings, pipeline.TrainOptions(),
                           source="cassandra", registry=ModelRegistry.from_settings(settings.model),
                           on_event=lambda m: logging.info("%s", m))
     print(json.dumps({"version": result.version, "wall_s": round(time.perf_counter() - started, 2),

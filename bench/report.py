@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 ORDER = ("replay", "ingest", "train", "predict", "serve", "demo")
-ON_REQUEST = ("scale",)  # run by run_all only when named (--only scale, make scale)
+ON_REQUEST = ("scale", "tune")  # run by run_all only when named (--only tune, make tune)
 SEPARATE = (*ON_REQUEST, "soak")  # reported here too; soak has its own runner (make soak)
 MET = {True: "yes", False: "**no**", None: "not measured"}
 

@@ -25,6 +25,7 @@ from bench.common import (
     Clock,
     base_settings,
     close_workspace,
+    commit,
     log,
     machine,
     versions,
@@ -110,7 +111,7 @@ def describe(doc: str | None) -> str:
 
 
 def failed(name: str, quick: bool, clock: Clock, error: str, settings: Any) -> dict[str, Any]:
-    return {"benchmark": name, "quick": quick, "started_at": clock.started_at,
+    return {"benchmark": name, "quick": quick, "commit": commit(), "started_at": clock.started_at,
             "duration_s": round(time.monotonic() - clock.t0, 1), "machine": machine(),
             "versions": versions(settings), "error": error, "targets": []}
 

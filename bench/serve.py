@@ -214,8 +214,8 @@ class PredictionFeed:
         artifacts = self.artifacts
         users = self.rng.integers(0, len(artifacts.user_ids), n)
         items = self.rng.integers(0, len(artifacts.item_ids), n)
-        scores = np.einsum("ij,ij->i", artifacts.user_factors[users],
-                           artifacts.item_factors[items])
+        rating = artifacts.rating  # what a predicted rating is
+        scores = np.einsum("ij,ij->i", rating.user_factors[users], rating.item_factors[items])
         now = int(time.time() * 1000)
         producer = kafka_producer(settings.kafka, linger_ms=50, batch_size=512 * 1024)
         topic = settings.kafka.predictions_topic

@@ -1,0 +1,221 @@
+"""Tune: how the shipped defaults of both models were chosen, without looking at any split a
+figure is reported on.
+
+Datasets: the training side of ml-latest-small's seed-42 80/20 split (the split
+``bench/train`` and every README figure report on; its test side is never read here), and
+the training side of the same split of synthetic streams (``data_loading.synthetic``) at
+several seeds, sizes and activity levels. Each is cut again into a fitting part and a
+validation part (``train.pipeline.validation_split``, seed 43), and every candidate of the
+grid is fitted on the first and scored on the second (``train.pipeline.search``): the
+ranking model on NDCG@10 (ratings >= 4 relevant, unseen movies as candidates), the rating
+model on RMSE over every validation pair (with the biases' fallback).
+
+The choice must hold beyond one dataset: per dataset each candidate's score is divided by
+the best candidate's (NDCG / best NDCG; best RMSE / RMSE), and the defaults are the
+candidate with the highest worst relative score over all datasets (the mean breaks ties).
+``recommender train --tune`` runs the same search on a deployment's own data.
+
+Run it with ``make tune`` (``python -m bench.run_all --only tune``; ``--quick``: a smaller
+grid and one synthetic dataset).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pandas as pd
+
+from bench.common import Clock, envelope, log, table, target, workspace
+from bench.fixtures import ML_SMALL, ml_small
+from bench.monitor import RssMonitor
+from recommender.settings import RankingSettings, RatingSettings, Settings
+from recommender.train import als
+
+KINDS = ("ranking", "rating")
+SPLIT_SEED = 42  # the reported split; only its training side is used
+
+
+@dataclass(frozen=True)
+class Synthetic:
+    """One synthetic dataset: ``users`` users at ``mean_ratings`` ratings each on average."""
+
+    users: int
+    mean_ratings: float
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"synthetic {self.users} users x {self.mean_ratings:g}, seed {self.seed}"
+
+
+SYNTHETIC = (Synthetic(2_000, 30, 1), Synthetic(1_000, 80, 2), Synthetic(5_000, 20, 3))
+SPACES = {  # per model: quick run, full run
+    "ranking": {False: als.SearchSpace(rank=(16, 32), reg_param=(0.05, 0.1, 0.2),
+                                       max_iter=(15,), alpha=(0.5, 1.0, 2.0)),
+                True: als.SearchSpace(rank=(16, 32), reg_param=(0.1,), max_iter=(10,),
+                                      alpha=(1.0,))},
+    "rating": {False: als.SearchSpace(rank=(32, 64), reg_param=(0.1, 0.15, 0.2),
+                                      max_iter=(15,), item_bias_reg=(5.0, 10.0, 25.0),
+                                      user_bias_reg=(2.0, 10.0)),
+               True: als.SearchSpace(rank=(16, 32), reg_param=(0.1,), max_iter=(10,),
+                                     item_bias_reg=(10.0,), user_bias_reg=(5.0,))},
+}
+# The rating model is searched over rank x reg_param at the base bias regularisation first,
+# then over the bias axes at the best of those (the two barely interact): a grid within the
+# time budget.
+BIAS_AXES = ("item_bias_reg", "user_bias_reg")
+
+
+def run(settings: Settings, quick: bool) -> dict[str, Any]:
+    ws = workspace(settings)
+    clock = Clock()
+    own = ws.settings("tune")
+    spark = ws.spark()
+    spaces = {kind: SPACES[kind][quick] for kind in KINDS}
+    datasets = [(ML_SMALL, ml_small(own).ratings_frame)]
+    datasets += [(s.name, synthetic_frame(own, s)) for s in SYNTHETIC[:1 if quick else None]]
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    with RssMonitor() as rss:
+        rss.track("bench process (driver, Spark JVM, Python workers)", os.getpid())
+        for name, frame in datasets:
+            log(f"tune: {name} ({len(frame):,} ratings)")
+            results[name] = search_dataset(spark, frame, own, spaces)
+    chosen = {kind: choose(kind, {n: r[kind] for n, r in results.items()}) for kind in KINDS}
+    shipped = shipped_defaults()
+    tables = [choice_table(kind, chosen[kind], results) for kind in KINDS]
+    targets = [target(f"shipped {kind} defaults are the selection's choice",
+                      float(_same(shipped[kind], chosen[kind]["params"])), 1.0, ">=",
+                      note=f"shipped {shipped[kind]}, chosen {chosen[kind]['params']}")
+               for kind in KINDS]
+    return envelope(
+        "tune", own, quick, clock,
+        dataset={"datasets": [{"name": n, "rows": len(f)} for n, f in datasets],
+                 "split": f"training side of the random 80/20 split, seed {SPLIT_SEED}; "
+                          f"validation: the same split of it again, seed {SPLIT_SEED + 1}"},
+        config={"space": {kind: {axis: list(getattr(spaces[kind], axis))
+                                 for axis in TRIAL_KEYS[kind]} for kind in KINDS},
+                "criterion": "highest worst-case score relative to each dataset's best"},
+        metrics={"chosen": chosen, "shipped": shipped, "trials": results},
+        targets=targets, tables=tables, rss=rss,
+        notes=["Scores are validation figures of data carved from training splits; the "
+               "held-out figures of the chosen defaults are bench/train's."])
+
+
+def synthetic_frame(settings: Settings, spec: Synthetic) -> pd.DataFrame:
+    """A synthetic stream over ml-latest-small's catalogue, as a ratings frame."""
+    from data_loading.synthetic import Catalogue, generate
+
+    catalogue = Catalogue.from_dataset(ml_small(settings))
+    rows = [(e.user_id, e.movie_id, e.rating, e.event_time) for e in
+            generate(catalogue, spec.users, spec.seed, mean_ratings=spec.mean_ratings)]
+    return pd.DataFrame(rows, columns=["user_id", "movie_id", "rating", "event_time"])
+
+
+def search_dataset(spark: Any, frame: pd.DataFrame, settings: Settings,
+                   spaces: dict[str, als.SearchSpace]) -> dict[str, list[dict[str, Any]]]:
+    """Every candidate of both models on one dataset's validation split."""
+    from recommender.model import snapshot
+    from recommender.train import pipeline
+
+    opts = pipeline.TrainOptions()
+    ratings = snapshot.normalise(spark.createDataFrame(frame)).persist()
+    try:
+        train, _ = snapshot.split(ratings, "random", opts.test_fraction, SPLIT_SEED)
+        users = frame["user_id"].nunique()
+        sub, valid = pipeline.validation_split(train, opts, SPLIT_SEED, users)
+        try:
+            base = pipeline.base_params(settings, opts)
+            out = {"ranking": pipeline.search("ranking", sub, valid, base["ranking"],
+                                              spaces["ranking"], settings, opts, log)}
+            space = spaces["rating"]
+            pinned = replace(space, item_bias_reg=(None,), user_bias_reg=(None,))
+            grid = pipeline.search("rating", sub, valid, base["rating"], pinned, settings,
+                                   opts, log)
+            best = pipeline.best_trial("rating", grid)
+            assert best is not None, "the rating search scored no candidate"
+            around = replace(space, rank=(best["rank"],), reg_param=(best["reg_param"],))
+            fitted = {_key(t) for t in grid}
+            extra = [t for t in pipeline.search("rating", sub, valid, base["rating"], around,
+                                                settings, opts, log) if _key(t) not in fitted]
+            out["rating"] = grid + extra
+            return out
+        finally:
+            sub.unpersist()
+    finally:
+        ratings.unpersist()
+
+
+TRIAL_KEYS = {"ranking": ("rank", "reg_param", "max_iter", "alpha"),
+              "rating": ("rank", "reg_param", "max_iter", *BIAS_AXES)}
+METRIC = {"ranking": "ndcg_at_10", "rating": "rmse"}
+
+
+def _key(trial: dict[str, Any], kind: str = "rating") -> tuple[Any, ...]:
+    return tuple(trial[k] for k in TRIAL_KEYS[kind])
+
+
+def relative(kind: str, trials: list[dict[str, Any]]) -> dict[tuple[Any, ...], float]:
+    """Each candidate's score over the dataset's best (1.0 = the best; lower = worse)."""
+    metric = METRIC[kind]
+    scores = {_key(t, kind): t[metric] for t in trials if t.get(metric) is not None}
+    if kind == "rating":
+        best = min(scores.values())
+        return {k: best / v for k, v in scores.items()}
+    best = max(scores.values())
+    return {k: v / best for k, v in scores.items()}
+
+
+def choose(kind: str, per_dataset: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The candidate scored on every dataset with the highest worst relative score."""
+    rel = {name: relative(kind, trials) for name, trials in per_dataset.items()}
+    common = set.intersection(*(set(r) for r in rel.values()))
+    ranked = sorted(common, key=lambda key: (min(r[key] for r in rel.values()),
+                                             sum(r[key] for r in rel.values())), reverse=True)
+    best = ranked[0]
+    return {"params": dict(zip(TRIAL_KEYS[kind], best, strict=True)),
+            "worst_relative": round(min(r[best] for r in rel.values()), 4),
+            "relative": {name: round(r[best], 4) for name, r in rel.items()},
+            "score": {name: next(t[METRIC[kind]] for t in per_dataset[name]
+                                 if _key(t, kind) == best) for name in per_dataset},
+            "candidates": len(common)}
+
+
+def shipped_defaults() -> dict[str, dict[str, Any]]:
+    """The defaults the code ships (what the choice must equal), on the grid's axes."""
+    defaults = {"ranking": RankingSettings(), "rating": RatingSettings()}
+    return {kind: {k: getattr(defaults[kind], k) for k in TRIAL_KEYS[kind]} for kind in KINDS}
+
+
+def _same(shipped: dict[str, Any], chosen: dict[str, Any]) -> bool:
+    return all(float(shipped[k]) == float(v) for k, v in chosen.items())
+
+
+def choice_table(kind: str, chosen: dict[str, Any],
+                 results: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
+    """Per dataset: the chosen candidate's validation score, the dataset's best candidate
+    and its score, and the chosen one's relative score."""
+    metric = METRIC[kind]
+    rows = []
+    for name, per_kind in results.items():
+        trials = [t for t in per_kind[kind] if t.get(metric) is not None]
+        pick = min if kind == "rating" else max
+        best = pick(trials, key=lambda t: t[metric])
+        rows.append([name, chosen["score"][name], _describe(kind, best), best[metric],
+                     chosen["relative"][name]])
+    return table(f"{kind} model: chosen {_describe(kind, chosen['params'])} "
+                 f"(validation {metric})",
+                 ["dataset", f"chosen {metric}", "dataset's best", f"best {metric}",
+                  "relative"], rows)
+
+
+def _describe(kind: str, params: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {params[k]}" for k in TRIAL_KEYS[kind])
+
+
+
+if __name__ == "__main__":
+    from bench.common import main
+
+    main("tune")
