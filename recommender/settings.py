@@ -292,10 +292,58 @@ def as_env(settings: Settings, base: dict[str, str] | None = None) -> dict[str, 
                 continue
             if isinstance(value, SecretStr):
                 value = value.get_secret_value()
-            if isinstance(value, list | dict):
+            if isinstance(value, BaseModel):  # a nested table (model.ranking ...)
+                value = value.model_dump_json()
+            elif isinstance(value, list | dict):
                 value = json.dumps(value)
             env[f"RECOMMENDER_{section.upper()}__{name.upper()}"] = str(value)
     return env
+
+
+REFERENCE_HEADER = """\
+# recommender reference configuration: every setting with its default.
+# Copy to ./recommender.toml (or point $RECOMMENDER_CONFIG at it) and keep only what differs.
+# Every value can also be set as RECOMMENDER_<SECTION>__<FIELD>, which wins over this file.
+# Directory defaults follow $XDG_STATE_HOME, $XDG_CACHE_HOME and $XDG_DATA_HOME.
+"""
+
+
+def reference_toml() -> str:
+    """``docs/recommender.example.toml``: every section and field with its default and
+    description, written from the classes above so the reference can never go stale (a
+    unit test compares the file with this)."""
+    lines = [REFERENCE_HEADER.rstrip("\n")]
+    for section, info in Settings.model_fields.items():
+        lines += _toml_table(section, info.annotation)
+    return "\n".join(lines) + "\n"
+
+
+def _toml_table(name: str, model: type[BaseModel]) -> list[str]:
+    doc = " ".join((model.__doc__ or "").strip().split("\n\n")[0].split())
+    lines, tables = ["", f"# {doc}", f"[{name}]"], []
+    for field, info in model.model_fields.items():
+        if isinstance(info.default, BaseModel):
+            tables += _toml_table(f"{name}.{field}", type(info.default))
+            continue
+        if info.description:
+            lines.append(f"# {info.description}")
+        lines.append(_toml_line(field, info.default))
+    return lines + tables
+
+
+def _toml_line(field: str, value: object) -> str:
+    import json
+
+    if value is None:
+        return f"# {field} ="
+    if isinstance(value, Path):
+        shown = str(value).replace(str(Path.home()), "~", 1)
+        return f'# {field} = "{shown}"  (default; give an absolute path)'
+    if isinstance(value, bool):
+        return f"{field} = {str(value).lower()}"
+    if isinstance(value, dict):
+        return f"{field} = {{{', '.join(f'{k!r} = {json.dumps(v)}' for k, v in value.items())}}}"
+    return f"{field} = {json.dumps(value)}"
 
 
 @lru_cache(maxsize=1)

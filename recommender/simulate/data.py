@@ -1,7 +1,7 @@
 """The simulated users: the ratings a model was trained from, cut again by the split recorded
 in its metadata (Spark side).
 
-``recommender train`` holds out rows by a seeded hash of (user, movie) (``train.snapshot.split``),
+``recommender train`` holds out rows by a seeded hash of (user, movie) (``model.snapshot.split``),
 so re-running the split with the recorded method, fraction and seed puts every row on the
 same side as when the model was trained: the held-out side is exactly what the model never
 saw, even after new ratings arrived (a new row lands on one side or the other and was seen by

@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from recommender.settings import Settings, as_env
+from recommender.settings import Settings, as_env, reference_toml
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "recommender.example.toml"
 
 
-def test_reference_config_holds_the_defaults(monkeypatch):
+def test_reference_config_is_generated_from_the_settings_classes():
+    assert EXAMPLE.read_text() == reference_toml(), (
+        "docs/recommender.example.toml is stale: regenerate it with python -c 'from "
+        "recommender.settings import reference_toml; print(reference_toml(), end=\"\")'")
+
+
+def test_reference_config_holds_the_defaults(monkeypatch, tmp_path):
+    for name in [n for n in os.environ if n.startswith("RECOMMENDER_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("RECOMMENDER_CONFIG", str(tmp_path / "absent.toml"))
+    defaults = Settings()
     monkeypatch.setenv("RECOMMENDER_CONFIG", str(EXAMPLE))
-    assert Settings() == Settings(_env_file=None)
+    from_file = Settings()
+    assert from_file == defaults
+    assert from_file.model.ranking.rank == defaults.model.ranking.rank  # nested tables too
 
 
 def test_toml_overrides_defaults_and_environment_overrides_toml(monkeypatch, tmp_path):
