@@ -15,6 +15,8 @@ also the wall time of the same on 1,000,000 synthetic ratings.
   movies).
 * Rating: RMSE/MAE over every held-out pair, pairs the model cannot score answered with the
   biases as serving does; the scorable-only figure beside it.
+* A/B: ``recommender simulate ab`` with the trained version as CURRENT (all users, default
+  rules): liked movies per session of the model, popularity and random, with 95% intervals.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
         rss.track_stack(own)
         small = train_once(ws, own)
         refs = references(ws, own, small["metadata"])
+        ab = simulate_ab(ws, own)
         big = None
         if not quick:
             synthetic = synthetic_keyspace(ws, SYNTHETIC_ROWS)
@@ -65,7 +68,11 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     ratios = {name: _ratio(metrics.get(NDCG), ref["metrics"].get(NDCG))
               for name, ref in {**{r["model"]: r for r in refs},
                                 "popularity": {"metrics": baselines["popularity"]}}.items()}
+    reward = {p["name"]: p["liked"] for p in ab["policies"]}
     targets = [
+        target("A/B: model's liked-per-session interval above popularity's (low - high)",
+               round(reward["model"]["low"] - reward["popularity"]["high"], 4), 0.0, ">=",
+               note=f"model {reward['model']}, popularity {reward['popularity']}"),
         target(f"ranking model NDCG@{K} / EASE^R's (same run)", ratios["EASE^R"],
                TARGET_VS_EASE, ">="),
         target(f"ranking model NDCG@{K} / popularity's (same run)", ratios["popularity"],
@@ -85,11 +92,11 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
         metrics={"ml_small": {"wall_s": small["wall_s"], "timings": meta["timings"],
                               "metrics": metrics, "baselines": baselines,
                               "version": small["version"]},
-                 "references": refs, "ndcg_ratios": ratios,
+                 "references": refs, "ndcg_ratios": ratios, "ab": ab,
                  "synthetic_1m": None if big is None else {
                      "wall_s": big["wall_s"], "timings": big["metadata"]["timings"],
                      "metrics": big["metadata"]["metrics"], "data": big["metadata"]["data"]}},
-        targets=targets, tables=_tables(small, refs, ratios, big), rss=rss,
+        targets=targets, tables=[*_tables(small, refs, ratios, big), _ab_table(ab)], rss=rss,
         notes=["Wall time starts at the Cassandra read (the Spark session is already up) and "
                "ends when the version is registered.",
                "`implicit` uses all cores (its own threads, BLAS pinned to one thread); Spark "
@@ -132,6 +139,35 @@ def _tables(small: dict[str, Any], refs: list[dict[str, Any]], ratios: dict[str,
                          [*[[n, t.get(f"{n}_s")] for n in steps],
                           ["wall (pipeline.run)", big["wall_s"]]]))
     return out
+
+
+def simulate_ab(ws: Any, settings: Settings) -> dict[str, Any]:
+    """``simulate ab`` on the version just trained (CURRENT of the private registry)."""
+    from recommender.simulate import ab
+
+    report = ab.run(ws.spark(), settings, ab.Options(max_users=100_000))
+    out = {"version": report.current_version, "users": report.users,
+           "ci_method": report.ci_method, "policies": []}
+    for p in report.policies:
+        out["policies"].append({"name": p.name, **{metric: {
+            "mean": _round(e.mean), "low": _round(e.low), "high": _round(e.high)}
+            for metric, e in p.metrics.items()}})
+    log("A/B liked per session: " + ", ".join(
+        f"{p['name']} {p['liked']['mean']} [{p['liked']['low']}, {p['liked']['high']}]"
+        for p in out["policies"]))
+    return out
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def _ab_table(ab: dict[str, Any]) -> dict[str, Any]:
+    metrics = ("liked", "hit_rate", "mean_rating", "length")
+    rows = [[p["name"], *[f"{p[m]['mean']} [{p[m]['low']}, {p[m]['high']}]" for m in metrics]]
+            for p in ab["policies"]]
+    return table(f"{ML_SMALL}: simulate ab on {ab['users']} users ({ab['ci_method']})",
+                 ["policy", *metrics], rows)
 
 
 def train_once(ws: Any, settings: Settings) -> dict[str, Any]:

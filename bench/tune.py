@@ -52,20 +52,30 @@ class Synthetic:
 
 SYNTHETIC = (Synthetic(2_000, 30, 1), Synthetic(1_000, 80, 2), Synthetic(5_000, 20, 3))
 SPACES = {  # per model: quick run, full run
-    "ranking": {False: als.SearchSpace(rank=(16, 32), reg_param=(0.05, 0.1, 0.2),
-                                       max_iter=(15,), alpha=(0.5, 1.0, 2.0)),
+    "ranking": {False: als.SearchSpace(rank=(16, 32), reg_param=(0.1, 0.2, 0.4),
+                                       max_iter=(15,), alpha=(0.25, 0.5, 1.0)),
                 True: als.SearchSpace(rank=(16, 32), reg_param=(0.1,), max_iter=(10,),
                                       alpha=(1.0,))},
-    "rating": {False: als.SearchSpace(rank=(32, 64), reg_param=(0.1, 0.15, 0.2),
+    "rating": {False: als.SearchSpace(rank=(64, 128), reg_param=(0.15, 0.2, 0.3),
                                       max_iter=(15,), item_bias_reg=(5.0, 10.0, 25.0),
                                       user_bias_reg=(2.0, 10.0)),
                True: als.SearchSpace(rank=(16, 32), reg_param=(0.1,), max_iter=(10,),
                                      item_bias_reg=(10.0,), user_bias_reg=(5.0,))},
 }
-# The rating model is searched over rank x reg_param at the base bias regularisation first,
-# then over the bias axes at the best of those (the two barely interact): a grid within the
-# time budget.
+# The rating model is searched in two stages: rank x reg_param at the base bias
+# regularisation on every dataset, then the bias axes on every dataset at the (rank,
+# reg_param) chosen from the first stage (the two barely interact): a grid within budget.
 BIAS_AXES = ("item_bias_reg", "user_bias_reg")
+
+
+@dataclass
+class Validation:
+    """One dataset's fitting part (cached) and validation rows."""
+
+    name: str
+    rows: int
+    sub: Any
+    valid: Any
 
 
 def run(settings: Settings, quick: bool) -> dict[str, Any]:
@@ -74,15 +84,16 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     own = ws.settings("tune")
     spark = ws.spark()
     spaces = {kind: SPACES[kind][quick] for kind in KINDS}
-    datasets = [(ML_SMALL, ml_small(own).ratings_frame)]
-    datasets += [(s.name, synthetic_frame(own, s)) for s in SYNTHETIC[:1 if quick else None]]
-    results: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    frames = [(ML_SMALL, ml_small(own).ratings_frame)]
+    frames += [(s.name, synthetic_frame(own, s)) for s in SYNTHETIC[:1 if quick else None]]
     with RssMonitor() as rss:
         rss.track("bench process (driver, Spark JVM, Python workers)", os.getpid())
-        for name, frame in datasets:
-            log(f"tune: {name} ({len(frame):,} ratings)")
-            results[name] = search_dataset(spark, frame, own, spaces)
-    chosen = {kind: choose(kind, {n: r[kind] for n, r in results.items()}) for kind in KINDS}
+        splits = [validation(spark, name, frame) for name, frame in frames]
+        try:
+            results, chosen = select(splits, own, spaces)
+        finally:
+            for split in splits:
+                split.sub.unpersist()
     shipped = shipped_defaults()
     tables = [choice_table(kind, chosen[kind], results) for kind in KINDS]
     targets = [target(f"shipped {kind} defaults are the selection's choice",
@@ -91,7 +102,7 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
                for kind in KINDS]
     return envelope(
         "tune", own, quick, clock,
-        dataset={"datasets": [{"name": n, "rows": len(f)} for n, f in datasets],
+        dataset={"datasets": [{"name": s.name, "rows": s.rows} for s in splits],
                  "split": f"training side of the random 80/20 split, seed {SPLIT_SEED}; "
                           f"validation: the same split of it again, seed {SPLIT_SEED + 1}"},
         config={"space": {kind: {axis: list(getattr(spaces[kind], axis))
@@ -103,6 +114,48 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
                "held-out figures of the chosen defaults are bench/train's."])
 
 
+def validation(spark: Any, name: str, frame: pd.DataFrame) -> Validation:
+    """The training side of the reported split, cut again into fitting and validation."""
+    from recommender.model import snapshot
+    from recommender.train import pipeline
+
+    opts = pipeline.TrainOptions()
+    ratings = snapshot.normalise(spark.createDataFrame(frame))
+    train, _ = snapshot.split(ratings, opts.split, opts.test_fraction, SPLIT_SEED)
+    sub, valid = pipeline.validation_split(train, opts, SPLIT_SEED, frame["user_id"].nunique())
+    return Validation(name, len(frame), sub, valid)
+
+
+def select(splits: list[Validation], settings: Settings, spaces: dict[str, als.SearchSpace],
+           ) -> tuple[dict[str, dict[str, list[dict[str, Any]]]], dict[str, dict[str, Any]]]:
+    """Every trial per dataset and model, and the choice per model."""
+    from recommender.train import pipeline
+
+    opts = pipeline.TrainOptions()
+    base = pipeline.base_params(settings, opts)
+    results: dict[str, dict[str, list[dict[str, Any]]]] = {s.name: {} for s in splits}
+    rating = spaces["rating"]
+    stages = [("ranking", spaces["ranking"]),
+              ("rating", replace(rating, item_bias_reg=(None,), user_bias_reg=(None,)))]
+    for kind, space in stages:
+        for split in splits:
+            log(f"tune: {kind} on {split.name} ({split.rows:,} ratings)")
+            results[split.name][kind] = pipeline.search(kind, split.sub, split.valid, base[kind],
+                                                        space, settings, opts, log)
+    chosen = {"ranking": choose("ranking", {n: r["ranking"] for n, r in results.items()})}
+    grid = choose("rating", {n: r["rating"] for n, r in results.items()})["params"]
+    around = replace(rating, rank=(grid["rank"],), reg_param=(grid["reg_param"],))
+    for split in splits:
+        log(f"tune: rating biases on {split.name} at rank {grid['rank']}, "
+            f"reg_param {grid['reg_param']}")
+        done = {_key(t) for t in results[split.name]["rating"]}
+        results[split.name]["rating"] += [
+            t for t in pipeline.search("rating", split.sub, split.valid, base["rating"], around,
+                                       settings, opts, log) if _key(t) not in done]
+    chosen["rating"] = choose("rating", {n: r["rating"] for n, r in results.items()})
+    return results, chosen
+
+
 def synthetic_frame(settings: Settings, spec: Synthetic) -> pd.DataFrame:
     """A synthetic stream over ml-latest-small's catalogue, as a ratings frame."""
     from data_loading.synthetic import Catalogue, generate
@@ -111,40 +164,6 @@ def synthetic_frame(settings: Settings, spec: Synthetic) -> pd.DataFrame:
     rows = [(e.user_id, e.movie_id, e.rating, e.event_time) for e in
             generate(catalogue, spec.users, spec.seed, mean_ratings=spec.mean_ratings)]
     return pd.DataFrame(rows, columns=["user_id", "movie_id", "rating", "event_time"])
-
-
-def search_dataset(spark: Any, frame: pd.DataFrame, settings: Settings,
-                   spaces: dict[str, als.SearchSpace]) -> dict[str, list[dict[str, Any]]]:
-    """Every candidate of both models on one dataset's validation split."""
-    from recommender.model import snapshot
-    from recommender.train import pipeline
-
-    opts = pipeline.TrainOptions()
-    ratings = snapshot.normalise(spark.createDataFrame(frame)).persist()
-    try:
-        train, _ = snapshot.split(ratings, "random", opts.test_fraction, SPLIT_SEED)
-        users = frame["user_id"].nunique()
-        sub, valid = pipeline.validation_split(train, opts, SPLIT_SEED, users)
-        try:
-            base = pipeline.base_params(settings, opts)
-            out = {"ranking": pipeline.search("ranking", sub, valid, base["ranking"],
-                                              spaces["ranking"], settings, opts, log)}
-            space = spaces["rating"]
-            pinned = replace(space, item_bias_reg=(None,), user_bias_reg=(None,))
-            grid = pipeline.search("rating", sub, valid, base["rating"], pinned, settings,
-                                   opts, log)
-            best = pipeline.best_trial("rating", grid)
-            assert best is not None, "the rating search scored no candidate"
-            around = replace(space, rank=(best["rank"],), reg_param=(best["reg_param"],))
-            fitted = {_key(t) for t in grid}
-            extra = [t for t in pipeline.search("rating", sub, valid, base["rating"], around,
-                                                settings, opts, log) if _key(t) not in fitted]
-            out["rating"] = grid + extra
-            return out
-        finally:
-            sub.unpersist()
-    finally:
-        ratings.unpersist()
 
 
 TRIAL_KEYS = {"ranking": ("rank", "reg_param", "max_iter", "alpha"),

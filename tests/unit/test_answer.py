@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 
 from recommender.contracts import DeadLetter, Prediction
-from recommender.model.artifacts import ModelArtifacts
 from recommender.predict.answer import (
     ANSWER_INPUT,
     BatchTally,
@@ -20,16 +19,15 @@ from recommender.predict.answer import (
 )
 from recommender.predict.scoring import ServingBundle
 from recommender.settings import CassandraSettings
+from tests.support.models import make_artifacts
 
 TO = Destinations("predictions", "requests-dlq")
 
 
 def _bundle() -> ServingBundle:
-    artifacts = ModelArtifacts(
-        version="v1", item_ids=np.array([10, 20]),
-        item_factors=np.array([[1.0, 0.0], [0.0, 1.0]], dtype=np.float32),
-        user_ids=np.array([1]), user_factors=np.array([[2.0, 1.0]], dtype=np.float32),
-        item_counts=np.array([5, 50]), params={"rank": 2, "implicit_prefs": False})
+    artifacts = make_artifacts([10, 20], [1], np.array([[1.0, 0.0], [0.0, 1.0]]),
+                               np.array([[2.0, 1.0]]), item_counts=[5, 50],
+                               global_mean=0.0)
     return ServingBundle(artifacts, {10: ("Alpha", 1995, ["Action"]), 20: ("Beta", 2001, [])})
 
 

@@ -1,8 +1,8 @@
-"""Fold-in reproduces the ALS user half-step; recommend/predict follow the serving contract."""
+"""Fold-in reproduces the ALS user half-step of each model; lists follow the ranking model and
+every predicted rating the rating model."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -11,25 +11,19 @@ import pytest
 from recommender.errors import ModelError
 from recommender.model.artifacts import ModelArtifacts
 from recommender.model.foldin import (
+    UserVectors,
     fold_in,
     predict_pair,
+    predicted_ratings,
     recommend,
     recommend_for_user,
     recommend_popular,
     similar_items,
+    trained_vectors,
 )
+from tests.support.models import make_artifacts, random_artifacts, rating_rows
 
 RNG = np.random.default_rng(7)
-
-
-def _artifacts(implicit: bool = False, n_items: int = 50, rank: int = 4,
-               reg: float = 0.1, alpha: float = 2.0) -> ModelArtifacts:
-    return ModelArtifacts(
-        version="v1", item_ids=np.arange(100, 100 + n_items),
-        item_factors=RNG.normal(size=(n_items, rank)).astype(np.float32),
-        user_ids=np.array([1, 2]), user_factors=RNG.normal(size=(2, rank)).astype(np.float32),
-        item_counts=np.arange(n_items)[::-1].copy(),
-        params={"rank": rank, "reg_param": reg, "alpha": alpha, "implicit_prefs": implicit})
 
 
 def _objective_explicit(x: np.ndarray, y: np.ndarray, r: np.ndarray, lam: float) -> float:
@@ -45,149 +39,184 @@ def _objective_implicit(x: np.ndarray, y_all: np.ndarray, rows: np.ndarray, r: n
     return float((c * (p - y_all @ x) ** 2).sum() + lam * int((r > 0).sum()) * (x @ x))
 
 
-def test_explicit_fold_in_minimises_the_als_wr_objective() -> None:
-    art = _artifacts()
-    ratings = {100: 5.0, 107: 3.0, 120: 1.0, 133: 4.5}
-    x = fold_in(art, ratings).astype(np.float64)
-    rows = np.array([art.item_index[m] for m in ratings])
-    y, r = art.item_factors[rows].astype(np.float64), np.array(list(ratings.values()))
-    best = _objective_explicit(x, y, r, 0.1)
-    for _ in range(20):  # any perturbation is worse: x is the minimiser
-        assert _objective_explicit(x + RNG.normal(scale=1e-2, size=x.shape), y, r, 0.1) > best
+def _rows(art: ModelArtifacts, ratings: dict[int, float]) -> np.ndarray:
+    return np.array([art.item_index[m] for m in ratings])
 
 
-def _biased(n_items: int = 50, rank: int = 4) -> ModelArtifacts:
-    items = np.hstack([RNG.normal(size=(n_items, rank)), np.ones((n_items, 1))])
-    users = np.hstack([RNG.normal(size=(2, rank)), [[3.5], [4.0]]])
-    return ModelArtifacts(
-        version="vb", item_ids=np.arange(100, 100 + n_items),
-        item_factors=items.astype(np.float32), user_ids=np.array([1, 2]),
-        user_factors=users.astype(np.float32), item_counts=np.ones(n_items, np.int64),
-        params={"rank": rank, "reg_param": 0.1, "implicit_prefs": False, "user_bias": True,
-                "bias_shrinkage": 5.0, "global_mean": 3.5})
-
-
-def test_biased_fold_in_appends_the_shrunk_user_mean() -> None:
-    art = _biased()
-    ratings = {100: 5.0, 107: 5.0, 120: 4.0}
-    vec = fold_in(art, ratings)
-    assert vec.shape == (art.rank,) == (5,)
-    bias = (14.0 + 5 * 3.5) / (3 + 5)
-    assert vec[-1] == pytest.approx(bias)
-    rows = np.array([art.item_index[m] for m in ratings])
-    y = art.latent_item_factors[rows].astype(np.float64)
-    r = np.array(list(ratings.values())) - bias
-    x = vec[:-1].astype(np.float64)
-    best = _objective_explicit(x, y, r, 0.1)
-    for _ in range(20):
-        assert _objective_explicit(x + RNG.normal(scale=1e-2, size=x.shape), y, r, 0.1) > best
-    # the score of a movie is bias + latent dot product
-    expected = bias + float(art.latent_item_factors[5] @ vec[:-1])
-    assert predict_pair(art, vec, 105) == pytest.approx(min(max(expected, 0.5), 5.0), abs=1e-5)
-
-
-def test_similarity_ignores_the_bias_column() -> None:
-    art = _biased()
-    art.latent_item_factors[10] = -art.latent_item_factors[3]  # opposite taste
-    assert 110 not in [m for m, _ in similar_items(art, 103, 5)]
-    assert similar_items(art, 103, 49)[-1][0] == 110
-
-
-def test_implicit_fold_in_minimises_the_hu_koren_volinsky_objective() -> None:
-    art = _artifacts(implicit=True)
+def test_ranking_fold_in_minimises_the_hu_koren_volinsky_objective() -> None:
+    art = random_artifacts(ranking_params={"alpha": 2.0, "reg_param": 0.1})
     ratings = {101: 5.0, 110: 2.0, 140: 4.0}
-    x = fold_in(art, ratings).astype(np.float64)
-    rows = np.array([art.item_index[m] for m in ratings])
+    x = fold_in(art, ratings).ranking.astype(np.float64)
     r = np.array(list(ratings.values()))
-    y_all = art.item_factors.astype(np.float64)
-    best = _objective_implicit(x, y_all, rows, r, 0.1, 2.0)
-    for _ in range(20):
+    y_all = art.ranking.item_factors.astype(np.float64)
+    best = _objective_implicit(x, y_all, _rows(art, ratings), r, 0.1, 2.0)
+    for _ in range(20):  # any perturbation is worse: x is the minimiser
         moved = x + RNG.normal(scale=1e-2, size=x.shape)
-        assert _objective_implicit(moved, y_all, rows, r, 0.1, 2.0) > best
+        assert _objective_implicit(moved, y_all, _rows(art, ratings), r, 0.1, 2.0) > best
 
 
-def test_fold_in_recovers_a_user_the_model_can_express() -> None:
-    art = _artifacts(n_items=200, reg=1e-6)
-    truth = np.array([0.5, -1.0, 0.3, 2.0], np.float32)
-    ratings = {int(m): float(v) for m, v in zip(art.item_ids[:30], art.item_factors[:30] @ truth,
+def test_rating_fold_in_is_the_shrunk_user_bias_then_the_als_wr_step_on_residuals() -> None:
+    art = random_artifacts(rating_params={"reg_param": 0.1, "user_bias_reg": 5.0,
+                                          "global_mean": 3.5})
+    ratings = {100: 5.0, 107: 5.0, 120: 4.0}
+    vec = fold_in(art, ratings).rating
+    rows = _rows(art, ratings)
+    item_bias = art.rating.item_factors[rows, -1].astype(np.float64)
+    r = np.array(list(ratings.values()))
+    user_bias = float((r - 3.5 - item_bias).sum() / (5.0 + 3))
+    assert vec.shape == (art.rating.item_factors.shape[1],)
+    assert vec[-2] == pytest.approx(3.5 + user_bias, abs=1e-5) and vec[-1] == 1.0
+    x = vec[:-2].astype(np.float64)
+    y = art.rating.latent_item_factors[rows].astype(np.float64)
+    residual = r - 3.5 - user_bias - item_bias
+    best = _objective_explicit(x, y, residual, 0.1)
+    for _ in range(20):
+        assert _objective_explicit(x + RNG.normal(scale=1e-2, size=x.shape), y, residual,
+                                   0.1) > best
+    # a predicted rating is mu + b_u + b_i + x . y
+    expected = 3.5 + user_bias + art.rating.item_factors[5, -1] + float(
+        art.rating.latent_item_factors[5] @ x)
+    assert predict_pair(art, fold_in(art, ratings), 105) == pytest.approx(
+        min(max(expected, 0.5), 5.0), abs=1e-4)
+
+
+def test_rating_fold_in_recovers_a_user_the_model_can_express() -> None:
+    items = RNG.normal(size=(200, 4))
+    items[:30] -= items[:30].mean(axis=0)  # the rated movies' taste averages out ...
+    art = make_artifacts(np.arange(100, 300), [1], items, RNG.normal(size=(1, 4)),
+                         rating_items=rating_rows(items, np.ones(200), np.zeros(200)),
+                         rating_params={"reg_param": 1e-6, "user_bias_reg": 0.0},
+                         global_mean=0.0)
+    truth = np.array([0.5, -1.0, 0.3, 2.0])
+    ratings = {int(m): float(v) for m, v in zip(art.item_ids[:30], 3.0 + items[:30] @ truth,
                                                 strict=True)}
-    np.testing.assert_allclose(fold_in(art, ratings), truth, atol=1e-3)
+    vec = fold_in(art, ratings).rating
+    assert vec[-2] == pytest.approx(3.0, abs=1e-4)  # ... so the bias is the user's offset
+    np.testing.assert_allclose(vec[:-2], truth, atol=1e-3)
 
 
 def test_unknown_movies_are_ignored_and_none_known_gives_none() -> None:
-    art = _artifacts()
+    art = random_artifacts()
     assert fold_in(art, {999_999: 5.0}) is None
-    np.testing.assert_allclose(fold_in(art, {100: 4.0, 999_999: 1.0}), fold_in(art, {100: 4.0}))
+    with_unknown, alone = fold_in(art, {100: 4.0, 999_999: 1.0}), fold_in(art, {100: 4.0})
+    np.testing.assert_allclose(with_unknown.ranking, alone.ranking)
+    np.testing.assert_allclose(with_unknown.rating, alone.rating)
 
 
-def test_recommend_excludes_sorts_and_limits() -> None:
-    art = _artifacts()
-    vec = art.user_factors[0]
-    top = recommend(art, vec, k=5, exclude={100, 101})
-    assert len(top) == 5
-    assert {m for m, _ in top}.isdisjoint({100, 101})
+def test_recommend_follows_the_ranking_model_and_excludes_sorts_and_limits() -> None:
+    art = random_artifacts()
+    vectors = trained_vectors(art, 1)
+    top = recommend(art, vectors, k=5, exclude={100, 101})
+    assert len(top) == 5 and {m for m, _ in top}.isdisjoint({100, 101})
     scores = [s for _, s in top]
     assert scores == sorted(scores, reverse=True)
-    full = art.item_factors @ vec
-    allowed = [i for i in range(len(full)) if art.item_ids[i] not in (100, 101)]
-    assert top[0][0] == art.item_ids[max(allowed, key=lambda i: full[i])]
-    assert recommend(art, vec, k=500) and len(recommend(art, vec, k=500)) == 50
+    ranking = art.ranking.item_factors @ vectors.ranking
+    allowed = [i for i in range(len(ranking)) if art.item_ids[i] not in (100, 101)]
+    expected = sorted(allowed, key=lambda i: -ranking[i])[:5]
+    assert [m for m, _ in top] == [int(art.item_ids[i]) for i in expected]
+    assert len(recommend(art, vectors, k=500)) == 50
+
+
+def test_lists_are_ordered_by_ranking_and_carry_the_rating_models_stars() -> None:
+    # two models that disagree: the ranking model prefers movie 100, the rating model 101
+    art = make_artifacts([100, 101], [1], np.array([[1.0], [0.1]]), np.array([[1.0]]),
+                         rating_items=rating_rows(np.array([[0.1], [1.0]]), [1, 1], [0, 0]),
+                         rating_users=rating_rows(np.array([[1.0]]), [3.0], [1]))
+    result = recommend_for_user(art, 1, 2)
+    assert result.strategy == "als"
+    assert [m for m, _ in result.items] == [100, 101]
+    assert result.ratings == pytest.approx([3.1, 4.0])
+    assert predict_pair(art, trained_vectors(art, 1), 101) == pytest.approx(4.0)
 
 
 def test_strategy_falls_back_from_als_to_fold_in_to_popular() -> None:
-    art = _artifacts()
+    art = random_artifacts()
     assert recommend_for_user(art, 1, 3).strategy == "als"
     folded = recommend_for_user(art, 77, 3, ratings={100: 5.0})
     assert folded.strategy == "fold-in" and 100 not in {m for m, _ in folded.items}
     popular = recommend_for_user(art, 77, 3, exclude=[100])
     assert popular.strategy == "popular"
     assert [m for m, _ in popular.items] == [101, 102, 103]  # highest counts, 100 excluded
-    assert recommend_popular(art, 2) == [(100, 49.0), (101, 48.0)]
+    assert recommend_popular(art, 2) == [(100, 50.0), (101, 49.0)]
+    # stars without a user vector: mu + b_i
+    mu_b = 3.5 + art.rating.item_factors[[1, 2, 3], -1]
+    np.testing.assert_allclose(popular.ratings, mu_b.clip(0.5, 5.0), atol=1e-5)
 
 
-def test_predict_pair_clips_explicit_and_handles_unknown_movies() -> None:
-    art = _artifacts()
-    big = art.item_factors[0] * 100
+def test_predicted_ratings_clip_and_fall_back_to_the_biases() -> None:
+    art = random_artifacts()
+    big = UserVectors(art.ranking.user_factors[0], art.rating.item_factors[0] * 100)
     assert predict_pair(art, big, 100) == 5.0
-    assert predict_pair(art, -big, 100) == 0.5
-    assert predict_pair(art, big, 999_999) is None
-    imp = _artifacts(implicit=True)
-    assert predict_pair(imp, imp.item_factors[0] * 100, 100) > 5.0  # raw preference
+    small = UserVectors(art.ranking.user_factors[0], -art.rating.item_factors[0] * 100)
+    assert predict_pair(art, small, 100) == 0.5
+    user = trained_vectors(art, 1)
+    # a movie the model never saw: mu + b_u, the user row's bias column
+    assert predict_pair(art, user, 999_999) == pytest.approx(
+        float(np.clip(art.rating.user_factors[0, -2], 0.5, 5.0)), abs=1e-5)
+    both = predicted_ratings(art, None, [999_999])
+    assert both[0] == pytest.approx(3.5)  # neither known: mu
 
 
-def test_similar_items_finds_a_duplicate() -> None:
-    art = _artifacts()
-    art.item_factors[10] = art.item_factors[3] * 2  # same direction as movie 103
-    assert similar_items(art, 103, 1)[0][0] == 110
-
-
-def test_fold_in_and_recommend_take_milliseconds() -> None:
-    art = _artifacts(n_items=10_000, rank=20)
-    ratings = {int(m): 4.0 for m in art.item_ids[:20]}
-    fold_in(art, ratings)  # warm the cached index and gramian
-    started = time.perf_counter()
-    for _ in range(20):
-        recommend(art, fold_in(art, ratings), k=10, exclude=ratings)
-    assert (time.perf_counter() - started) / 20 < 0.05
+def test_similar_items_use_the_ranking_models_latent_factors() -> None:
+    art = random_artifacts()
+    art.ranking.item_factors[10] = art.ranking.item_factors[3] * 2  # same direction as 103
+    art.ranking.item_factors[11] = -art.ranking.item_factors[3]  # opposite taste
+    art.rating.item_factors[12, :-2] = art.rating.item_factors[3, :-2]  # the rating model's twin
+    ranked = similar_items(art, 103, 49)
+    assert ranked[0][0] == 110 and ranked[-1][0] == 111
+    assert ranked[0][1] == pytest.approx(1.0, abs=1e-5)
 
 
 def test_save_load_round_trip_without_pickle(tmp_path: Path) -> None:
-    art = _artifacts(implicit=True)
+    art = random_artifacts()
     art.save(tmp_path / "v1", {"created_at": "now"})
     loaded = ModelArtifacts.load(tmp_path / "v1")
-    np.testing.assert_array_equal(loaded.item_factors, art.item_factors)
+    for kind in ("ranking", "rating"):
+        np.testing.assert_array_equal(getattr(loaded, kind).item_factors,
+                                      getattr(art, kind).item_factors)
+        np.testing.assert_array_equal(getattr(loaded, kind).user_factors,
+                                      getattr(art, kind).user_factors)
     np.testing.assert_array_equal(loaded.user_ids, art.user_ids)
-    assert loaded.params == art.params and loaded.implicit
+    assert loaded.params == art.params and loaded.metadata["format"] == 2
 
 
 def test_corrupt_or_missing_files_raise_model_error_naming_the_version(tmp_path: Path) -> None:
-    art = _artifacts()
-    art.save(tmp_path / "v1", {})
-    (tmp_path / "v1" / "item_factors.npy").write_bytes(b"garbage")
-    with pytest.raises(ModelError, match="v1"):
+    random_artifacts().save(tmp_path / "v1", {})
+    (tmp_path / "v1" / "ranking_item_factors.npy").write_bytes(b"garbage")
+    with pytest.raises(ModelError, match=r"v1.*corrupt"):
         ModelArtifacts.load(tmp_path / "v1")
     (tmp_path / "v1" / "user_ids.npy").unlink()
     with pytest.raises(ModelError, match=r"v1.*missing"):
         ModelArtifacts.load(tmp_path / "v1", verify=False)
     with pytest.raises(ModelError, match="nope"):
         ModelArtifacts.load(tmp_path / "nope")
+
+
+def test_a_version_missing_one_of_its_two_models_is_refused(tmp_path: Path) -> None:
+    random_artifacts().save(tmp_path / "v1", {})
+    (tmp_path / "v1" / "rating_user_factors.npy").unlink()
+    with pytest.raises(ModelError, match=r"v1 is incomplete.*rating_user_factors"):
+        ModelArtifacts.load(tmp_path / "v1")
+
+
+def test_mismatched_factor_shapes_are_refused() -> None:
+    with pytest.raises(ModelError, match="ranking item factors shape"):
+        make_artifacts([1, 2, 3], [1], RNG.normal(size=(2, 4)), RNG.normal(size=(1, 4)),
+                       rating_items=rating_rows(RNG.normal(size=(3, 4)), np.ones(3),
+                                                np.zeros(3)))
+    with pytest.raises(ModelError, match="rating user and item factors differ in rank"):
+        make_artifacts([1, 2], [1], RNG.normal(size=(2, 4)), RNG.normal(size=(1, 4)),
+                       rating_users=rating_rows(RNG.normal(size=(1, 3)), [3.5], [1]))
+
+
+def test_a_single_model_version_of_the_old_format_is_refused_with_what_to_do(
+        tmp_path: Path) -> None:
+    random_artifacts().save(tmp_path / "v1", {})
+    meta_path = tmp_path / "v1" / "metadata.json"
+    import json
+
+    meta = json.loads(meta_path.read_text())
+    del meta["format"]  # format 1 wrote no format field
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=r"format 1.*recommender train"):
+        ModelArtifacts.load(tmp_path / "v1")

@@ -116,3 +116,25 @@ def test_users_without_factors_are_left_out_for_every_model() -> None:
                       implicit=True)
     out = evaluate(ho, factors, k=1)
     assert out["als"]["users"] == out["popularity"]["users"] == 1
+
+
+def test_rmse_covers_every_held_out_pair_with_the_serving_fallbacks() -> None:
+    # user 4 is unknown to the model and held out a movie (60) absent from training
+    items = np.array([10, 20, 30])
+    ho = HoldOut.build(items, np.array([5, 5, 5]), np.array([20.0, 20.0, 20.0]),
+                       np.array([1, 4]), (np.array([1]), np.array([10])),
+                       (np.array([1, 1, 4]), np.array([20, 60, 30]),
+                        np.array([4.0, 2.0, 3.0])))
+    # rating layout: user rows [x, mu + b_u, 1], item rows [y, 1, b_i]
+    users = np.array([[1.0, 3.5, 1.0]], np.float32)  # user 1: mu + b_u = 3.5
+    rows = np.array([[0.0, 1.0, 0.0], [0.5, 1.0, 0.0], [0.0, 1.0, -0.5]], np.float32)
+    factors = Factors(user_ids=np.array([1]), user_factors=users, item_ids=items,
+                      item_factors=rows, implicit=False,
+                      fallback_user=np.array([0.0, 3.2, 1.0], np.float32),  # mu = 3.2
+                      fallback_item=np.array([0.0, 1.0, 0.0], np.float32))
+    out = evaluate(ho, factors, k=1)["als"]
+    # (1, 20): 0.5 + 3.5 = 4.0 (error 0); (1, 60) unknown movie: mu + b_u = 3.5 (error 1.5);
+    # (4, 30) unknown user: mu + b_i = 3.2 - 0.5 = 2.7 (error 0.3)
+    assert out["rated_pairs"] == 3 and out["scorable_pairs"] == 1
+    assert out["rmse"] == pytest.approx(math.sqrt((0 + 1.5 ** 2 + 0.3 ** 2) / 3), abs=1e-6)
+    assert out["rmse_scorable"] == pytest.approx(0.0, abs=1e-6)

@@ -7,25 +7,22 @@ import shutil
 import threading
 from pathlib import Path
 
-import numpy as np
 import pytest
 import typer
 from typer.testing import CliRunner
 
 from recommender.cli.train import models
 from recommender.errors import ModelError
-from recommender.model.artifacts import ModelArtifacts
 from recommender.model.registry import ModelRegistry
 from recommender.settings import get_settings
 from recommender.train.scheduler import Schedule, parse_interval, run_loop, snapshot_rows
+from tests.support.models import random_artifacts
 
 
-def _save(reg: ModelRegistry, ndcg: float, rmse: float = 0.9, name: str | None = None,
-          implicit: bool = False) -> str:
+def _save(reg: ModelRegistry, ndcg: float, rmse: float = 0.9, name: str | None = None) -> str:
+    """A saved version whose ranking model scored ``ndcg`` and rating model ``rmse``."""
     version = name or reg.new_version()
-    art = ModelArtifacts(version=version, item_ids=np.arange(3), item_factors=np.ones((3, 2)),
-                         user_ids=np.arange(2), user_factors=np.ones((2, 2)),
-                         item_counts=np.ones(3), params={"rank": 2, "implicit_prefs": implicit})
+    art = random_artifacts(n_items=3, n_users=2, rank=2, version=version)
     with reg.staging(version) as tmp:
         art.save(tmp, {"metrics": {"ndcg_at_10": ndcg, "rmse": rmse},
                        "data": {"rows_total": 1000, "rows": 900}})
@@ -34,8 +31,7 @@ def _save(reg: ModelRegistry, ndcg: float, rmse: float = 0.9, name: str | None =
 
 @pytest.fixture()
 def reg(tmp_path: Path) -> ModelRegistry:
-    return ModelRegistry(tmp_path / "models", retention=2, gate_metric="ndcg_at_10",
-                         gate_tolerance=0.05)
+    return ModelRegistry(tmp_path / "models", retention=2, gate_tolerance=0.05)
 
 
 def test_first_model_is_promoted_and_current_written_atomically(reg: ModelRegistry) -> None:
@@ -71,7 +67,9 @@ def test_gate_refuses_a_worse_model_and_force_overrides(reg: ModelRegistry) -> N
     bad = _save(reg, 0.10)
     decision = reg.publish(bad)
     assert not decision.accepted
-    assert decision.current_version == good and decision.candidate == 0.10
+    assert decision.current_version == good
+    assert [(c.model, c.candidate, c.passed) for c in decision.checks] == [
+        ("ranking", 0.10, False), ("rating", 0.9, True)]
     assert reg.current_version() == good
     assert {v.version: v.status for v in reg.versions()}[bad] == "refused"
     assert reg.promote(bad, force=True).accepted
@@ -86,38 +84,56 @@ def test_gate_tolerance_is_relative(reg: ModelRegistry) -> None:
     assert not reg.publish(beyond).accepted
 
 
-def test_lower_is_better_metrics(tmp_path: Path) -> None:
-    reg = ModelRegistry(tmp_path, gate_metric="rmse", gate_tolerance=0.0)
-    reg.publish(_save(reg, 0.1, rmse=0.87))
-    assert not reg.publish(_save(reg, 0.1, rmse=0.90)).accepted
-    assert reg.publish(_save(reg, 0.1, rmse=0.86)).accepted
+def test_gate_refuses_a_rating_regression_naming_the_rating_model(tmp_path: Path) -> None:
+    reg = ModelRegistry(tmp_path, gate_tolerance=0.0)
+    reg.publish(_save(reg, 0.2, rmse=0.87))
+    decision = reg.publish(_save(reg, 0.3, rmse=0.90))  # ranks better, predicts worse
+    assert not decision.accepted
+    assert decision.reason.startswith("rating model regressed: rmse 0.9000")
+    assert "ranking" not in decision.reason
+    assert reg.publish(_save(reg, 0.2, rmse=0.86)).accepted
 
 
-def test_candidate_without_gate_metric_is_refused(tmp_path: Path) -> None:
-    reg = ModelRegistry(tmp_path, gate_metric="map_at_10")
+def test_gate_refuses_a_ranking_regression_naming_the_ranking_model(tmp_path: Path) -> None:
+    reg = ModelRegistry(tmp_path, gate_tolerance=0.02)
+    reg.publish(_save(reg, 0.30, rmse=0.87))
+    decision = reg.publish(_save(reg, 0.25, rmse=0.80))  # predicts better, ranks worse
+    assert not decision.accepted
+    assert decision.reason.startswith("ranking model regressed: ndcg_at_10 0.2500")
+    both = reg.publish(_save(reg, 0.10, rmse=0.99))
+    assert "ranking model regressed" in both.reason and "rating model regressed" in both.reason
+    assert reg.publish(_save(reg, 0.295, rmse=0.88)).accepted  # both within 2 %
+
+
+def test_candidate_without_a_gate_metric_is_refused(tmp_path: Path) -> None:
+    reg = ModelRegistry(tmp_path)
     reg.publish(_save(reg, 0.2))  # no current: accepted anyway
-    decision = reg.publish(_save(reg, 0.3))
-    assert not decision.accepted and "has no map_at_10" in decision.reason
+    version = reg.new_version()
+    with reg.staging(version) as tmp:
+        random_artifacts(n_items=3, rank=2, version=version).save(
+            tmp, {"metrics": {"ndcg_at_10": 0.3}})
+    decision = reg.publish(version)
+    assert not decision.accepted and "rating model: candidate has no rmse" in decision.reason
 
 
-def test_auto_gate_judges_explicit_models_on_rmse_and_implicit_ones_on_ndcg(
-        tmp_path: Path) -> None:
-    reg = ModelRegistry(tmp_path, gate_tolerance=0.02)  # the default metric: auto
-    explicit = _save(reg, ndcg=0.01, rmse=0.86)
-    reg.publish(explicit)
-    better_ranking_worse_rmse = _save(reg, ndcg=0.30, rmse=0.95)
-    decision = reg.publish(better_ranking_worse_rmse)
-    assert not decision.accepted and decision.metric == "rmse"
-    implicit = _save(reg, ndcg=0.25, rmse=0.95, implicit=True)
-    decision = reg.publish(implicit)
-    assert decision.metric == "ndcg_at_10" and decision.accepted
-    worse_implicit = _save(reg, ndcg=0.10, implicit=True)
-    assert reg.gate(worse_implicit).metric == "ndcg_at_10"
-    assert not reg.publish(worse_implicit).accepted
+def test_an_old_single_model_version_is_refused_and_current_keeps_serving(
+        reg: ModelRegistry) -> None:
+    good = _save(reg, 0.2)
+    reg.publish(good)
+    old = _save(reg, 0.3)
+    meta_path = reg.root / old / "metadata.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["format"]  # what the code before two models per version wrote
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=r"format 1.*recommender train"):
+        reg.promote(old)
+    with pytest.raises(ModelError, match=r"format 1.*recommender train"):
+        reg.load(old)
+    assert reg.current_version() == good and reg.load().version == good
 
 
 def test_rollback_walks_back_through_what_served(tmp_path: Path) -> None:
-    reg = ModelRegistry(tmp_path, retention=5, gate_metric="ndcg_at_10", gate_tolerance=0.05)
+    reg = ModelRegistry(tmp_path, retention=5, gate_tolerance=0.05)
     a = _save(reg, 0.20)
     reg.publish(a)
     b = _save(reg, 0.21)
@@ -180,7 +196,7 @@ def test_corrupt_and_missing_versions_name_themselves(reg: ModelRegistry) -> Non
     good = _save(reg, 0.2)
     reg.publish(good)
     broken = _save(reg, 0.3)
-    (reg.root / broken / "user_factors.npy").write_bytes(b"\x93NUMPY garbage")
+    (reg.root / broken / "ranking_user_factors.npy").write_bytes(b"\x93NUMPY garbage")
     with pytest.raises(ModelError, match=broken):
         reg.promote(broken)
     assert reg.current_version() == good

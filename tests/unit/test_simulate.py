@@ -19,21 +19,13 @@ from recommender.simulate.chart import render
 from recommender.simulate.data import SplitSpec, group_users, ratings_by_user, sample_ids
 from recommender.simulate.policies import Policy, build, parse
 from recommender.simulate.session import Rules, SimUser, play
+from tests.support.models import random_artifacts
 
 N_ITEMS = 120
 GENRES = ("Comedy", "Drama", "Horror")
 
 
-def _artifacts() -> ModelArtifacts:
-    rng = np.random.default_rng(3)
-    return ModelArtifacts(
-        version="v1", item_ids=np.arange(1, N_ITEMS + 1),
-        item_factors=rng.normal(size=(N_ITEMS, 4)).astype(np.float32),
-        user_ids=np.array([1, 2]), user_factors=rng.normal(size=(2, 4)).astype(np.float32),
-        item_counts=np.arange(N_ITEMS)[::-1].copy(), params={"rank": 4, "reg_param": 0.1})
-
-
-ART = _artifacts()
+ART: ModelArtifacts = random_artifacts(N_ITEMS, 2, 4, seed=3, first_item=1)
 # movie m has genre GENRES[m % 3]; the most popular movie is 1, then 2, ...
 CATALOGUE = {m: (None, None, [GENRES[m % 3]]) for m in range(1, N_ITEMS + 1)}
 

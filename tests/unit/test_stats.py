@@ -5,15 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recommender.model.artifacts import ModelArtifacts
 from recommender.model.foldin import recommend_for_user
 from recommender.stats import (
     Distribution,
+    ListProfile,
     coverage,
+    list_profile,
     share_of,
     top_lists,
     unique_top1_share,
 )
+from tests.support.models import random_artifacts
 
 
 def test_distribution_summarises_and_handles_empty():
@@ -40,15 +42,21 @@ def test_share_of_is_over_the_population_only():
 
 
 def test_top_lists_are_what_serving_answers_and_never_hold_rated_movies():
-    rng = np.random.default_rng(2)
-    art = ModelArtifacts(
-        version="v", item_ids=np.arange(10, 40), item_counts=np.arange(30)[::-1].copy(),
-        item_factors=rng.normal(size=(30, 3)).astype(np.float32),
-        user_ids=np.array([1]), user_factors=rng.normal(size=(1, 3)).astype(np.float32),
-        params={"rank": 3, "reg_param": 0.1})
+    art = random_artifacts(30, 1, 3, seed=2, first_item=10)
     ratings = [{10: 5.0, 11: 1.0}, {12: 4.0}, {}]  # a known user, a fold-in, a cold start
     lists = top_lists(art, [1, 2, 3], ratings, 5)
     for user, rated, movies in zip([1, 2, 3], ratings, lists, strict=True):
         assert movies == [m for m, _ in recommend_for_user(art, user, 5, ratings=rated).items]
         assert len(movies) == 5 and not set(movies) & set(rated)
     assert lists[2] == list(range(10, 15))  # cold start: the most-rated movies
+
+
+def test_list_profile_compares_recommended_movies_with_the_catalogue():
+    counts = {1: 100, 2: 50, 3: 2, 4: 1, 5: 1}
+    means = {1: 4.0, 2: 3.0, 3: 5.0, 4: 1.0, 5: 2.0}
+    profile = list_profile([[1, 2], [1, 3]], counts, means, catalogue=[1, 2, 3, 4, 5])
+    # recommended slots: 1, 2, 1, 3 -> counts 100, 50, 100, 2 (median 75); catalogue median 2
+    assert profile == ListProfile(rec_median_count=75.0, catalogue_median_count=2.0,
+                                  rec_mean_rating=pytest.approx((4 + 3 + 4 + 5) / 4))
+    empty = list_profile([[], []], counts, means, catalogue=[1, 2])
+    assert empty.rec_median_count is None and empty.catalogue_median_count == 75.0
