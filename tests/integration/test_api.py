@@ -31,13 +31,21 @@ from recommender.contracts import (
 )
 from recommender.indices import bulk_index
 from recommender.model.artifacts import ModelArtifacts
-from recommender.model.foldin import fold_in, recommend, recommend_popular, similar_items
+from recommender.model.foldin import (
+    fold_in,
+    predicted_ratings,
+    recommend,
+    recommend_popular,
+    similar_items,
+    trained_vectors,
+)
 from recommender.model.registry import ModelRegistry
 from recommender.serve.backends import IndexNames
 from recommender.serve.main import create_app
 from recommender.settings import ApiSettings, Settings
 from recommender.ship import ShipTargets, to_actions
 from recommender.vectors import publish_movie_vectors
+from tests.support.models import make_artifacts, rating_rows
 
 KNOWN, NEW, NOBODY = 1, 2, 999_999  # in the model / rated but not in it / no history
 RANK = 10
@@ -52,13 +60,16 @@ def save_model(registry: ModelRegistry, dataset: Dataset, seed: int) -> ModelArt
     users = users[users != NEW]
     rng = np.random.default_rng(seed)
     version = registry.new_version()
-    art = ModelArtifacts(
-        version=version, item_ids=items, item_counts=counts.astype(np.int64),
-        item_factors=rng.normal(0, 0.6, (len(items), RANK)).astype(np.float32),
-        user_ids=users, user_factors=rng.normal(0.2, 0.6, (len(users), RANK)).astype(np.float32),
-        params={"rank": RANK, "reg_param": 0.1, "implicit_prefs": False})
+    art = make_artifacts(
+        items, users, rng.normal(0, 0.6, (len(items), RANK)),
+        rng.normal(0.2, 0.6, (len(users), RANK)),
+        rating_items=rating_rows(rng.normal(0, 0.3, (len(items), RANK)), np.ones(len(items)),
+                                 rng.normal(0, 0.3, len(items))),
+        rating_users=rating_rows(rng.normal(0, 0.3, (len(users), RANK)),
+                                 3.5 + rng.normal(0, 0.3, len(users)), np.ones(len(users))),
+        item_counts=counts, version=version)
     with registry.staging(version) as tmp:
-        art.save(tmp, {"metrics": {"ndcg_at_10": 0.1}, "created_at": version})
+        art.save(tmp, {"metrics": {"ndcg_at_10": 0.1, "rmse": 0.9}, "created_at": version})
     registry.publish(version, force=True)
     return art
 
@@ -151,12 +162,17 @@ def assert_same_ranking(got: list[dict], want: list[tuple[int, float]]) -> None:
 def test_knn_recommendations_equal_the_models_ranking(client, model, rated, k):
     body = client.get(f"/users/{KNOWN}/recommendations", params={"k": k}).json()
     assert body["strategy"] == "als" and body["model_version"] == model.version
-    want = recommend(model, model.user_vector(KNOWN), k, exclude=rated[KNOWN])
+    vectors = trained_vectors(model, KNOWN)
+    want = recommend(model, vectors, k, exclude=rated[KNOWN])  # the ranking model's order
     assert_same_ranking(body["items"], want)
     assert not set(ids(body["items"])) & set(rated[KNOWN])
     first = body["items"][0]
     assert first["title"] and first["genres"] and first["rank"] == 1
-    assert first["predicted_rating"] == pytest.approx(min(max(first["score"], 0.5), 5.0))
+    # the stars are the rating model's, not the ranking score
+    stars = predicted_ratings(model, vectors, ids(body["items"]))
+    assert [i["predicted_rating"] for i in body["items"]] == pytest.approx(stars.tolist(),
+                                                                           abs=1e-5)
+    assert first["predicted_rating"] != pytest.approx(min(max(first["score"], 0.5), 5.0))
 
 
 def test_new_user_is_folded_in_from_cassandra_ratings(client, model, rated):
@@ -170,7 +186,9 @@ def test_user_without_history_gets_popular_movies(client, model):
     body = client.get(f"/users/{NOBODY}/recommendations", params={"k": 15}).json()
     assert body["strategy"] == "popular"
     assert ids(body["items"]) == [m for m, _ in recommend_popular(model, 15)]
-    assert all(item["predicted_rating"] is None for item in body["items"])
+    # no vectors: each star is the rating model's movie bias, mu + b_i
+    assert [i["predicted_rating"] for i in body["items"]] == pytest.approx(
+        predicted_ratings(model, None, ids(body["items"])).tolist(), abs=1e-5)
 
 
 def test_genre_and_exclude_filter_inside_knn(client, model, rated, dataset):
@@ -180,7 +198,7 @@ def test_genre_and_exclude_filter_inside_knn(client, model, rated, dataset):
     assert len(body["items"]) == 10 and body["genre"] == "Comedy"
     assert all("Comedy" in item["genres"] for item in body["items"])
     comedies = {m.movie_id for m in dataset.movies() if "Comedy" in m.genres}
-    ranked = recommend(model, model.user_vector(KNOWN), len(model.item_ids),
+    ranked = recommend(model, trained_vectors(model, KNOWN), len(model.item_ids),
                        exclude=set(rated[KNOWN]) | set(plain) | (set(model.item_index) - comedies))
     assert_same_ranking(body["items"], ranked[:10])
 

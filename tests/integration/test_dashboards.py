@@ -151,7 +151,7 @@ def retrain(spark, settings: Settings, shared: SharedIndices) -> tuple[str, list
     ratings = snapshot.read_cassandra(spark, keyspace).persist()
     movies = snapshot.read_movies_cassandra(spark, keyspace)
     try:
-        result = pipeline.run(ratings, settings, pipeline.TrainOptions(mode="explicit"),
+        result = pipeline.run(ratings, settings, pipeline.TrainOptions(),
                               source="cassandra")
         assert result.decision.accepted, result.decision
         taste_ids = [f"{r.user_id}:{r.genre}" for r in

@@ -14,6 +14,7 @@ from collections import defaultdict
 import pytest
 
 from recommender.clients import cassandra_session, kafka_producer
+from recommender.model.foldin import predict_pair, predicted_ratings, recommend, trained_vectors
 from recommender.model.registry import ModelRegistry
 from recommender.predict.job import Predictor
 from recommender.predict.rollover import rollover, running_instances, stop_instance
@@ -68,7 +69,11 @@ def test_pair_and_top_k_requests_are_answered_with_enrichment(live, version):
     [pair] = [r for r in records if r["request_id"] == "pair"]
     assert (pair["title"], pair["year"]) == ("Toy Story", 1995)
     assert "Animation" in pair["genres"]
-    assert 0.5 <= pair["predicted_rating"] <= 5.0
+    art = ModelRegistry(settings.model.models_dir).load(version)
+    vectors = trained_vectors(art, 1)
+    # the pair is the rating model's prediction (mu + b_u + b_i + x . y, clipped)
+    assert pair["predicted_rating"] == pytest.approx(predict_pair(art, vectors, TOY_STORY),
+                                                     abs=1e-4)
     assert (pair["strategy"], pair["model_version"], pair["rank"]) == ("als", version, None)
     assert pair["requested_at"] <= pair["predicted_at"]
     top = sorted((r for r in records if r["request_id"] == "top"), key=lambda r: r["rank"])
@@ -78,6 +83,12 @@ def test_pair_and_top_k_requests_are_answered_with_enrichment(live, version):
     seen = seen_movies(settings, 1) | {2571}
     assert not {r["movie_id"] for r in top} & seen
     assert all(r["title"] and r["model_version"] == version for r in top)
+    # ordered by the ranking model, each row carrying the rating model's stars
+    want = recommend(art, vectors, 5, exclude=seen)
+    assert [r["movie_id"] for r in top] == [m for m, _ in want]
+    assert scores == pytest.approx([score for _, score in want], abs=1e-4)
+    assert [r["predicted_rating"] for r in top] == pytest.approx(
+        predicted_ratings(art, vectors, [m for m, _ in want]).tolist(), abs=1e-4)
 
 
 def seen_movies(settings: Settings, user_id: int) -> set[int]:

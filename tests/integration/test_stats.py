@@ -13,11 +13,12 @@ import pandas as pd
 import pytest
 
 from recommender.clients import CASSANDRA_FORMAT, cassandra_session
+from recommender.contracts import PROFILE_TABLES
 from recommender.model import snapshot
 from recommender.model.registry import ModelRegistry
 from recommender.schema import ensure_schema
 from recommender.settings import Settings
-from recommender.stats import Distribution
+from recommender.stats import Distribution, list_profile, top_lists, unique_top1_share
 from recommender.train import profiles
 from tests.support.cli import run_cli
 from tests.support.waiting import wait_for
@@ -31,7 +32,7 @@ def profiled(spark, trained: Settings, data_dir) -> Iterator[Settings]:
         update={"keyspace": f"it_stats_{uuid.uuid4().hex[:6]}"})})
     ks = own.cassandra.keyspace
     session = cassandra_session(own.cassandra)
-    ensure_schema(session, own, ("ratings", *profiles.TABLES))
+    ensure_schema(session, own, ("ratings", *PROFILE_TABLES))
     wait_for(lambda: _connector_sees(spark, ks), f"the Spark connector to see keyspace {ks}")
     folder = data_dir / "ml-latest-small"
     ratings = snapshot.read_csv(spark, folder / "ratings.csv").persist()
@@ -70,8 +71,20 @@ def test_stats_agree_with_the_dataset(profiled: Settings, data_dir, monkeypatch)
     assert s["users_with_factors"] == 610 and s["list_users"] == 610 and s["k"] == 10
     art = ModelRegistry.from_settings(profiled.model).load()
     assert s["catalogue"] == len(art.item_ids) and s["model_version"] == art.version
-    assert 10 / s["catalogue"] <= s["coverage_at_k"] <= 1.0
-    assert 0.0 <= s["unique_top1_share"] <= 1.0
+    # the top lists as serving computes them, from the dataset itself
+    users = sorted(per_user.index.tolist())
+    rated = [dict(zip(g.movieId.tolist(), g.rating.tolist(), strict=True))
+             for _, g in frame.sort_values("userId").groupby("userId")]
+    lists = top_lists(art, users, rated, 10)
+    assert s["coverage_at_k"] == pytest.approx(len({m for ms in lists for m in ms})
+                                               / len(art.item_ids))
+    assert s["unique_top1_share"] == pytest.approx(unique_top1_share(lists))
+    by_movie = frame.groupby("movieId").rating.agg(["count", "mean"])
+    profile = list_profile(lists, by_movie["count"].to_dict(), by_movie["mean"].to_dict(),
+                           art.item_ids.tolist())
+    assert s["lists"] == pytest.approx(asdict(profile))
+    # the ranking model recommends movies many people watched, not the obscure tail
+    assert s["lists"]["rec_median_count"] > 10 * s["lists"]["catalogue_median_count"]
     assert s["neighbour_share"] == 1.0  # every user has factors, hence a nearest neighbour
     assert s["taste_users"] == 610
     genres = {g["genre"]: g["scores"] for g in s["genre_taste"]}
@@ -89,5 +102,5 @@ def test_the_table_names_every_statistic(profiled: Settings, monkeypatch):
     result = run_cli(profiled, ["stats", "--k", "5"], monkeypatch)
     assert result.exit_code == 0, result.output
     for words in ("Cassandra", "coverage", "top-5", "unique", "neighbour", "ratings per user",
-                  "Drama"):
+                  "Drama", "median ratings of a top-5 movie", "mean rating of the top-5 movies"):
         assert words in result.output

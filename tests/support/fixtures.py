@@ -95,8 +95,9 @@ def ml_small(spark, settings: Settings, data_dir) -> Ingested:
 
 @pytest.fixture(scope="session")
 def trained(spark, ml_small: Ingested, tmp_path_factory) -> Settings:
-    """An explicit ALS model trained on the ingested ratings and promoted into a registry of
-    its own; returns the settings that point at it (``settings.model.models_dir``)."""
+    """A version trained with the product's defaults (a ranking and a rating model) on the
+    ingested ratings and promoted into a registry of its own; returns the settings that
+    point at it (``settings.model.models_dir``)."""
     from recommender.model import snapshot
     from recommender.train import pipeline
 
@@ -104,7 +105,7 @@ def trained(spark, ml_small: Ingested, tmp_path_factory) -> Settings:
         update={"models_dir": tmp_path_factory.mktemp("trained-models")})
     settings = ml_small.settings.model_copy(update={"model": models})
     ratings = snapshot.read_cassandra(spark, settings.cassandra.keyspace)
-    result = pipeline.run(ratings, settings, pipeline.TrainOptions(mode="explicit"),
+    result = pipeline.run(ratings, settings, pipeline.TrainOptions(),
                           source="cassandra")
     assert result.decision.accepted, result.decision
     return settings
