@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from recommender.settings import ModelSettings
+from recommender.settings import ModelSettings, RankingSettings, RatingSettings
 from recommender.train.evaluate import Factors
 
 if TYPE_CHECKING:
@@ -33,16 +33,17 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 CHECKPOINT_EVERY = 10
+_RANKING, _RATING = RankingSettings(), RatingSettings()  # the defaults, defined once
 
 
 @dataclass(frozen=True)
 class RankingParams:
     """Hyper-parameters of the implicit ranking model (Spark ML's names)."""
 
-    rank: int = 16
-    reg_param: float = 0.1
-    alpha: float = 1.0
-    max_iter: int = 15
+    rank: int = _RANKING.rank
+    reg_param: float = _RANKING.reg_param
+    alpha: float = _RANKING.alpha
+    max_iter: int = _RANKING.max_iter
     seed: int = 42
 
     @classmethod
@@ -57,11 +58,11 @@ class RankingParams:
 class RatingParams:
     """Hyper-parameters of the explicit rating model and of its biases."""
 
-    rank: int = 32
-    reg_param: float = 0.1
-    max_iter: int = 15
-    item_bias_reg: float = 10.0
-    user_bias_reg: float = 5.0
+    rank: int = _RATING.rank
+    reg_param: float = _RATING.reg_param
+    max_iter: int = _RATING.max_iter
+    item_bias_reg: float = _RATING.item_bias_reg
+    user_bias_reg: float = _RATING.user_bias_reg
     seed: int = 42
 
     @classmethod
