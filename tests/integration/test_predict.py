@@ -48,17 +48,21 @@ def version(trained: Settings) -> str:
 @pytest.fixture(scope="module")
 def live(spark, trained):
     """A predictor running in this process on its own topics, with a new user and a
-    history-less user prepared in Cassandra."""
+    history-less user prepared in Cassandra. The new user's ratings are deleted afterwards:
+    the keyspace is the session's, whose ratings other tests compare with the model's."""
     own = private(trained, "live", max_offsets_per_trigger=2000)
     session = cassandra_session(own.cassandra, keyspace=own.cassandra.keyspace)
     for movie, rating in ((TOY_STORY, 5.0), (260, 5.0), (1196, 4.5)):
         session.execute("INSERT INTO ratings (user_id, movie_id, rating) VALUES (%s, %s, %s)",
                         (NEW_USER, movie, rating))
-    session.cluster.shutdown()
     predictor = Predictor(spark, own)
     query = predictor.start()
-    yield own, predictor
-    query.stop()
+    try:
+        yield own, predictor
+    finally:
+        query.stop()
+        session.execute("DELETE FROM ratings WHERE user_id = %s", (NEW_USER,))
+        session.cluster.shutdown()
 
 
 def test_pair_and_top_k_requests_are_answered_with_enrichment(live, version):
