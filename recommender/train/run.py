@@ -50,9 +50,9 @@ def train_once(session: SparkSession, settings: Settings, opts: pipeline.TrainOp
                               on_event=say)
         if result.decision.accepted and write_profiles:
             if ratings_csv is not None:
-                movies = prof.read_movies_csv(session, ratings_csv.parent / "movies.csv")
+                movies = snapshot.read_movies_csv(session, ratings_csv.parent / "movies.csv")
             else:
-                movies = prof.read_movies_cassandra(session, settings.cassandra.keyspace)
+                movies = snapshot.read_movies_cassandra(session, settings.cassandra.keyspace)
             started = time.perf_counter()
             stats = prof.build(ratings, movies, registry.load(result.version), settings)
             say(f"profiles: {stats.taste_rows} user_taste rows, {stats.similar_rows} "
