@@ -82,12 +82,13 @@ class Workspace:
     def _global_aliases(self) -> dict[str, list[str]] | None:
         """What the shared aliases point at (a demo's data): checked again at ``close``."""
         from recommender.clients import elasticsearch_client
-        from recommender.contracts import MOVIE_VECTORS_ALIAS, PREDICTIONS_ALIAS
 
+        names = self.base.elasticsearch.indices
         try:
             es = elasticsearch_client(self.base.elasticsearch)
             try:
-                found = es.indices.get_alias(name=f"{MOVIE_VECTORS_ALIAS},{PREDICTIONS_ALIAS}",
+                aliases = f"{names.movie_vectors},{names.predictions_alias}"
+                found = es.indices.get_alias(name=aliases,
                                              ignore_unavailable=True)
             finally:
                 es.close()
@@ -103,8 +104,9 @@ class Workspace:
         return f"bench-{name}-{self.run_id}"
 
     def settings(self, name: str, **sections: dict[str, Any]) -> Settings:
-        """``base`` with private topics, consumer groups, keyspace, checkpoints and registry;
-        ``sections`` updates further fields, e.g. ``spark={"max_offsets_per_trigger": 1}``."""
+        """``base`` with private topics, consumer groups, keyspace, Elasticsearch names,
+        checkpoints and registry; ``sections`` updates further fields, e.g.
+        ``spark={"max_offsets_per_trigger": 1}``."""
         prefix = self.prefix(name)
         topics = {"ratings_topic": f"{prefix}-ratings",
                   "ratings_dlq_topic": f"{prefix}-ratings-dlq",
@@ -121,6 +123,7 @@ class Workspace:
             "kafka": {**topics, "predictor_group": f"{prefix}-predictor",
                       "shipper_group": f"{prefix}-shipper"},
             "cassandra": {"keyspace": keyspace},
+            "elasticsearch": {"index_prefix": f"{prefix}-"},  # removed by _delete_es
             "spark": {"checkpoint_dir": root / "checkpoints"},
             "model": {"models_dir": root / "models"},
         }
@@ -204,7 +207,7 @@ def delete_indices(settings: Settings, pattern: str) -> list[str]:
                                       ignore_unavailable=True, allow_no_indices=True))
         if indices:  # destructive wildcards are refused: delete by name
             es.indices.delete(index=",".join(indices))
-        templates = es.indices.get_index_template(name=pattern, ignore=404)
+        templates = es.options(ignore_status=404).indices.get_index_template(name=pattern)
         for template in templates.get("index_templates", []):
             es.indices.delete_index_template(name=template["name"])
         return indices

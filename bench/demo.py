@@ -96,11 +96,11 @@ def check_api(settings: Settings, since_ms: int) -> dict[str, Any]:
     import httpx
 
     from recommender.clients import elasticsearch_client
-    from recommender.contracts import PREDICTIONS_ALIAS
 
     es = elasticsearch_client(settings.elasticsearch)
     try:
-        hits = es.search(index=PREDICTIONS_ALIAS, size=1, sort=[{"predicted_at": "desc"}],
+        alias = settings.elasticsearch.indices.predictions_alias
+        hits = es.search(index=alias, size=1, sort=[{"predicted_at": "desc"}],
                          query={"range": {"predicted_at": {"gte": since_ms}}})["hits"]["hits"]
     finally:
         es.close()

@@ -9,7 +9,6 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +19,6 @@ from recommender.settings import Settings
 
 if TYPE_CHECKING:
     from data_loading.datasets import Dataset
-    from recommender.ship import ShipTargets
 
 ML_SMALL = "ml-latest-small"
 SYNTHETIC_SEED = 7
@@ -145,78 +143,16 @@ def copy_model(model: tuple[Settings, str], settings: Settings, new_name: bool =
     return name
 
 
-# --- private Elasticsearch names ------------------------------------------------------------
-# The ingest job and the shipper name their indices from fixed prefixes (ratings-<year>,
-# predictions-<day>); there is no setting for them yet. These two context managers point those
-# names at private indices for the duration of a benchmark, with the same mappings and
-# settings as the real index templates, so a benchmark never writes into a demo's indices.
-
-
-@contextmanager
-def private_ratings_indices(settings: Settings, prefix: str) -> Iterator[str]:
-    """Ingest writes ``<prefix>-ratings-<year>`` instead of ``ratings-<year>``."""
-    from recommender import contracts
+def install_index_templates(settings: Settings) -> None:
+    """The index templates and fixed indices under the settings' private ``index_prefix``
+    (``Workspace.settings``), as ``recommender es setup`` installs them: jobs started in this
+    process skip the setup their CLI does, and a bulk request that creates an index before
+    its template exists gets dynamic mappings."""
     from recommender.clients import elasticsearch_client
-    from recommender.indices import TEMPLATES
+    from recommender.indices import setup
 
-    index_prefix = f"{prefix}-ratings-"
     es = elasticsearch_client(settings.elasticsearch)
-    es.indices.put_index_template(
-        name=f"{prefix}-ratings", index_patterns=[f"{index_prefix}*"], priority=200,
-        template=TEMPLATES["recommender-ratings"]["template"])
-    es.close()
-    original = contracts.RATINGS_INDEX_PREFIX
-    contracts.RATINGS_INDEX_PREFIX = index_prefix
     try:
-        yield index_prefix
+        setup(es, settings.elasticsearch.indices)
     finally:
-        contracts.RATINGS_INDEX_PREFIX = original
-
-
-@contextmanager
-def private_vectors_publish(prefix: str) -> Iterator[str]:
-    """Rollover promotes its target and then publishes the movie vectors under the global
-    ``movie-vectors`` alias (the registry's ``on_promoted`` hook,
-    ``vectors.publish_after_promotion``), deleting the previous index behind it; during a
-    benchmark it publishes the same way under a private alias instead."""
-    from recommender import vectors
-    from recommender.errors import RecommenderError
-    from recommender.vectors import publish_version
-
-    alias = f"{prefix}-movie-vectors"
-    original = vectors.publish_after_promotion
-
-    def publish(settings: Settings, version: str, say: Any) -> None:
-        try:
-            _, index, count = publish_version(settings, version, alias=alias)
-            say(f"published {count} movie vectors of {version} as {index}")
-        except RecommenderError as exc:
-            say(f"warning: movie vectors of {version} were not published ({exc})")
-
-    vectors.publish_after_promotion = publish
-    try:
-        yield alias
-    finally:
-        vectors.publish_after_promotion = original
-
-
-@contextmanager
-def private_predictions_index(settings: Settings,
-                              prefix: str) -> Iterator[tuple[str, str, ShipTargets]]:
-    """One private history index behind a private alias, and a private latest-predictions
-    index, both with the real mapping; yields (index, alias, the shipper's targets), the
-    alias and ``targets.latest`` being what the API is pointed at."""
-    from recommender import contracts
-    from recommender.clients import elasticsearch_client
-    from recommender.indices import SINGLE_NODE
-    from recommender.ship import ShipTargets
-
-    index, alias = f"{prefix}-predictions-000001", f"{prefix}-predictions"
-    latest = f"{prefix}-latest-predictions"
-    es = elasticsearch_client(settings.elasticsearch)
-    es.indices.create(index=index, settings=SINGLE_NODE, mappings=contracts.PREDICTIONS_MAPPING,
-                      aliases={alias: {}})
-    es.indices.create(index=latest, settings=SINGLE_NODE,
-                      mappings=contracts.LATEST_PREDICTIONS_MAPPING)
-    es.close()
-    yield index, alias, ShipTargets(daily=lambda _predicted_at_ms: index, latest=latest)
+        es.close()

@@ -29,9 +29,9 @@ from bench.common import (
 )
 from bench.fixtures import (
     ML_SMALL,
+    install_index_templates,
     ml_small,
     prepare_keyspace,
-    private_ratings_indices,
     synthetic_events,
 )
 from bench.monitor import RssMonitor
@@ -86,9 +86,9 @@ def warm_up(ws: Workspace, spark: Any, dataset: Any, events: Iterable[Any], n: i
             f"{loaded.acked / wall:,.0f} rows/s")
         return round(loaded.acked / wall)
 
-    with private_ratings_indices(warm, ws.prefix("ingest-warmup")):
-        return warm_until_steady(one_round, higher_is_better=True, max_rounds=rounds,
-                                 patience=WARMUP_PATIENCE)
+    install_index_templates(warm)
+    return warm_until_steady(one_round, higher_is_better=True, max_rounds=rounds,
+                             patience=WARMUP_PATIENCE)
 
 
 def run(settings: Settings, quick: bool) -> dict[str, Any]:
@@ -118,8 +118,9 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     loaded = replay(own, events(), resume=False, source=f"bench-{ws.run_id}")
     ws.files.append(Path(loaded.progress_file))
     n = loaded.acked
-    with private_ratings_indices(own, ws.prefix("ingest")) as index_prefix, \
-            RssMonitor() as rss:
+    install_index_templates(own)
+    index_prefix = own.elasticsearch.indices.ratings_prefix
+    with RssMonitor() as rss:
         rss.track("bench process (driver, Spark JVM, Python workers)", os.getpid())
         rss.track_stack(own)
         log(f"draining {n:,} events with maxOffsetsPerTrigger="

@@ -36,7 +36,6 @@ from bench.fixtures import (
     ML_SMALL,
     copy_model,
     ml_small_keyspace,
-    private_vectors_publish,
     trained_model,
 )
 from bench.monitor import RssMonitor
@@ -375,10 +374,8 @@ def measure_rollover(settings: Settings, model: tuple[Settings, str], pairs: Pai
         time.sleep(size["rollover_before_s"])
         roll_started = time.time()
         try:
-            # the predictor group is the workspace's private prefix, bench-predict-<run>
-            with private_vectors_publish(settings.kafka.predictor_group):
-                report = rollover(settings, target_version,
-                                  timeout_s=size["rollover_timeout_s"])
+            # the promotion publishes the movie vectors under the private alias
+            report = rollover(settings, target_version, timeout_s=size["rollover_timeout_s"])
             error = None
         except RecommenderError as exc:  # did not catch up in time: the old one still serves
             report, error = None, str(exc)

@@ -39,7 +39,7 @@ from bench.common import (
     target,
     workspace,
 )
-from bench.fixtures import SYNTHETIC_SEED, ml_small, prepare_keyspace, private_ratings_indices
+from bench.fixtures import SYNTHETIC_SEED, ml_small, prepare_keyspace
 from bench.monitor import MIB, RssMonitor
 from recommender.runtime import tail
 from recommender.settings import Settings
@@ -136,9 +136,7 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
         with stages.monitor("generate", {}):
             stages.metrics["generate"] = generate(ws, own, dataset, users)
         stages.save()
-        prefix = ws.prefix("scale")
-        with private_ratings_indices(own, prefix) as index_prefix:
-            stages.metrics["ingest"] = ingest(ws, own, stages, prefix, index_prefix)
+        stages.metrics["ingest"] = ingest(ws, own, stages)
         stages.save()
         stages.metrics["train"] = train(ws, own, stages)
     except Exception:  # noqa: BLE001 - the stages that finished are still reported
@@ -172,13 +170,12 @@ def generate(ws: Any, settings: Settings, dataset: Any, users: int) -> dict[str,
             "per_s": round(loaded.acked / wall)}
 
 
-def ingest(ws: Any, settings: Settings, stages: Stages, prefix: str,
-           index_prefix: str) -> dict[str, Any]:
+def ingest(ws: Any, settings: Settings, stages: Stages) -> dict[str, Any]:
     from recommender.clients import elasticsearch_client
 
     log_file = ws.tmp / "scale" / "ingest.log"
     started = time.perf_counter()
-    proc = ws.start([sys.executable, "-m", "bench.jobs", "ingest", "--prefix", prefix, "--once"],
+    proc = ws.start([sys.executable, "-m", "bench.jobs", "ingest", "--once"],
                     log_file, env=child_env(settings))
     with stages.monitor("ingest", {"ingest job (driver, Spark JVM, Python workers)": proc.pid}):
         code = wait_for(proc, log_file, "ingest")
@@ -188,8 +185,9 @@ def ingest(ws: Any, settings: Settings, stages: Stages, prefix: str,
     rows = sum(r for _, r, _ in batches)
     busy = sum(s for _, _, s in batches)
     es = elasticsearch_client(settings.elasticsearch)
-    es.indices.refresh(index=f"{index_prefix}*")
-    indexed = es.count(index=f"{index_prefix}*")["count"]
+    ratings = f"{settings.elasticsearch.indices.ratings_prefix}*"
+    es.indices.refresh(index=ratings)
+    indexed = es.count(index=ratings)["count"]
     es.close()
     log(f"ingest: {rows:,} rows in {wall:.0f} s (exit {code}); Elasticsearch {indexed:,}")
     return {"exit_code": code, "rows": rows, "wall_s": round(wall, 1),

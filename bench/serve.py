@@ -3,11 +3,11 @@
 1. Shipper: a private predictions topic pre-filled with predictions of the ml-latest-small model
    (real users, movies, titles, predicted ratings), shipped by ``recommender.ship.Shipper`` into
    a private index with the real mapping; documents/s from the first to the last bulk request.
-2. API: the app of ``recommender serve`` in its own process (``bench.api_app``, private index
-   names), loaded from another process (``bench.loadgen``, asyncio): 200 requests/s on
-   a fixed schedule to ``/users/{id}/predictions`` and ``/users/{id}/recommendations``, and the
-   raw Elasticsearch search that ``/predictions`` wraps, with the same client and concurrency,
-   so the difference is what the API adds. Then each at the highest rate a closed loop reaches.
+2. API: ``recommender serve`` in its own process (private index names), loaded from another
+   process (``bench.loadgen``, asyncio): 200 requests/s on a fixed schedule to
+   ``/users/{id}/predictions`` and ``/users/{id}/recommendations``, and the raw Elasticsearch
+   search that ``/predictions`` wraps, with the same client and concurrency, so the difference
+   is what the API adds. Then each at the highest rate a closed loop reaches.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from bench.fixtures import (
     copy_model,
     ml_small,
     ml_small_keyspace,
-    private_predictions_index,
     trained_model,
 )
 from bench.monitor import RssMonitor, wait_for_quiet_stack
@@ -77,28 +76,28 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     version = copy_model(model, own)
     artifacts = ModelRegistry.from_settings(own.model).load(version)
     movies = movie_infos(ml_small(own).movies())
-    warm = ws.settings("serve-warmup", cassandra={"keyspace": data.cassandra.keyspace})
+    # The warm-up ships into the measured indices: the point is a warm index, not a new one.
+    warm = ws.settings("serve-warmup", cassandra={"keyspace": data.cassandra.keyspace},
+                       elasticsearch={"index_prefix": own.elasticsearch.index_prefix})
     for topics in (own, warm):
         ensure_topics(topics, topics.kafka.predictions_topic, topics.kafka.predictions_dlq_topic)
     n = size["predictions"]
-    prefix = ws.prefix("serve")
     es = elasticsearch_client(own.elasticsearch)
     settled: dict[str, float] = {}
-    with private_predictions_index(own, prefix) as (index, alias, targets):
-        feed = PredictionFeed(artifacts, movies)
-        shipped, ship_rss = measure_shipper(own, warm, feed, n, targets, size, settled)
-        shipped["cpu_bound_ceiling_documents_per_s"] = ship_rss.ceiling(shipped["documents"])
-        es.indices.refresh(index=[index, targets.latest])
-        shipped["history_index_count"] = es.count(index=index)["count"]
-        vectors_alias = f"{prefix}-movie-vectors"
-        publish_movie_vectors(es, artifacts, movies, alias=vectors_alias)
-        api = start_api(ws, own, alias, targets.latest, vectors_alias)
-        users = [int(u) for u in artifacts.user_ids]
-        with RssMonitor() as api_rss:
-            api_rss.track("API (uvicorn, one process)", api["proc"].pid)
-            api_rss.track_stack(own)
-            loads = api_loads(ws, own, api["url"], targets.latest, users, size, api_rss,
-                              api["proc"].pid, settled)
+    names = own.elasticsearch.indices
+    feed = PredictionFeed(artifacts, movies)
+    shipped, ship_rss = measure_shipper(own, warm, feed, n, size, settled)
+    shipped["cpu_bound_ceiling_documents_per_s"] = ship_rss.ceiling(shipped["documents"])
+    es.indices.refresh(index=[names.predictions_alias, names.latest_predictions])
+    shipped["history_index_count"] = es.count(index=names.predictions_alias)["count"]
+    publish_movie_vectors(es, artifacts, movies, alias=names.movie_vectors)
+    api = start_api(ws, own)
+    users = [int(u) for u in artifacts.user_ids]
+    with RssMonitor() as api_rss:
+        api_rss.track("API (uvicorn, one process)", api["proc"].pid)
+        api_rss.track_stack(own)
+        loads = api_loads(ws, own, api["url"], names.latest_predictions, users, size, api_rss,
+                          api["proc"].pid, settled)
     es.close()
     by = {(r["name"], r["mode"]): r for r in loads}
     api_p99 = by[("/users/{id}/predictions", "fixed")]["latency_ms"]["p99"]
@@ -237,7 +236,7 @@ class PredictionFeed:
 
 
 def measure_shipper(settings: Settings, warm: Settings, feed: PredictionFeed, n: int,
-                    targets: Any, size: dict[str, Any], settled: dict[str, float]
+                    size: dict[str, Any], settled: dict[str, float]
                     ) -> tuple[dict[str, Any], RssMonitor]:
     """The product's shipper over ``n`` new predictions, once Elasticsearch is warm.
 
@@ -250,7 +249,7 @@ def measure_shipper(settings: Settings, warm: Settings, feed: PredictionFeed, n:
     from recommender.ship import Shipper
 
     def ship(on: Settings, group_id: str) -> Any:
-        shipper = Shipper(on, group_id=group_id, targets=targets)
+        shipper = Shipper(on, group_id=group_id)
         return shipper.run(stop_when=lambda: shipper.stats.indexed + shipper.stats.dead_letters
                            >= n, idle_exit_s=60)
 
@@ -303,13 +302,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_api(ws: Any, settings: Settings, predictions_alias: str, latest_index: str,
-              vectors_alias: str) -> dict[str, Any]:
+def start_api(ws: Any, settings: Settings) -> dict[str, Any]:
+    """``recommender serve`` in its own process, on the settings' private names."""
     port = free_port()
     log_file = ws.tmp / "serve" / "api.log"
-    proc = ws.start([sys.executable, "-m", "bench.api_app", "--port", str(port),
-                     "--predictions", predictions_alias, "--latest-predictions", latest_index,
-                     "--movie-vectors", vectors_alias],
+    proc = ws.start([sys.executable, "-m", "recommender", "serve", "--port", str(port)],
                     log_file, env=child_env(settings))
     url = f"http://127.0.0.1:{port}"
 

@@ -156,14 +156,12 @@ def warm_up(jobs: dict[str, JobProcess], lags: LagSampler) -> float:
 
 
 def start_jobs(ws: Any, settings: Settings) -> dict[str, JobProcess]:
-    """The three jobs as processes; ingest and shipper through ``job`` below (private
-    Elasticsearch names), the predictor as ``recommender predict``."""
+    """The three jobs as the product's commands, on the settings' private names."""
     env = child_env(settings)
-    prefix = ws.prefix("soak")
     commands = {
-        "ingest: driver (python)": ["-m", "bench.jobs", "ingest", "--prefix", prefix],
+        "ingest: driver (python)": ["-m", "recommender", "ingest"],
         "predictor: driver (python)": ["-m", "recommender", "predict"],
-        "shipper (python)": ["-m", "bench.jobs", "ship", "--prefix", prefix],
+        "shipper (python)": ["-m", "recommender", "ship"],
     }
     out = {}
     for name, args in commands.items():

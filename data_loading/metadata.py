@@ -21,7 +21,7 @@ from typing import Any
 
 from data_loading.datasets import Dataset, Movie, Tag
 from recommender.clients import cassandra_session, elasticsearch_client
-from recommender.contracts import MOVIES_INDEX, MOVIES_MAPPING
+from recommender.contracts import MOVIES_MAPPING
 from recommender.errors import BackendUnavailable, RecommenderError
 from recommender.schema import ensure_index, ensure_schema
 from recommender.settings import Settings
@@ -60,11 +60,13 @@ def movie_documents(movies: list[Movie], tags: list[Tag],
         }
 
 
-def load_metadata(settings: Settings, dataset: Dataset, *, index: str = MOVIES_INDEX,
+def load_metadata(settings: Settings, dataset: Dataset, *, index: str | None = None,
                   cassandra: bool = True, elasticsearch: bool = True,
                   on_event: Callable[[str], None] | None = None) -> MetadataResult:
     """Write ``dataset``'s movies (with links) and tags to Cassandra and its movies to the
-    Elasticsearch ``index``, creating keyspace, tables and index when missing."""
+    Elasticsearch ``index`` (default: the settings' movies index), creating keyspace, tables
+    and index when missing."""
+    index = index or settings.elasticsearch.indices.movies
     say = on_event or (lambda _msg: None)
     start = time.monotonic()
     movies, tags = dataset.movies(), dataset.tags

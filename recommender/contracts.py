@@ -172,15 +172,58 @@ _ID = {"type": "keyword"}
 _TITLE = {"type": "text", "fields": {"keyword": {"type": "keyword", "ignore_above": 256}}}
 _DATE = {"type": "date", "format": "epoch_millis||strict_date_optional_time"}
 
-RATINGS_INDEX_PREFIX = "ratings-"
-PREDICTIONS_INDEX_PREFIX = "predictions-"
-PREDICTIONS_ALIAS = "predictions"
-# Newest prediction per (user, movie), what /users/{id}/predictions ranks. Deliberately outside
-# the predictions-* pattern, so the history alias never counts a prediction twice.
-LATEST_PREDICTIONS_INDEX = "latest-predictions"
-MOVIES_INDEX = "movies"
-MOVIE_VECTORS_ALIAS = "movie-vectors"
-USER_TASTE_INDEX = "user-taste"
+
+
+@dataclass(frozen=True)
+class IndexNames:
+    """Every Elasticsearch index, alias and template name a deployment uses, behind one
+    ``prefix`` (``elasticsearch.index_prefix``, empty by default): several deployments, or a
+    test run beside a user's data, share one cluster without touching each other's names."""
+
+    prefix: str = ""
+
+    @property
+    def ratings_prefix(self) -> str:
+        """Yearly ratings indices: ``ratings-YYYY``."""
+        return f"{self.prefix}ratings-"
+
+    @property
+    def predictions_prefix(self) -> str:
+        """Daily prediction history: ``predictions-YYYY.MM.DD``."""
+        return f"{self.prefix}predictions-"
+
+    @property
+    def predictions_alias(self) -> str:
+        return f"{self.prefix}predictions"
+
+    @property
+    def latest_predictions(self) -> str:
+        """Newest prediction per (user, movie), what /users/{id}/predictions ranks.
+        Deliberately outside the predictions-* pattern, so the history alias never counts a
+        prediction twice."""
+        return f"{self.prefix}latest-predictions"
+
+    @property
+    def movies(self) -> str:
+        return f"{self.prefix}movies"
+
+    @property
+    def movie_vectors(self) -> str:
+        """Alias of the CURRENT model's vectors index (``movie-vectors-<version>``)."""
+        return f"{self.prefix}movie-vectors"
+
+    @property
+    def user_taste(self) -> str:
+        return f"{self.prefix}user-taste"
+
+    def template(self, name: str) -> str:
+        """An index template's name (``recommender-ratings``, ...) under the prefix."""
+        return f"{self.prefix}{name}"
+
+    def patterns(self) -> tuple[str, ...]:
+        """Every index and alias pattern these names cover (cleanup, checks)."""
+        return (f"{self.ratings_prefix}*", f"{self.predictions_prefix}*",
+                self.latest_predictions, self.movies, f"{self.movie_vectors}*", self.user_taste)
 
 # A ratings document is written once per rating and read by charts: fields nothing charts or
 # filters on are kept in ``_source`` only (a unique event_id in the terms index, and the

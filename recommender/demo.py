@@ -63,7 +63,7 @@ def prepare(settings: Settings, say: Callable[[str], None]) -> None:
     if not already_up:  # --stop takes down only a stack this demo started
         run_dir(settings).mkdir(parents=True, exist_ok=True)
         (run_dir(settings) / STACK_MARKER).touch()
-    setup_indices(elasticsearch_client(settings.elasticsearch))
+    setup_indices(elasticsearch_client(settings.elasticsearch), settings.elasticsearch.indices)
     k = settings.kafka
     ensure_topics(settings, k.ratings_topic, k.ratings_dlq_topic, k.requests_topic,
                   k.requests_dlq_topic, k.predictions_topic, k.predictions_dlq_topic)
@@ -120,11 +120,11 @@ def send_requests(settings: Settings, users: list[int], per_s: float,
 def ingested_since(settings: Settings, since_ms: int) -> int:
     """Ratings this demo run has ingested (other runs' documents in ratings-* do not count)."""
     from recommender.clients import elasticsearch_client
-    from recommender.contracts import RATINGS_INDEX_PREFIX
 
     es = elasticsearch_client(settings.elasticsearch, request_timeout=5)
     try:
-        return es.count(index=f"{RATINGS_INDEX_PREFIX}*", ignore_unavailable=True,
+        ratings = f"{settings.elasticsearch.indices.ratings_prefix}*"
+        return es.count(index=ratings, ignore_unavailable=True,
                         query={"range": {"ingested_at": {"gte": since_ms}}})["count"]
     except Exception:  # noqa: BLE001 - not there yet: keep waiting
         return 0

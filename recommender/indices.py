@@ -63,66 +63,68 @@ SINGLE_NODE = {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval
 # to merge while a backlog streams in.
 RATINGS_SETTINGS = {**SINGLE_NODE, "refresh_interval": "30s"}
 
-TEMPLATES: dict[str, dict[str, Any]] = {
-    "recommender-ratings": {
-        "index_patterns": [f"{contracts.RATINGS_INDEX_PREFIX}*"],
-        "template": {"settings": RATINGS_SETTINGS, "mappings": contracts.RATINGS_MAPPING},
-    },
-    "recommender-predictions": {
-        "index_patterns": [f"{contracts.PREDICTIONS_INDEX_PREFIX}*"],
-        "template": {
-            "settings": SINGLE_NODE,
-            "mappings": contracts.PREDICTIONS_MAPPING,
-            "aliases": {contracts.PREDICTIONS_ALIAS: {}},
+RATINGS_TEMPLATES = ("recommender-ratings",)
+PREDICTIONS_TEMPLATES = ("recommender-predictions", "recommender-latest-predictions")
+
+
+def templates(names: contracts.IndexNames) -> dict[str, dict[str, Any]]:
+    """The index templates, by their unprefixed name, for ``names``."""
+    return {
+        "recommender-ratings": {
+            "index_patterns": [f"{names.ratings_prefix}*"],
+            "template": {"settings": RATINGS_SETTINGS, "mappings": contracts.RATINGS_MAPPING},
         },
-    },
-    # One fixed index, but a template all the same: whoever writes first (the shipper, or
-    # Logstash in docker-compose) creates it with the right mapping.
-    "recommender-latest-predictions": {
-        "index_patterns": [contracts.LATEST_PREDICTIONS_INDEX],
-        "template": {"settings": SINGLE_NODE,
-                     "mappings": contracts.LATEST_PREDICTIONS_MAPPING},
-    },
-}
+        "recommender-predictions": {
+            "index_patterns": [f"{names.predictions_prefix}*"],
+            "template": {
+                "settings": SINGLE_NODE,
+                "mappings": contracts.PREDICTIONS_MAPPING,
+                "aliases": {names.predictions_alias: {}},
+            },
+        },
+        # One fixed index, but a template all the same: whoever writes first (the shipper,
+        # or Logstash in docker-compose) creates it with the right mapping.
+        "recommender-latest-predictions": {
+            "index_patterns": [names.latest_predictions],
+            "template": {"settings": SINGLE_NODE,
+                         "mappings": contracts.LATEST_PREDICTIONS_MAPPING},
+        },
+    }
 
 
-def ratings_index(event_time_ms: int) -> str:
+def ratings_index(names: contracts.IndexNames, event_time_ms: int) -> str:
     """Ratings span decades of event time: one index per event year keeps the count small."""
-    return f"{contracts.RATINGS_INDEX_PREFIX}{datetime.fromtimestamp(event_time_ms / 1000, UTC):%Y}"
+    return f"{names.ratings_prefix}{datetime.fromtimestamp(event_time_ms / 1000, UTC):%Y}"
 
 
 DAY_MS = 86_400_000
 
 
-def predictions_index(predicted_at_ms: int) -> str:
-    """Daily indices; the shipper asks once per document, so the name is cached per day."""
-    return _predictions_index_of_day(predicted_at_ms // DAY_MS)
+def predictions_index(names: contracts.IndexNames, predicted_at_ms: int) -> str:
+    """Daily indices; the shipper asks once per document, so the day's name is cached."""
+    return names.predictions_prefix + _day(predicted_at_ms // DAY_MS)
 
 
 @lru_cache(maxsize=64)
-def _predictions_index_of_day(day: int) -> str:
-    date = datetime.fromtimestamp(day * DAY_MS / 1000, UTC)
-    return f"{contracts.PREDICTIONS_INDEX_PREFIX}{date:%Y.%m.%d}"
+def _day(day: int) -> str:
+    return f"{datetime.fromtimestamp(day * DAY_MS / 1000, UTC):%Y.%m.%d}"
 
 
-RATINGS_TEMPLATES = ("recommender-ratings",)
-PREDICTIONS_TEMPLATES = ("recommender-predictions", "recommender-latest-predictions")
-
-
-def setup(es: Elasticsearch, shards: dict[str, Any] | None = None,
-          upgrade: Iterable[str] = tuple(TEMPLATES)) -> list[str]:
+def setup(es: Elasticsearch, names: contracts.IndexNames, shards: dict[str, Any] | None = None,
+          upgrade: Iterable[str] = (*RATINGS_TEMPLATES, *PREDICTIONS_TEMPLATES)) -> list[str]:
     """Install the index templates and create the fixed indices; return what was created.
 
     Existing indices of the ``upgrade`` templates get the fields they lack (``add_new_fields``).
     Components name only the templates of the indices they write, which their role may update.
     """
     created = []
-    for name, body in TEMPLATES.items():
-        es.indices.put_index_template(name=name, **body, priority=100)
+    bodies = templates(names)
+    for name, body in bodies.items():
+        es.indices.put_index_template(name=names.template(name), **body, priority=100)
     for name in upgrade:
-        add_new_fields(es, TEMPLATES[name])
-    for index, mapping in ((contracts.MOVIES_INDEX, contracts.MOVIES_MAPPING),
-                           (contracts.USER_TASTE_INDEX, contracts.USER_TASTE_MAPPING)):
+        add_new_fields(es, bodies[name])
+    for index, mapping in ((names.movies, contracts.MOVIES_MAPPING),
+                           (names.user_taste, contracts.USER_TASTE_MAPPING)):
         if not es.indices.exists(index=index):
             es.indices.create(index=index, settings=shards or SINGLE_NODE, mappings=mapping)
             created.append(index)

@@ -149,10 +149,11 @@ def index_arrow_batches(es_settings: ElasticsearchSettings) -> Callable[[Iterabl
     return index_partition
 
 
-def rating_documents(ratings: DataFrame, movies: DataFrame) -> DataFrame:
-    """One NDJSON bulk line pair (action, source) per rating, rendered in the JVM."""
+def rating_documents(ratings: DataFrame, movies: DataFrame, index_prefix: str) -> DataFrame:
+    """One NDJSON bulk line pair (action, source) per rating, rendered in the JVM, into the
+    yearly index ``<index_prefix><event year>``."""
     event_ts = F.timestamp_millis("event_time")
-    index = F.concat(F.lit(contracts.RATINGS_INDEX_PREFIX), F.year(event_ts).cast("string"))
+    index = F.concat(F.lit(index_prefix), F.year(event_ts).cast("string"))
     doc_id = F.concat_ws(":", "user_id", "movie_id")
     action = F.to_json(F.struct(F.struct(index.alias("_index"), doc_id.alias("_id"))
                                 .alias("index")))
@@ -192,7 +193,8 @@ def write_batch(batch: DataFrame, batch_id: int, settings: Settings, movies: Mov
              .sortWithinPartitions("user_id", "event_time")
              .write.format(CASSANDRA).mode("append").options(keyspace=ks, table="ratings")
              .save())
-            indexed = index_ratings(rating_documents(ratings, movies.get()),
+            prefix = settings.elasticsearch.indices.ratings_prefix
+            indexed = index_ratings(rating_documents(ratings, movies.get(), prefix),
                                     settings.elasticsearch)
             if indexed != counts["rating"]:
                 raise RuntimeError(f"batch {batch_id}: {counts['rating']} ratings but "
@@ -248,6 +250,7 @@ def run_ingest(settings: Settings, *, available_now: bool = False,
         ensure_schema(session, settings)
     finally:
         session.cluster.shutdown()
-    setup_indices(elasticsearch_client(settings.elasticsearch), upgrade=RATINGS_TEMPLATES)
+    setup_indices(elasticsearch_client(settings.elasticsearch), settings.elasticsearch.indices,
+                  upgrade=RATINGS_TEMPLATES)
     spark = spark_session(settings, app_name="recommender-ingest")
     run_query(start_ingest(spark, settings, available_now=available_now), stop_when=stop_when)

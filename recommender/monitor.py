@@ -16,7 +16,6 @@ from typing import Any
 
 import psutil
 
-from recommender import contracts
 from recommender.clients import elasticsearch_client, kafka_admin, kafka_consumer
 from recommender.settings import Settings
 
@@ -92,17 +91,18 @@ class PipelineMonitor:
 
     def elasticsearch_figures(self) -> tuple[dict[str, float | None], int | None, int | None]:
         es = elasticsearch_client(self.settings.elasticsearch, request_timeout=5)
+        names = self.settings.elasticsearch.indices
         try:
             body: dict[str, Any] = es.search(
-                index=contracts.PREDICTIONS_ALIAS, size=0, ignore_unavailable=True,
+                index=names.predictions_alias, size=0, ignore_unavailable=True,
                 query={"range": {"predicted_at": {"gte": "now-1m"}}},
                 aggs={"latency": {"percentiles": {"field": "latency_ms",
                                                   "percents": [50, 95, 99]}}})
             values = body.get("aggregations", {}).get("latency", {}).get("values", {})
             latency = {f"p{int(float(k))}": v for k, v in values.items()}
-            predictions = es.count(index=contracts.PREDICTIONS_ALIAS,
+            predictions = es.count(index=names.predictions_alias,
                                    ignore_unavailable=True)["count"]
-            ratings = es.count(index=f"{contracts.RATINGS_INDEX_PREFIX}*",
+            ratings = es.count(index=f"{names.ratings_prefix}*",
                                ignore_unavailable=True)["count"]
             return latency, predictions, ratings
         except Exception:  # noqa: BLE001 - the view shows "-" while ES is unavailable

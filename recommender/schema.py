@@ -10,7 +10,8 @@ Example::
 
     session = cassandra_session(settings.cassandra)
     ensure_schema(session, settings, ["movies", "tags"])
-    ensure_index(elasticsearch_client(settings.elasticsearch), MOVIES_INDEX, MOVIES_MAPPING)
+    es = elasticsearch_client(settings.elasticsearch)
+    ensure_index(es, settings.elasticsearch.indices.movies, MOVIES_MAPPING)
 """
 
 from __future__ import annotations

@@ -32,6 +32,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from recommender.contracts import IndexNames
+
 
 def _xdg(var: str, fallback: str) -> Path:
     return Path(os.environ.get(var) or Path.home() / fallback) / "recommender"
@@ -116,9 +118,13 @@ class CassandraSettings(SecretFiles):
 
 
 class ElasticsearchSettings(SecretFiles):
-    """Elasticsearch endpoint and auth; the index names are the BI and API contracts."""
+    """Elasticsearch endpoint and auth; the index names are the BI and API contracts, all
+    under ``index_prefix``."""
 
     url: str = "http://localhost:9200"
+    index_prefix: str = Field("", pattern=r"^[a-z0-9_.-]*$", description="Prepended to "
+                              "every index, alias and template name (as Jaeger's "
+                              "es.index-prefix): deployments sharing a cluster stay apart.")
     api_key: SecretStr | None = None
     api_key_file: Path | None = Field(None, description="File holding api_key.")
     username: str | None = None
@@ -127,6 +133,10 @@ class ElasticsearchSettings(SecretFiles):
     ca_certs: str | None = Field(None, description="PEM file of the CA of an https url.")
     verify_certs: bool = True
     request_timeout: float = 30.0
+
+    @property
+    def indices(self) -> IndexNames:
+        return IndexNames(self.index_prefix)
 
 
 class SparkSettings(BaseModel):

@@ -34,8 +34,8 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from recommender.clients import elasticsearch_client, kafka_consumer, kafka_producer
 from recommender.contracts import (
-    LATEST_PREDICTIONS_INDEX,
     DeadLetter,
+    IndexNames,
     latest_prediction_doc_id,
     prediction_doc_id,
 )
@@ -82,16 +82,7 @@ class ShipStats:
         return count / max(time.monotonic() - self.started, 1e-9)
 
 
-@dataclass(frozen=True)
-class ShipTargets:
-    """Where predictions go: the daily history index of a ``predicted_at``, and the index of
-    the newest prediction per (user, movie). Benchmarks pass private ones."""
-
-    daily: Callable[[int], str] = predictions_index
-    latest: str = LATEST_PREDICTIONS_INDEX
-
-
-def to_actions(value: bytes, timestamp: int | None, targets: ShipTargets) -> list[bytes] | str:
+def to_actions(value: bytes, timestamp: int | None, names: IndexNames) -> list[bytes] | str:
     """The bulk lines (action + source) for one record's value and Kafka timestamp, or the
     reason it is not a prediction. The source is encoded once and sent to both indices."""
     try:
@@ -112,12 +103,12 @@ def to_actions(value: bytes, timestamp: int | None, targets: ShipTargets) -> lis
     doc["indexed_at"] = int(time.time() * 1000)
     source = orjson.dumps(doc) + b"\n"
     movie_id = doc.get("movie_id")
-    history = {"index": {"_index": targets.daily(predicted_at),
+    history = {"index": {"_index": predictions_index(names, predicted_at),
                          "_id": prediction_doc_id(str(doc["request_id"]), movie_id,
                                                   doc.get("rank"))}}
     lines = [orjson.dumps(history) + b"\n", source]
     if movie_id is not None:
-        latest = {"index": {"_index": targets.latest, "version": predicted_at,
+        latest = {"index": {"_index": names.latest_predictions, "version": predicted_at,
                             "version_type": "external_gte",
                             "_id": latest_prediction_doc_id(doc["user_id"], movie_id)}}
         lines += [orjson.dumps(latest) + b"\n", source]
@@ -147,10 +138,10 @@ class Shipper:
     """One shipper process: a consumer-group member that indexes and commits in batches."""
 
     def __init__(self, settings: Settings, *, group_id: str | None = None,
-                 max_records: int = 5000, targets: ShipTargets | None = None) -> None:
+                 max_records: int = 5000) -> None:
         self.settings = settings
         self.max_records = max_records
-        self.targets = targets or ShipTargets()
+        self.names = settings.elasticsearch.indices
         kafka = settings.kafka
         self.consumer = kafka_consumer(kafka, kafka.predictions_topic,
                                        group_id=group_id or kafka.shipper_group,
@@ -168,7 +159,7 @@ class Shipper:
         encoded; a batch is committed only after its own acknowledgement, and batches are
         committed in order."""
         self.wait_for_es(stop_when)
-        setup_indices(self.es, upgrade=PREDICTIONS_TEMPLATES)
+        setup_indices(self.es, self.names, upgrade=PREDICTIONS_TEMPLATES)
         idle_since = time.monotonic()
         in_flight: deque[tuple[Batch, Future[list[tuple[int, str]]]]] = deque()
         indexer = ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="bulk")
@@ -198,7 +189,7 @@ class Shipper:
     def encode(self, records: list[ConsumerRecord]) -> Batch:
         batch, lines = Batch(records), []
         for position, record in enumerate(records):
-            actions = to_actions(record.value, record.timestamp, self.targets)
+            actions = to_actions(record.value, record.timestamp, self.names)
             if isinstance(actions, str):
                 batch.dead.append((record, actions))
                 continue

@@ -18,6 +18,10 @@ from recommender.clients import kafka_admin
 from recommender.errors import BackendUnavailable
 from recommender.settings import Settings
 
+# The KafkaSettings fields that name the pipeline's topics.
+TOPIC_FIELDS = ("ratings_topic", "ratings_dlq_topic", "requests_topic", "requests_dlq_topic",
+                "predictions_topic", "predictions_dlq_topic")
+
 if TYPE_CHECKING:
     from kafka import KafkaAdminClient
 

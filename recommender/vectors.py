@@ -12,8 +12,9 @@ score a user with factors from the *same* model as the items.
 Example::
 
     art = ModelRegistry.from_settings(settings.model).load()
-    publish_movie_vectors(es, art, {1: ("Toy Story", 1995, ["Animation", "Comedy"])})
-    published_vectors(es)   # PublishedVectors(index='movie-vectors-20240101t000000z', ...)
+    publish_movie_vectors(es, art, {1: ("Toy Story", 1995, ["Animation", "Comedy"])},
+                          alias="movie-vectors")
+    published_vectors(es, "movie-vectors")  # PublishedVectors(index='movie-vectors-2024...', ...)
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from recommender.contracts import MOVIE_VECTORS_ALIAS, movie_vectors_mapping
+from recommender.contracts import movie_vectors_mapping
 from recommender.errors import RecommenderError
 from recommender.indices import SINGLE_NODE
 from recommender.model.artifacts import ModelArtifacts
@@ -63,7 +64,7 @@ class PublishedVectors:
     version: str
 
 
-def index_name(version: str, alias: str = MOVIE_VECTORS_ALIAS) -> str:
+def index_name(version: str, alias: str) -> str:
     """``<alias>-<version>`` in lowercase: Elasticsearch refuses upper-case index names."""
     return f"{alias}-{version}".lower()
 
@@ -77,7 +78,7 @@ def movie_infos(movies: Mapping[int, MovieInfo] | Iterable[MovieLike]) -> dict[i
 
 def publish_movie_vectors(es: Elasticsearch, artifacts: ModelArtifacts,
                           movies: Mapping[int, MovieInfo] | Iterable[MovieLike], *,
-                          alias: str = MOVIE_VECTORS_ALIAS,
+                          alias: str,
                           index_settings: Mapping[str, Any] | None = None) -> str:
     """Index ``artifacts``' item factors, switch ``alias`` to them atomically, drop older ones.
 
@@ -115,8 +116,7 @@ def publish_movie_vectors(es: Elasticsearch, artifacts: ModelArtifacts,
     return index
 
 
-def published_vectors(es: Elasticsearch,
-                      alias: str = MOVIE_VECTORS_ALIAS) -> PublishedVectors | None:
+def published_vectors(es: Elasticsearch, alias: str) -> PublishedVectors | None:
     """The index behind ``alias`` and its model version; None before the first publish."""
     targets = _alias_targets(es, alias)
     if not targets:
@@ -220,7 +220,7 @@ def catalogue(settings: Settings) -> dict[int, MovieInfo]:
 
 
 def publish_version(settings: Settings, version: str | None = None,
-                    alias: str = MOVIE_VECTORS_ALIAS) -> tuple[str, str, int]:
+                    alias: str | None = None) -> tuple[str, str, int]:
     """Publish ``version`` (default CURRENT) for kNN: every promotion path calls this, so
     the API's kNN ranks with the model that is current. Returns (version, index, movies)."""
     from recommender.clients import elasticsearch_client
@@ -236,7 +236,8 @@ def publish_version(settings: Settings, version: str | None = None,
     artifacts = registry.load(version)
     with es_errors(settings):
         index = publish_movie_vectors(elasticsearch_client(settings.elasticsearch), artifacts,
-                                      catalogue(settings), alias=alias)
+                                      catalogue(settings),
+                                      alias=alias or settings.elasticsearch.indices.movie_vectors)
     return version, index, len(artifacts.item_ids)
 
 

@@ -16,10 +16,12 @@ import pytest
 
 from recommender.settings import Settings
 from tests.support.names import drop_remembered, remember
+from tests.support.user_data import snapshot
 
 pytest_plugins = ["tests.support.fixtures"]
 
 REPO = Path(__file__).resolve().parents[1]
+LAST = "test_the_default_names_hold_nothing_the_suite_wrote"
 DATA_DIR = Path(os.environ.get("RECOMMENDER_DATA__DATA_DIR", REPO.parent / "shared" / "data"))
 
 
@@ -51,6 +53,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory, run_id: str, data_dir: Pa
                "predictions_topic": f"{topic}-predictions",
                "predictions_dlq_topic": f"{topic}-predictions-dlq"},
         cassandra={"keyspace": f"it_{run_id}"},
+        elasticsearch={"index_prefix": f"{topic}-"},
         spark={"master": "local[2]", "checkpoint_dir": tmp / "checkpoints",
                "trigger_interval": "1 second"},
         model={"models_dir": tmp / "models"},
@@ -64,3 +67,25 @@ def drop_test_topics_and_keyspaces() -> Iterator[None]:
     yield
     drop_remembered()
 
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The check of the user's data runs after everything else."""
+    items.sort(key=lambda item: item.name == LAST)
+
+
+@pytest.fixture(scope="session")
+def user_data_before(request: pytest.FixtureRequest, settings: Settings) -> dict:
+    """The default names' contents before the first test that reaches the stack."""
+    return request.config.stash[USER_DATA]
+
+
+USER_DATA = pytest.StashKey[dict]()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _snapshot_user_data(request: pytest.FixtureRequest, settings: Settings) -> None:
+    """Taken first, when the run includes the check (it needs the stack up)."""
+    if any(item.name == LAST for item in request.session.items):
+        request.getfixturevalue("stack")
+        request.config.stash[USER_DATA] = snapshot(settings)

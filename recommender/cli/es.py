@@ -5,7 +5,6 @@ from __future__ import annotations
 import typer
 
 from recommender.cli.common import JsonOption, console, exits_cleanly, print_json
-from recommender.contracts import MOVIE_VECTORS_ALIAS
 from recommender.settings import get_settings
 
 app = typer.Typer(help="Set up and maintain the Elasticsearch indices.", no_args_is_help=True)
@@ -26,7 +25,8 @@ def setup(json: bool = JsonOption) -> None:
 
     settings = get_settings()
     with es_errors(settings):
-        created = setup_indices(elasticsearch_client(settings.elasticsearch))
+        created = setup_indices(elasticsearch_client(settings.elasticsearch),
+                               settings.elasticsearch.indices)
     if json:
         print_json({"created": created})
     else:
@@ -37,8 +37,8 @@ def setup(json: bool = JsonOption) -> None:
 @exits_cleanly
 def publish_vectors(
     version: str = typer.Option(None, "--version", help="Model version (default: CURRENT)."),
-    alias: str = typer.Option(MOVIE_VECTORS_ALIAS, help="Alias to publish under (tests and "
-                              "deployments sharing a cluster use their own)."),
+    alias: str = typer.Option(None, help="Alias to publish under (default: the settings' "
+                              "movie-vectors alias, under elasticsearch.index_prefix)."),
     json: bool = JsonOption,
 ) -> None:
     """Index a model version's item factors for kNN and switch the movie-vectors alias to it.
@@ -50,7 +50,8 @@ def publish_vectors(
     from recommender.vectors import publish_version
 
     settings = get_settings()
-    version, index, count = publish_version(settings, version, alias=alias)
+    version, index, count = publish_version(
+        settings, version, alias=alias or settings.elasticsearch.indices.movie_vectors)
     if json:
         print_json({"index": index, "version": version, "movies": count})
     else:
@@ -66,15 +67,15 @@ def retention(
     """Delete predictions older than --days: whole daily predictions-YYYY.MM.DD indices (by
     the index's day), and the documents of latest-predictions predicted before that day."""
     from recommender.clients import elasticsearch_client
-    from recommender.contracts import LATEST_PREDICTIONS_INDEX, PREDICTIONS_INDEX_PREFIX
     from recommender.indices import delete_older_than, delete_predicted_before
     from recommender.serve.backends import es_errors
 
     settings = get_settings()
     es = elasticsearch_client(settings.elasticsearch)
     with es_errors(settings):
-        deleted = delete_older_than(es, PREDICTIONS_INDEX_PREFIX, days)
-        latest = delete_predicted_before(es, LATEST_PREDICTIONS_INDEX, days)
+        names = settings.elasticsearch.indices
+        deleted = delete_older_than(es, names.predictions_prefix, days)
+        latest = delete_predicted_before(es, names.latest_predictions, days)
     if json:
         print_json({"deleted": deleted, "latest_deleted": latest})
     else:

@@ -119,12 +119,11 @@ def metadata(
     """
     from data_loading.datasets import locate
     from data_loading.metadata import load_metadata
-    from recommender.contracts import MOVIES_INDEX
 
     settings = get_settings()
     ds = locate(dataset or settings.data.dataset, data_dir)
     with console.status(f"loading {ds.name} metadata"):
-        result = load_metadata(settings, ds, index=index or MOVIES_INDEX,
+        result = load_metadata(settings, ds, index=index or settings.elasticsearch.indices.movies,
                                on_event=lambda msg: console.print(msg))
     if json:
         print_json(result)

@@ -48,8 +48,9 @@ def describe(panel: Panel) -> dict[str, Any]:
 
 
 def fetch_panels(es: Elasticsearch, panels: list[Panel] | tuple[Panel, ...],
-                 now_ms: int | None = None) -> list[dict[str, Any]]:
-    """Each panel's description, ``status`` (ok, empty or error), series and ``took_ms``.
+                 now_ms: int | None = None, prefix: str = "") -> list[dict[str, Any]]:
+    """Each panel's description, ``status`` (ok, empty or error), series and ``took_ms``,
+    read from the indices under ``prefix`` (``elasticsearch.index_prefix``).
 
     Raises ``Unreachable`` when Elasticsearch does not answer, so callers can tell "the
     cluster is down" from "this panel's query failed".
@@ -58,7 +59,7 @@ def fetch_panels(es: Elasticsearch, panels: list[Panel] | tuple[Panel, ...],
     tic = time.perf_counter()
     first = {p.id: body for p in panels
              if (body := aggs.stats_body(p, now, window_ms(p))) is not None}
-    stats = dict(zip(first, _msearch(es, [(_pattern(p), first[p.id]) for p in panels
+    stats = dict(zip(first, _msearch(es, [(prefix + p.source.pattern, first[p.id]) for p in panels
                                           if p.id in first]), strict=True))
     requests, results = [], {}
     for p in panels:
@@ -68,7 +69,7 @@ def fetch_panels(es: Elasticsearch, panels: list[Panel] | tuple[Panel, ...],
             continue
         intervals = aggs.histogram_intervals(p, pre)
         requests.append((p, aggs.search_body(p, now, window_ms(p), intervals)))
-    answers = _msearch(es, [(_pattern(p), body) for p, body in requests])
+    answers = _msearch(es, [(prefix + p.source.pattern, body) for p, body in requests])
     took = round((time.perf_counter() - tic) * 1000)
     for (p, _), answer in zip(requests, answers, strict=True):
         if "error" in answer:
@@ -76,10 +77,6 @@ def fetch_panels(es: Elasticsearch, panels: list[Panel] | tuple[Panel, ...],
         else:
             results[p.id] = {**describe(p), **aggs.to_series(p, answer), "error": None}
     return [{**results[p.id], "took_ms": took} for p in panels]
-
-
-def _pattern(panel: Panel) -> str:
-    return panel.source.pattern
 
 
 def _msearch(es: Elasticsearch, searches: list[tuple[str, dict[str, Any]]]) -> list[dict]:
@@ -117,7 +114,7 @@ def _error(panel: Panel, error: Any) -> dict[str, Any]:
 
 
 def dashboard_payload(es: Elasticsearch, es_url: str, dashboard_id: str | None = None,
-                      now_ms: int | None = None) -> tuple[int, dict[str, Any]]:
+                      now_ms: int | None = None, prefix: str = "") -> tuple[int, dict[str, Any]]:
     """The page's data: (HTTP status, body). 503 with every panel in error when the
     cluster is unreachable; 200 otherwise, even if single panels failed."""
     now = now_ms or int(time.time() * 1000)
@@ -129,7 +126,7 @@ def dashboard_payload(es: Elasticsearch, es_url: str, dashboard_id: str | None =
                         "time_from": d.time_from, "refresh_s": d.refresh_s} for d in boards],
     }
     try:
-        body["panels"] = fetch_panels(es, panels, now)
+        body["panels"] = fetch_panels(es, panels, now, prefix)
     except Unreachable as exc:
         where = urlsplit(es_url)
         message = f"{exc} (at {where.scheme}://{where.hostname}:{where.port or ''})"

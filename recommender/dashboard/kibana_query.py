@@ -96,8 +96,10 @@ def request(spec: VisSpec, view: DataView, time_range: tuple[str, str] | None,
 
 def search(es: Elasticsearch, spec: VisSpec, view: DataView,
            time_range: tuple[str, str] | None,
-           filters: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
-    """Run it; a histogram first asks for its field's min and max, as Kibana does."""
+           filters: Sequence[dict[str, Any]] = (), prefix: str = "") -> dict[str, Any]:
+    """Run it on the view's indices under ``prefix``; a histogram first asks for its field's
+    min and max, as Kibana does."""
+    index = prefix + view.pattern
     intervals: dict[int, float] = {}
     where = query(view, time_range, filters)
     for level, op in enumerate(spec.buckets):
@@ -106,13 +108,13 @@ def search(es: Elasticsearch, spec: VisSpec, view: DataView,
         if op.params.get("interval") not in (None, "auto"):
             intervals[level] = float(op.params["interval"])
             continue
-        stats = es.search(index=view.pattern, size=0, query=where, ignore_unavailable=True,
+        stats = es.search(index=index, size=0, query=where, ignore_unavailable=True,
                           aggs={"s": {"stats": {"field": op.field}}})["aggregations"]["s"]
         bins = op.params["bins"] if isinstance(op.params["bins"], int) else MAX_BARS
         span = (stats["max"] - stats["min"]) if stats.get("count") else 0
         intervals[level] = span / bins if span > 0 else 1.0
     body = request(spec, view, time_range, intervals, filters)
-    return dict(es.search(index=view.pattern, ignore_unavailable=True, **body))
+    return dict(es.search(index=index, ignore_unavailable=True, **body))
 
 
 def has_data(spec: VisSpec, response: dict[str, Any]) -> bool:

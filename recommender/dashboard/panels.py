@@ -34,11 +34,13 @@ class Source:
     time_field: str | None
 
 
-RATINGS = Source("recommender-ratings", "Ratings", f"{contracts.RATINGS_INDEX_PREFIX}*",
-                 "event_time")
+# Patterns of the default (unprefixed) names, as Kibana's data views hold them; readers put
+# ``elasticsearch.index_prefix`` in front.
+_NAMES = contracts.IndexNames()
+RATINGS = Source("recommender-ratings", "Ratings", f"{_NAMES.ratings_prefix}*", "event_time")
 PREDICTIONS = Source("recommender-predictions", "Predictions",
-                     f"{contracts.PREDICTIONS_INDEX_PREFIX}*", "predicted_at")
-USER_TASTE = Source("recommender-user-taste", "User taste", contracts.USER_TASTE_INDEX, None)
+                     f"{_NAMES.predictions_prefix}*", "predicted_at")
+USER_TASTE = Source("recommender-user-taste", "User taste", _NAMES.user_taste, None)
 SOURCES = (RATINGS, PREDICTIONS, USER_TASTE)
 
 

@@ -59,7 +59,8 @@ def collect(settings: Settings, es: Elasticsearch | None = None,
 
         es = elasticsearch_client(settings.elasticsearch, request_timeout=15)
     try:
-        report.throughput = data.fetch_panels(es, THROUGHPUT, now)
+        report.throughput = data.fetch_panels(es, THROUGHPUT, now,
+                                             settings.elasticsearch.index_prefix)
     except data.Unreachable as exc:
         report.throughput_problem = str(exc)
     return report

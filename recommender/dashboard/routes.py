@@ -93,18 +93,19 @@ def all_panels(es: EsDep, settings: SettingsDep, dashboard: str | None = None) -
     if dashboard is not None and dashboard not in {d.id for d in DASHBOARDS}:
         raise HTTPException(404, f"no dashboard {dashboard!r}; one of "
                                  f"{', '.join(d.id for d in DASHBOARDS)}")
-    status, body = data.dashboard_payload(es, settings.elasticsearch.url, dashboard)
+    status, body = data.dashboard_payload(es, settings.elasticsearch.url, dashboard,
+                                          prefix=settings.elasticsearch.index_prefix)
     return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
 
 
 @router.get("/data/{panel_id}", name="dashboard_panel")
-def one_panel(panel_id: str, es: EsDep) -> JSONResponse:
+def one_panel(panel_id: str, es: EsDep, settings: SettingsDep) -> JSONResponse:
     try:
         spec = panel(panel_id)
     except KeyError:
         raise HTTPException(404, f"no panel {panel_id!r}") from None
     try:
-        (result,) = data.fetch_panels(es, [spec])
+        (result,) = data.fetch_panels(es, [spec], prefix=settings.elasticsearch.index_prefix)
     except data.Unreachable as exc:
         body = {**data.describe(spec), "status": "error", "error": str(exc), "series": []}
         return JSONResponse(body, status_code=503)

@@ -15,7 +15,6 @@ import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from recommender.clients import (
@@ -25,7 +24,6 @@ from recommender.clients import (
     kafka_admin,
     kafka_producer,
 )
-from recommender.contracts import LATEST_PREDICTIONS_INDEX, MOVIE_VECTORS_ALIAS, PREDICTIONS_ALIAS
 from recommender.errors import BackendUnavailable
 from recommender.settings import Settings
 
@@ -36,16 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 BACKEND_TIMEOUT_S = 3.0
-
-
-@dataclass(frozen=True)
-class IndexNames:
-    """The Elasticsearch names the API reads. Defaults are the contracts' names; tests (and
-    several deployments sharing a cluster) pass private ones."""
-
-    predictions: str = PREDICTIONS_ALIAS
-    latest_predictions: str = LATEST_PREDICTIONS_INDEX
-    movie_vectors: str = MOVIE_VECTORS_ALIAS
 
 
 class Backends:

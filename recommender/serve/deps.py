@@ -17,9 +17,10 @@ from fastapi import Depends, HTTPException, Query, Request, Security
 from fastapi.security import APIKeyHeader
 from kafka import KafkaProducer
 
+from recommender.contracts import IndexNames
 from recommender.errors import InvalidRequest
 from recommender.model.artifacts import ModelArtifacts
-from recommender.serve.backends import Backends, IndexNames
+from recommender.serve.backends import Backends
 from recommender.serve.metrics import Metrics
 from recommender.serve.model_cache import ModelCache
 from recommender.serve.recommend import Recommender

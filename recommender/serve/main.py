@@ -19,7 +19,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from recommender.model.registry import ModelRegistry
 from recommender.serve import handlers, movies, ops, requests, sessions, users
-from recommender.serve.backends import Backends, IndexNames
+from recommender.serve.backends import Backends
 from recommender.serve.deps import ApiContext
 from recommender.serve.metrics import Metrics, MetricsMiddleware
 from recommender.serve.model_cache import ModelCache
@@ -32,7 +32,8 @@ DASHBOARD = "recommender.dashboard.routes"
 ERRORS = {code: {"model": ErrorResponse} for code in (404, 422, 503)}
 
 
-def build_context(settings: Settings, indices: IndexNames) -> ApiContext:
+def build_context(settings: Settings) -> ApiContext:
+    indices = settings.elasticsearch.indices
     backends = Backends(settings)
     models = ModelCache(ModelRegistry.from_settings(settings.model))
     recommender = Recommender(backends, models, indices)
@@ -41,12 +42,10 @@ def build_context(settings: Settings, indices: IndexNames) -> ApiContext:
                       metrics=Metrics())
 
 
-def create_app(settings: Settings | None = None, *,
-               indices: IndexNames | None = None) -> FastAPI:
-    """A new app for ``settings`` (default: the process settings); ``indices`` overrides the
-    Elasticsearch names read (tests use private ones)."""
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A new app for ``settings`` (default: the process settings)."""
     settings = settings or get_settings()
-    ctx = build_context(settings, indices or IndexNames())
+    ctx = build_context(settings)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

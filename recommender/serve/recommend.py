@@ -22,13 +22,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recommender.contracts import Strategy
+from recommender.contracts import IndexNames, Strategy
 from recommender.errors import ModelError, NotFound
 from recommender.feed import NO_INFO, Scored, popular_movies
 from recommender.model.artifacts import ModelArtifacts
 from recommender.model.foldin import predicted_ratings, similar_items, user_vectors
 from recommender.serve import store
-from recommender.serve.backends import Backends, IndexNames, es_errors
+from recommender.serve.backends import Backends, es_errors
 from recommender.serve.model_cache import ModelCache
 from recommender.vectors import (
     MovieInfo,

@@ -64,7 +64,7 @@ def submit(body: Annotated[PredictionRequestBody, Body()],
 async def result(request_id: Annotated[RequestId, Path()], es: EsDep, settings: SettingsDep,
                  indices: IndicesDep) -> RequestPredictions:
     """The request's prediction(s) once the shipper indexed them, ranked; 404 until then."""
-    docs = await store.request_predictions(es, settings, indices.predictions, request_id)
+    docs = await store.request_predictions(es, settings, indices.predictions_alias, request_id)
     return RequestPredictions(request_id=request_id,
                               predictions=[PredictionOut.model_validate(d) for d in docs])
 

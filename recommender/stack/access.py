@@ -25,17 +25,19 @@ SPARK_GROUP_PREFIX = "spark-kafka-"  # Spark's Kafka source names its consumer g
 
 READ, WRITE = "READ", "WRITE"  # Kafka operations; both imply DESCRIBE
 SELECT, MODIFY = "SELECT", "MODIFY"  # Cassandra permissions
-RATINGS_INDICES = f"{contracts.RATINGS_INDEX_PREFIX}*"
-PREDICTION_INDICES = (contracts.PREDICTIONS_ALIAS, f"{contracts.PREDICTIONS_INDEX_PREFIX}*",
-                      contracts.LATEST_PREDICTIONS_INDEX)
-VECTOR_INDICES = (contracts.MOVIE_VECTORS_ALIAS, f"{contracts.MOVIE_VECTORS_ALIAS}-*")
+# The embedded secure stack's roles name the default (unprefixed) indices.
+_NAMES = contracts.IndexNames()
+RATINGS_INDICES = f"{_NAMES.ratings_prefix}*"
+PREDICTION_INDICES = (_NAMES.predictions_alias, f"{_NAMES.predictions_prefix}*",
+                      _NAMES.latest_predictions)
+VECTOR_INDICES = (_NAMES.movie_vectors, f"{_NAMES.movie_vectors}-*")
 # write documents, auto-create, add a newer release's fields to an existing index
 WRITE_INDEX = ("create_index", "view_index_metadata", "index", "indices:admin/mapping/put")
 # ``recommender.indices.setup``, which ingest, training and the shipper run before they write
 # (idempotent):
 # the index templates, and the fixed indices created when missing.
 SETUP_CLUSTER = ("manage_index_templates",)
-SETUP_INDICES = ((contracts.MOVIES_INDEX, contracts.USER_TASTE_INDEX),
+SETUP_INDICES = ((_NAMES.movies, _NAMES.user_taste),
                  ("create_index", "view_index_metadata"))
 
 
@@ -72,7 +74,7 @@ COMPONENTS: tuple[Component, ...] = (
         "loader", "recommender load ratings / load metadata / generate",
         tables={"movies": (MODIFY,), "tags": (MODIFY,)},
         topics={"ratings_topic": WRITE},
-        indices=(((contracts.MOVIES_INDEX,), (*WRITE_INDEX, "maintenance")),),
+        indices=(((_NAMES.movies,), (*WRITE_INDEX, "maintenance")),),
     ),
     Component(
         "ingest", "recommender ingest",
@@ -87,7 +89,7 @@ COMPONENTS: tuple[Component, ...] = (
                 "similar_users": (MODIFY,)},
         es_cluster=SETUP_CLUSTER,
         indices=((VECTOR_INDICES, ("manage", "index", "read")), SETUP_INDICES,
-                 ((contracts.USER_TASTE_INDEX,), ("index", "maintenance"))),
+                 ((_NAMES.user_taste,), ("index", "maintenance"))),
     ),
     Component(
         "predictor", "recommender predict / rollover",
@@ -108,8 +110,8 @@ COMPONENTS: tuple[Component, ...] = (
                 "similar_users": (SELECT,)},
         topics={"requests_topic": WRITE},
         es_cluster=("monitor",),
-        indices=(((*PREDICTION_INDICES, *VECTOR_INDICES, contracts.MOVIES_INDEX,
-                   contracts.USER_TASTE_INDEX, RATINGS_INDICES), ("read", "view_index_metadata")),),
+        indices=(((*PREDICTION_INDICES, *VECTOR_INDICES, _NAMES.movies,
+                   _NAMES.user_taste, RATINGS_INDICES), ("read", "view_index_metadata")),),
     ),
 )
 ACCOUNTS = (ADMIN, *(c.name for c in COMPONENTS))

@@ -24,14 +24,13 @@ from recommender.settings import CassandraSettings, KafkaSettings, Settings, Sta
 from recommender.stack.access import ADMIN, COMPONENTS, SPARK_GROUP_PREFIX, cassandra_grants
 from recommender.stack.connect import admin_settings
 from recommender.stack.secrets import StackSecrets
+from recommender.topics import TOPIC_FIELDS
 
 if TYPE_CHECKING:
     from cassandra.cluster import NoHostAvailable, Session
     from kafka.admin import ACL
 
 DEFAULT_SUPERUSER = "cassandra"  # what a new Cassandra node with PasswordAuthenticator has
-TOPIC_FIELDS = ("ratings_topic", "ratings_dlq_topic", "requests_topic", "requests_dlq_topic",
-                "predictions_topic", "predictions_dlq_topic")
 
 
 def identities(stack: StackSettings, on_event: Callable[[str], None] = lambda _: None) -> None:
@@ -67,7 +66,7 @@ def provision(settings: Settings, on_event: Callable[[str], None] = lambda _: No
         session.cluster.shutdown()
     es = elasticsearch_client(admin.elasticsearch)
     try:
-        setup_indices(es)
+        setup_indices(es, settings.elasticsearch.indices)
     finally:
         es.close()
     on_event(f"provisioned topics {', '.join(topics)}, keyspace "

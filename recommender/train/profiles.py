@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from recommender import contracts
 from recommender.clients import CASSANDRA_FORMAT
 from recommender.contracts import PROFILE_TABLES
 from recommender.errors import RecommenderError
@@ -138,7 +137,7 @@ def taste_documents(taste: DataFrame, similar: DataFrame) -> DataFrame:
                     .alias("neighbour_genres")))
 
 
-def index_documents(docs: DataFrame, es: Elasticsearch) -> int:
+def index_documents(docs: DataFrame, es: Elasticsearch, index: str) -> int:
     """Bulk-index ``taste_documents`` into ``user-taste`` (NDJSON rendered in the JVM, sent
     in chunks from the driver, retried while Elasticsearch is busy); how many it accepted."""
     from pyspark.sql import functions as F
@@ -146,7 +145,6 @@ def index_documents(docs: DataFrame, es: Elasticsearch) -> int:
     from recommender.indices import bulk_index
     from recommender.streaming import with_retries
 
-    index = contracts.USER_TASTE_INDEX
     action = F.to_json(F.struct(F.struct(
         F.lit(index).alias("_index"), F.concat_ws(":", "user_id", "genre").alias("_id"))
         .alias("index")))
@@ -181,8 +179,9 @@ def publish_taste(taste: DataFrame, similar: DataFrame, settings: Settings) -> i
 
     es = elasticsearch_client(settings.elasticsearch)
     try:
-        setup_indices(es, upgrade=())
-        return index_documents(taste_documents(taste, similar), es)
+        setup_indices(es, settings.elasticsearch.indices, upgrade=())
+        return index_documents(taste_documents(taste, similar), es,
+                               settings.elasticsearch.indices.user_taste)
     finally:
         es.close()
 

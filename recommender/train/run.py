@@ -13,7 +13,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from recommender.contracts import USER_TASTE_INDEX
 from recommender.model import snapshot
 from recommender.model.registry import ModelRegistry
 from recommender.settings import Settings
@@ -57,7 +56,7 @@ def train_once(session: SparkSession, settings: Settings, opts: pipeline.TrainOp
             stats = prof.build(ratings, movies, registry.load(result.version), settings)
             say(f"profiles: {stats.taste_rows} user_taste rows, {stats.similar_rows} "
                 f"similar_users rows in {settings.cassandra.keyspace}, "
-                f"{stats.taste_documents} {USER_TASTE_INDEX} "
+                f"{stats.taste_documents} {settings.elasticsearch.indices.user_taste} "
                 f"documents ({time.perf_counter() - started:.1f}s)")
         return result
     finally:

@@ -52,6 +52,7 @@ class Pipeline:
 
     def __init__(self, settings: Settings, run_dir: Path, dataset: Any) -> None:
         self.settings = settings
+        self.names = settings.elasticsearch.indices
         run = uuid.uuid4().hex[:8]
         self.source, self.prefix = f"faults-{run}", f"faults-{run}"
         movies = dataset.ratings_frame["movie_id"].value_counts().index[:MOVIES].tolist()
@@ -74,14 +75,15 @@ class Pipeline:
     def ratings_indexed(self) -> int:
         """This run's rating documents in Elasticsearch (-1 while it does not answer)."""
         try:
-            return count(self.settings, "ratings-*", {"term": {"source": self.source}})
+            return count(self.settings, f"{self.names.ratings_prefix}*",
+                         {"term": {"source": self.source}})
         except Exception:  # noqa: BLE001 - down or restarting: not caught up yet
             return -1
 
     def predictions_shipped(self) -> int:
         """Prediction documents of this run in Elasticsearch (-1 while it does not answer)."""
         try:
-            return count(self.settings, "predictions",
+            return count(self.settings, self.names.predictions_alias,
                          {"prefix": {"request_id": f"{self.prefix}-"}})
         except Exception:  # noqa: BLE001 - down or restarting: not caught up yet
             return -1
@@ -109,8 +111,9 @@ class Pipeline:
             load.halt.set()
         self.session.cluster.shutdown()
         self.ratings.close()
-        delete_matching(self.settings, "ratings-*", {"term": {"source": self.source}})
-        delete_matching(self.settings, "predictions",
+        delete_matching(self.settings, f"{self.names.ratings_prefix}*",
+                        {"term": {"source": self.source}})
+        delete_matching(self.settings, self.names.predictions_alias,
                         {"prefix": {"request_id": f"{self.prefix}-"}})
 
 

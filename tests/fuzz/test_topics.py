@@ -27,8 +27,8 @@ from typing import Any
 
 import pytest
 
-from bench.common import Clock, delete_indices, topic_end_offsets
-from bench.fixtures import ml_small, prepare_keyspace, private_ratings_indices
+from bench.common import Clock, topic_end_offsets
+from bench.fixtures import install_index_templates, ml_small, prepare_keyspace
 from bench.lag import checkpoint_offsets, group_offsets, lag
 from recommender.clients import cassandra_session, kafka_producer
 from recommender.contracts import PredictionRequest, RatingEvent
@@ -36,7 +36,7 @@ from recommender.ingest import start_ingest
 from recommender.predict.job import Predictor
 from recommender.settings import Settings
 from tests.support.fuzzing import Fuzzer, Message, rating_row, request_id
-from tests.support.names import private
+from tests.support.names import private, remember
 from tests.support.results import write_result
 from tests.support.topics import read_all
 from tests.support.waiting import wait_for
@@ -194,37 +194,37 @@ def fuzz(spark: Any, settings: Settings, messages: int, quick: bool) -> None:
     seed = int(os.environ.get("FUZZ_SEED") or random.SystemRandom().randrange(2**32))
     run = uuid.uuid4().hex[:8]
     movies = [m.movie_id for m in ml_small(settings).movies()[:2000]]
-    index_prefix = f"it-fuzz-{run}"
-    with private_ratings_indices(settings, index_prefix):
-        ingest = start_ingest(spark, settings, query_name=f"ingest-fuzz-{run}")
-        predict = Predictor(spark, settings).start()
-        try:
-            ratings = send(settings, kafka.ratings_topic, Fuzzer(rating_events(
-                1_500_000_000 + int(run, 16) % 10**8, movies, f"fuzz-{run}"), seed)
-                .messages(messages))
-            requests = send(settings, kafka.requests_topic, Fuzzer(prediction_requests(
-                f"fuzz-{run}", movies), seed + 1).messages(messages))
-            checkpoint = settings.spark.checkpoint_dir / f"ingest-fuzz-{run}"
+    settings = remember(settings.model_copy(update={"elasticsearch": settings.elasticsearch
+                                 .model_copy(update={"index_prefix": f"it-fuzz-{run}-"})}))
+    install_index_templates(settings)
+    ingest = start_ingest(spark, settings, query_name=f"ingest-fuzz-{run}")
+    predict = Predictor(spark, settings).start()
+    try:
+        ratings = send(settings, kafka.ratings_topic, Fuzzer(rating_events(
+            1_500_000_000 + int(run, 16) % 10**8, movies, f"fuzz-{run}"), seed)
+            .messages(messages))
+        requests = send(settings, kafka.requests_topic, Fuzzer(prediction_requests(
+            f"fuzz-{run}", movies), seed + 1).messages(messages))
+        checkpoint = settings.spark.checkpoint_dir / f"ingest-fuzz-{run}"
 
-            def settled() -> bool:
-                """Each job has committed past the last message, or has died."""
-                return ((not ingest.isActive or not lag(
-                    topic_end_offsets(settings, kafka.ratings_topic),
-                    checkpoint_offsets(checkpoint, kafka.ratings_topic)))
-                    and (not predict.isActive or not lag(
-                        topic_end_offsets(settings, kafka.requests_topic),
-                        group_offsets(settings, kafka.predictor_group, kafka.requests_topic))))
+        def settled() -> bool:
+            """Each job has committed past the last message, or has died."""
+            return ((not ingest.isActive or not lag(
+                topic_end_offsets(settings, kafka.ratings_topic),
+                checkpoint_offsets(checkpoint, kafka.ratings_topic)))
+                and (not predict.isActive or not lag(
+                    topic_end_offsets(settings, kafka.requests_topic),
+                    group_offsets(settings, kafka.predictor_group, kafka.requests_topic))))
 
-            wait_for(settled, f"both jobs to commit past the fuzzed messages (seed {seed})",
-                     DRAIN_TIMEOUT_S, poll_s=3)
-            jobs = {"ingest": ingest, "predictor": predict}
-            alive = {name: query.isActive for name, query in jobs.items()}
-            crashes = {name: cause(query.exception()) for name, query in jobs.items()
-                       if query.exception() is not None}
-        finally:
-            ingest.stop()
-            predict.stop()
-        delete_indices(settings, f"{index_prefix}-ratings*")
+        wait_for(settled, f"both jobs to commit past the fuzzed messages (seed {seed})",
+                 DRAIN_TIMEOUT_S, poll_s=3)
+        jobs = {"ingest": ingest, "predictor": predict}
+        alive = {name: query.isActive for name, query in jobs.items()}
+        crashes = {name: cause(query.exception()) for name, query in jobs.items()
+                   if query.exception() is not None}
+    finally:
+        ingest.stop()
+        predict.stop()
     rows = stored_rows(settings)
     answered = answered_ids(settings)
     topics = {

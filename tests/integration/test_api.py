@@ -27,9 +27,10 @@ from recommender.contracts import (
     CASSANDRA_TABLES,
     LATEST_PREDICTIONS_MAPPING,
     PREDICTIONS_MAPPING,
+    IndexNames,
     keyspace_cql,
 )
-from recommender.indices import bulk_index
+from recommender.indices import bulk_index, predictions_index
 from recommender.model.artifacts import ModelArtifacts
 from recommender.model.foldin import (
     fold_in,
@@ -40,12 +41,12 @@ from recommender.model.foldin import (
     trained_vectors,
 )
 from recommender.model.registry import ModelRegistry
-from recommender.serve.backends import IndexNames
 from recommender.serve.main import create_app
 from recommender.settings import ApiSettings, Settings
-from recommender.ship import ShipTargets, to_actions
+from recommender.ship import to_actions
 from recommender.vectors import publish_movie_vectors
 from tests.support.models import make_artifacts, rating_rows
+from tests.support.names import remember
 
 KNOWN, NEW, NOBODY = 1, 2, 999_999  # in the model / rated but not in it / no history
 RANK = 10
@@ -84,8 +85,10 @@ def api_settings(settings: Settings) -> Settings:
     """The session settings with a keyspace of this module's own: ``rated`` drops it at the
     end, which must not take the ratings other modules ingested into the session's one."""
     own = f"{settings.cassandra.keyspace}_api"
-    return settings.model_copy(update={"cassandra": settings.cassandra.model_copy(
-        update={"keyspace": own})})
+    return remember(settings.model_copy(update={
+        "cassandra": settings.cassandra.model_copy(update={"keyspace": own}),
+        "elasticsearch": settings.elasticsearch.model_copy(
+            update={"index_prefix": f"{settings.elasticsearch.index_prefix}api-"})}))
 
 
 @pytest.fixture(scope="module")
@@ -123,23 +126,20 @@ def rated(api_settings: Settings, stack, dataset: Dataset) -> Iterator[dict[int,
 
 
 @pytest.fixture(scope="module")
-def names(api_settings: Settings, stack, run_id: str, model: ModelArtifacts,
-          dataset: Dataset) -> Iterator[IndexNames]:
-    """Private index names, with the model's vectors published under the private alias."""
-    names = IndexNames(predictions=f"it-{run_id}-predictions",
-                       latest_predictions=f"it-{run_id}-latest-predictions",
-                       movie_vectors=f"it-{run_id}-movie-vectors")
+def names(api_settings: Settings, stack, model: ModelArtifacts,
+          dataset: Dataset) -> IndexNames:
+    """The module's private index names (dropped when the session ends), with the model's
+    vectors published under its movie-vectors alias."""
+    names = api_settings.elasticsearch.indices
     es = elasticsearch_client(api_settings.elasticsearch)
     publish_movie_vectors(es, model, dataset.movies(), alias=names.movie_vectors)
-    yield names
-    mine = list(es.indices.get(index=f"it-{run_id}-*", expand_wildcards="all"))
-    if mine:  # wildcard deletes are refused (action.destructive_requires_name)
-        es.indices.delete(index=",".join(mine))
+    es.close()
+    return names
 
 
 @pytest.fixture(scope="module")
 def client(api_settings: Settings, names: IndexNames, rated) -> Iterator[TestClient]:
-    with TestClient(create_app(api_settings, indices=names)) as test_client:
+    with TestClient(create_app(api_settings)) as test_client:
         yield test_client
 
 
@@ -271,7 +271,7 @@ def test_prediction_requests_reach_the_topic(client, api_settings):
 def test_write_endpoints_require_the_api_key_when_set(api_settings, names, rated):
     locked = api_settings.model_copy(update={"api": ApiSettings.model_validate(
         {**api_settings.api.model_dump(), "api_key": "s3cret"})})
-    with TestClient(create_app(locked, indices=names)) as c:
+    with TestClient(create_app(locked)) as c:
         body = {"user_id": 1, "k": 3}
         assert c.post("/prediction-requests", json=body).status_code == 401
         assert c.post("/prediction-requests", json=body,
@@ -283,11 +283,10 @@ def test_write_endpoints_require_the_api_key_when_set(api_settings, names, rated
 def test_predictions_are_read_back_from_elasticsearch(client, api_settings, names):
     """Indexed as the shipper does (its bulk lines, into private indices), read by the API."""
     es = elasticsearch_client(api_settings.elasticsearch)
-    index = f"{names.predictions}-2024.01.01"
+    index = predictions_index(names, 2000)  # the day of every document below
     es.indices.create(index=index, mappings=PREDICTIONS_MAPPING,
-                      aliases={names.predictions: {}})
+                      aliases={names.predictions_alias: {}})
     es.indices.create(index=names.latest_predictions, mappings=LATEST_PREDICTIONS_MAPPING)
-    targets = ShipTargets(daily=lambda _predicted_at: index, latest=names.latest_predictions)
     rid = uuid.uuid4().hex
     assert client.get(f"/prediction-requests/{rid}").status_code == 404
 
@@ -298,7 +297,7 @@ def test_predictions_are_read_back_from_elasticsearch(client, api_settings, name
                 "requested_at": at - 5, "predicted_at": at, "answer_size": answer_size}
 
     def ship(*docs):
-        lines = [to_actions(orjson.dumps(d), None, targets) for d in docs]
+        lines = [to_actions(orjson.dumps(d), None, names) for d in docs]
         assert bulk_index(es, b"".join(line for action in lines for line in action)) == []
         es.indices.refresh(index=f"{index},{names.latest_predictions}")
 
@@ -363,7 +362,7 @@ def test_health_and_metrics(client, model):
 def test_elasticsearch_down_is_a_quick_503(api_settings, names, rated):
     down = api_settings.model_copy(update={"elasticsearch": api_settings.elasticsearch.model_copy(
         update={"url": "http://127.0.0.1:1"})})
-    with TestClient(create_app(down, indices=names)) as c:
+    with TestClient(create_app(down)) as c:
         c.get("/health")  # first call pays for thread pools and the Cassandra connection
         started = time.monotonic()
         response = c.get(f"/users/{KNOWN}/recommendations")
@@ -379,15 +378,16 @@ def test_elasticsearch_down_is_a_quick_503(api_settings, names, rated):
 
 def test_model_reload_follows_current(api_settings, dataset, names, rated, tmp_path):
     """A promotion is served without restart: CURRENT and the published alias move."""
-    isolated = api_settings.model_copy(update={"model": api_settings.model.model_copy(
-        update={"models_dir": tmp_path / "models"})})
+    isolated = remember(api_settings.model_copy(update={
+        "model": api_settings.model.model_copy(update={"models_dir": tmp_path / "models"}),
+        "elasticsearch": api_settings.elasticsearch.model_copy(
+            update={"index_prefix": f"{names.prefix}reload-"})}))
     registry = ModelRegistry.from_settings(isolated.model)
-    alias = IndexNames(predictions=names.predictions,
-                       movie_vectors=f"{names.movie_vectors}-reload")
+    alias = isolated.elasticsearch.indices
     es = elasticsearch_client(api_settings.elasticsearch)
     first = save_model(registry, dataset, seed=1)
     publish_movie_vectors(es, first, dataset.movies(), alias=alias.movie_vectors)
-    with TestClient(create_app(isolated, indices=alias)) as c:
+    with TestClient(create_app(isolated)) as c:
         assert c.get(f"/users/{KNOWN}/recommendations").json()["model_version"] == first.version
         second = save_model(registry, dataset, seed=2)
         assert c.get("/health").json()["model_version"] == second.version

@@ -42,13 +42,7 @@ from fastapi.testclient import TestClient
 
 from data_loading.replay import replay
 from recommender.clients import cassandra_session, elasticsearch_client
-from recommender.contracts import (
-    PREDICTIONS_ALIAS,
-    PREDICTIONS_INDEX_PREFIX,
-    RATINGS_INDEX_PREFIX,
-    USER_TASTE_INDEX,
-    RatingEvent,
-)
+from recommender.contracts import RatingEvent
 from recommender.dashboard import data, kibana, kibana_check, kibana_query, report
 from recommender.dashboard.kibana_objects import object_id
 from recommender.dashboard.panels import (
@@ -61,7 +55,6 @@ from recommender.dashboard.panels import (
     panel,
 )
 from recommender.dashboard.routes import dashboard_settings, router
-from recommender.indices import ratings_index
 from recommender.ingest import start_ingest
 from recommender.model import snapshot
 from recommender.model.registry import ModelRegistry
@@ -71,7 +64,6 @@ from recommender.train import pipeline, profiles
 from tests.support.elastic import documents
 from tests.support.names import private
 from tests.support.serving import serving
-from tests.support.shared_indices import SharedIndices
 from tests.support.waiting import wait_for
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -100,6 +92,11 @@ class Run:
     request_prefix: str
     ingested_from_ms: int  # this session's ingest wrote ratings from then on
     taste_ids: list[str]
+
+    @property
+    def index_prefix(self) -> str:
+        """The session's Elasticsearch names: the pipeline wrote only under it."""
+        return self.settings.elasticsearch.index_prefix
 
     def own_documents(self) -> dict[str, dict[str, Any]]:
         """Per data view, a filter for the documents this session's pipeline wrote."""
@@ -131,11 +128,10 @@ def ask(api: TestClient, settings: Settings, requests: list[dict[str, Any]]) -> 
              "every prediction to reach Elasticsearch")
 
 
-def rate_now(spark, settings: Settings, source: str, shared: SharedIndices) -> Path:
+def rate_now(spark, settings: Settings, source: str) -> Path:
     """The new user's ratings the way every rating arrives: replayed into the (private)
     ratings topic and ingested by the ingest job; returns replay's progress file."""
     now = int(time.time() * 1000)
-    shared.claim(ratings_index(now), [f"{NEW_USER}:{movie}" for movie in FAVOURITES])
     events = [RatingEvent(f"{source}:{NEW_USER}:{movie}:{now}", NEW_USER, movie, rating, now,
                           source=source) for movie, rating in FAVOURITES.items()]
     result = replay(settings, events, resume=False)
@@ -143,7 +139,7 @@ def rate_now(spark, settings: Settings, source: str, shared: SharedIndices) -> P
     return Path(result.progress_file)
 
 
-def retrain(spark, settings: Settings, shared: SharedIndices) -> tuple[str, list[str]]:
+def retrain(spark, settings: Settings) -> tuple[str, list[str]]:
     """What ``recommender train`` does: train on Cassandra, gate and promote a version, then
     write the taste profiles (and their user-taste documents). Returns the version and the
     user-taste document ids."""
@@ -157,7 +153,6 @@ def retrain(spark, settings: Settings, shared: SharedIndices) -> tuple[str, list
         taste_ids = [f"{r.user_id}:{r.genre}" for r in
                      profiles.taste_profiles(ratings, movies).select("user_id", "genre")
                      .collect()]
-        shared.claim(USER_TASTE_INDEX, taste_ids)
         artifacts = ModelRegistry.from_settings(settings.model).load(result.version)
         stats = profiles.build(ratings, movies, artifacts, settings)
     finally:
@@ -178,20 +173,15 @@ def pipeline_run(spark, ml_small, trained: Settings, es, run_id: str,
     first = ModelRegistry.from_settings(own.model).current_version()
     prefix = f"it-{run_id}-dashboards-"
     rng = random.Random(7)
-    shared = SharedIndices(es, (f"{RATINGS_INDEX_PREFIX}*", f"{PREDICTIONS_INDEX_PREFIX}*",
-                                USER_TASTE_INDEX))
     progress = None
     try:
-        progress = rate_now(spark, own, f"it-{run_id}", shared)
+        progress = rate_now(spark, own, f"it-{run_id}")
         with serving(spark, own), TestClient(create_app(own)) as api:
             ask(api, own, prediction_requests(f"{prefix}a", rng))
-            second, taste_ids = retrain(spark, own, shared)
+            second, taste_ids = retrain(spark, own)
             ask(api, own, prediction_requests(f"{prefix}b", rng))
         yield Run(own, (first, second), prefix, ml_small.started_ms, taste_ids)
     finally:
-        shared.claim_matching(PREDICTIONS_ALIAS, {"prefix": {"request_id": prefix}})
-        shared.restore()
-        assert shared.unrestored() == [], "documents left behind in the shared indices"
         session = cassandra_session(own.cassandra, keyspace=own.cassandra.keyspace)
         session.execute("DELETE FROM ratings WHERE user_id = %s", (NEW_USER,))
         session.cluster.shutdown()
@@ -205,7 +195,8 @@ def test_kibana_visualizations_read_existing_fields_of_usable_types(es, pipeline
         for spec in kibana_check.vis_specs(objects):
             view = views[spec.data_view_id]
             fields = [op.field for op in (*spec.buckets, *spec.metrics) if op.field]
-            caps = es.field_caps(index=view.pattern, fields=[*fields, view.time_field or "_id"],
+            caps = es.field_caps(index=pipeline_run.index_prefix + view.pattern,
+                                 fields=[*fields, view.time_field or "_id"],
                                  ignore_unavailable=True, allow_no_indices=True)["fields"]
             assert kibana_check.field_problems(spec, view, caps) == [], (stem, spec.id)
 
@@ -230,7 +221,8 @@ def test_kibana_visualizations_show_this_runs_pipeline_output(es, pipeline_run):
             objects)
         for spec in kibana_check.vis_specs(objects):
             answers[spec.id] = kibana_query.search(es, spec, views[spec.data_view_id],
-                                                   ranges[spec.id], [own[spec.data_view_id]])
+                                                   ranges[spec.id], [own[spec.data_view_id]],
+                                                   prefix=pipeline_run.index_prefix)
             assert kibana_query.has_data(spec, answers[spec.id]), (
                 spec.id, answers[spec.id].get("hits"))
     assert set(answers) == {object_id(p) for p in PANELS}
@@ -241,7 +233,7 @@ def test_kibana_visualizations_show_this_runs_pipeline_output(es, pipeline_run):
 
 
 def test_every_panel_and_the_report_throughput_return_data(es, pipeline_run):
-    results = data.fetch_panels(es, [*PANELS, *THROUGHPUT])
+    results = data.fetch_panels(es, [*PANELS, *THROUGHPUT], prefix=pipeline_run.index_prefix)
     problems = {r["id"]: r["status"] + f" {r['error'] or ''}" for r in results
                 if r["status"] != "ok"}
     assert problems == {}
@@ -262,7 +254,8 @@ def test_user_taste_documents_name_the_neighbour_and_genres_both_have(es, pipeli
             for user in (1, pair.neighbour_id)}
     finally:
         session.cluster.shutdown()
-    hits = es.search(index=USER_TASTE_INDEX, query={"term": {"user_id": "1"}}, size=100)
+    hits = es.search(index=settings.elasticsearch.indices.user_taste,
+                     query={"term": {"user_id": "1"}}, size=100)
     docs = [hit["_source"] for hit in hits["hits"]["hits"]]
     assert {d["genre"] for d in docs} == genres[1]
     assert sum(d["score"] for d in docs) == pytest.approx(1, abs=1e-3)
@@ -274,7 +267,7 @@ def test_user_taste_documents_name_the_neighbour_and_genres_both_have(es, pipeli
 def test_an_empty_window_is_no_data_not_an_error(es, pipeline_run):
     future = int(time.time() * 1000) + 10 * 365 * 86_400_000
     results = data.fetch_panels(es, [p for p in PANELS if p.dashboard == "predictions"],
-                                now_ms=future)
+                                now_ms=future, prefix=pipeline_run.index_prefix)
     assert {r["status"] for r in results} == {"empty"}
 
 

@@ -58,8 +58,9 @@ def test_ml_latest_small_lands_exactly_once_in_cassandra_and_elasticsearch(
     assert (row.rating, int(row.event_time.timestamp())) == (4.0, 964981247)
     assert row.event_id == "ml-latest-small:1:3:964981247000"
     es = elasticsearch_client(settings.elasticsearch)
-    es.indices.refresh(index="ratings-*")
-    indexed = es.count(index="ratings-*", query={"bool": {"filter": [
+    ratings = f"{settings.elasticsearch.indices.ratings_prefix}*"
+    es.indices.refresh(index=ratings)
+    indexed = es.count(index=ratings, query={"bool": {"filter": [
         {"term": {"source": "ml-latest-small"}},
         {"range": {"ingested_at": {"gte": ml_small.started_ms}}}]}})["count"]
     assert indexed == ML_SMALL_RATINGS

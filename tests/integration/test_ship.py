@@ -11,11 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from recommender.clients import elasticsearch_client, kafka_consumer, kafka_producer
-from recommender.contracts import (
-    LATEST_PREDICTIONS_INDEX,
-    PREDICTIONS_INDEX_PREFIX,
-    PREDICTIONS_MAPPING,
-)
+from recommender.contracts import PREDICTIONS_MAPPING
 from recommender.indices import delete_older_than, delete_predicted_before, predictions_index
 from recommender.serve.main import create_app
 from tests.support.elastic import documents
@@ -116,18 +112,19 @@ def test_latest_index_keeps_the_newest_prediction_per_movie_and_retention_ages_o
     with ShipperThread(settings) as shipper:
         wait_for(lambda: shipper.stats.indexed >= len(deliveries), "the shipper to index all")
     es = elasticsearch_client(settings.elasticsearch)
+    names = settings.elasticsearch.indices
 
     def latest() -> dict[int, float]:
-        es.indices.refresh(index=LATEST_PREDICTIONS_INDEX)
-        hits = es.search(index=LATEST_PREDICTIONS_INDEX, query={"term": {"user_id": user}},
+        es.indices.refresh(index=names.latest_predictions)
+        hits = es.search(index=names.latest_predictions, query={"term": {"user_id": user}},
                          size=10)["hits"]["hits"]
         return {int(h["_source"]["movie_id"]): h["_source"]["predicted_rating"] for h in hits}
 
     assert latest() == {1: 4.0, 2: 3.0}
-    old_index, today = predictions_index(old), predictions_index(now)
+    old_index, today = predictions_index(names, old), predictions_index(names, now)
     assert es.indices.exists(index=old_index) and es.indices.exists(index=today)
-    assert old_index in delete_older_than(es, PREDICTIONS_INDEX_PREFIX, 30)
-    assert delete_predicted_before(es, LATEST_PREDICTIONS_INDEX, 30) >= 1
+    assert old_index in delete_older_than(es, names.predictions_prefix, 30)
+    assert delete_predicted_before(es, names.latest_predictions, 30) >= 1
     assert latest() == {1: 4.0}
     assert not es.indices.exists(index=old_index) and es.indices.exists(index=today)
 
@@ -139,7 +136,7 @@ def test_an_index_created_by_an_older_release_takes_the_new_fields(trained):
     settings = private(trained, "upgrade")
     es = elasticsearch_client(settings.elasticsearch)
     predicted_at = 631_152_000_000 + uuid.uuid4().int % 86_400_000  # some time on 1990-01-01
-    index = predictions_index(predicted_at)
+    index = predictions_index(settings.elasticsearch.indices, predicted_at)
     old = {**PREDICTIONS_MAPPING, "properties": {
         **{k: v for k, v in PREDICTIONS_MAPPING["properties"].items() if k != "answer_size"},
         "reason": {"type": "keyword"}}}

@@ -1,8 +1,8 @@
 """What a test finds in Elasticsearch, and removing what it wrote into shared indices.
 
-The jobs write into the pipeline's real indices (``ratings-*``, ``predictions-*``); tests tag
-their documents (a ``source``, a ``request_id`` prefix) so they can count and delete exactly
-their own.
+The session's settings put every index under a private ``elasticsearch.index_prefix``
+(``tests/conftest.py``), dropped when the session ends; tests tag their documents (a
+``source``, a ``request_id`` prefix) so they can count exactly their own.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from recommender.clients import elasticsearch_client
-from recommender.contracts import PREDICTIONS_ALIAS
 from recommender.settings import Settings
 
 CHUNK = 1000
@@ -19,11 +18,12 @@ CHUNK = 1000
 def documents(settings: Settings, request_ids: list[str]) -> dict[str, int]:
     """How many prediction documents each request has in Elasticsearch."""
     es = elasticsearch_client(settings.elasticsearch)
+    alias = settings.elasticsearch.indices.predictions_alias
     try:
-        es.indices.refresh(index=PREDICTIONS_ALIAS)
+        es.indices.refresh(index=alias)
         counts: dict[str, int] = {}
         for start in range(0, len(request_ids), CHUNK):
-            body = es.search(index=PREDICTIONS_ALIAS, size=0, query={"terms": {
+            body = es.search(index=alias, size=0, query={"terms": {
                 "request_id": request_ids[start:start + CHUNK]}}, aggs={"ids": {"terms": {
                     "field": "request_id", "size": CHUNK}}})
             counts.update({b["key"]: b["doc_count"]

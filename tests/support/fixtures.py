@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from bench.fixtures import install_index_templates
 from recommender.errors import StackError
 from recommender.settings import Settings
 from recommender.stack import manager
@@ -32,20 +33,6 @@ def stack(settings: Settings) -> Iterator[dict[str, ServiceStatus]]:
     yield {s.name: s for s in statuses}
     if not already_up:
         manager.down(settings.stack, on_event=print)
-
-
-def install_index_templates(settings: Settings) -> None:
-    """What ``recommender es setup`` does, as every deployment does before its jobs run: the
-    tests start the jobs' functions directly, and an index that a bulk request creates
-    before its template exists gets dynamic mappings (seen on a brand-new stack)."""
-    from recommender.clients import elasticsearch_client
-    from recommender.indices import setup
-
-    es = elasticsearch_client(settings.elasticsearch)
-    try:
-        setup(es)
-    finally:
-        es.close()
 
 
 @pytest.fixture(scope="session")

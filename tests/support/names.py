@@ -2,8 +2,10 @@
 asked, Cassandra keyspace, so it reads only what it wrote and a rerun starts from nothing.
 
 Every name handed out is remembered, and ``drop_remembered`` deletes them when the session
-ends: the development stack lives for weeks, and each run's topics and keyspaces would
-otherwise pile up in it (every Cassandra table holds on to heap).
+ends: the development stack lives for weeks, and each run's topics, keyspaces and indices
+would otherwise pile up in it (every Cassandra table holds on to heap). Elasticsearch names
+are private through ``elasticsearch.index_prefix``: everything under a remembered prefix
+(indices, their aliases, index templates) is deleted.
 """
 
 from __future__ import annotations
@@ -13,13 +15,12 @@ import warnings
 from typing import Any
 
 from recommender.settings import Settings
-from recommender.topics import ensure_topics
+from recommender.topics import TOPIC_FIELDS, ensure_topics
 
-TOPIC_FIELDS = ("ratings_topic", "ratings_dlq_topic", "requests_topic", "requests_dlq_topic",
-                "predictions_topic", "predictions_dlq_topic")
 # name -> settings that can reach it, for every topic and keyspace handed out
 _topics: dict[str, Settings] = {}
 _keyspaces: dict[str, Settings] = {}
+_index_prefixes: dict[str, Settings] = {}
 
 
 def remember(settings: Settings) -> Settings:
@@ -30,6 +31,8 @@ def remember(settings: Settings) -> Settings:
             _topics[topic] = settings
     if settings.cassandra.keyspace.startswith("it_"):
         _keyspaces[settings.cassandra.keyspace] = settings
+    if settings.elasticsearch.index_prefix.startswith("it-"):
+        _index_prefixes[settings.elasticsearch.index_prefix] = settings
     return settings
 
 
@@ -39,18 +42,38 @@ def drop_remembered() -> None:
     from recommender.schema import drop_keyspaces
     from recommender.topics import delete_topics
 
-    if not _topics and not _keyspaces:
+    if not _topics and not _keyspaces and not _index_prefixes:
         return
-    anyone = next(iter({**_topics, **_keyspaces}.values()))
-    topics, keyspaces = list(_topics), list(_keyspaces)
+    anyone = next(iter({**_topics, **_keyspaces, **_index_prefixes}.values()))
+    topics, keyspaces, prefixes = list(_topics), list(_keyspaces), list(_index_prefixes)
     _topics.clear()
     _keyspaces.clear()
+    _index_prefixes.clear()
     try:
         delete_topics(anyone, *topics)
         drop_keyspaces(anyone, *keyspaces)
+        drop_indices(anyone, *prefixes)
     except Exception as exc:  # noqa: BLE001 - cleanup must not fail the test session
         warnings.warn(f"could not drop this session's topics and keyspaces: {exc}",
                       stacklevel=1)
+
+
+def drop_indices(settings: Settings, *prefixes: str) -> None:
+    """Delete every index and index template under ``prefixes`` (by name: Elasticsearch
+    refuses wildcard deletes)."""
+    from recommender.clients import elasticsearch_client
+
+    es = elasticsearch_client(settings.elasticsearch)
+    try:
+        for prefix in prefixes:
+            indices = list(es.indices.get(index=f"{prefix}*", expand_wildcards="all"))
+            for start in range(0, len(indices), 50):
+                es.indices.delete(index=",".join(indices[start:start + 50]))
+            templates = es.options(ignore_status=404).indices.get_index_template(name=f"{prefix}*")
+            for template in templates.get("index_templates", []):
+                es.indices.delete_index_template(name=template["name"])
+    finally:
+        es.close()
 
 
 def private(settings: Settings, name: str, *, own_keyspace: bool = False,
