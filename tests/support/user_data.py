@@ -34,17 +34,19 @@ def _elasticsearch(settings: Settings) -> dict[str, Any]:
     es = elasticsearch_client(settings.elasticsearch)
     try:
         patterns = ",".join(names.patterns())
-        es.indices.refresh(index=patterns, ignore_unavailable=True, allow_no_indices=True)
-        counts = es.cat.indices(index=patterns, format="json", h="index,docs.count",
-                                expand_wildcards="all")
-        aliases = es.indices.get_alias(index=patterns, ignore_unavailable=True,
-                                       allow_no_indices=True)
-        templates = es.options(ignore_status=404).indices.get_index_template(
-            name=",".join(TEMPLATES))
-        return {"indices": {row["index"]: int(row["docs.count"] or 0) for row in counts},
-                "aliases": {index: sorted(body.get("aliases", {})) for index, body in
-                            dict(aliases).items()},
-                "templates": sorted(t["name"] for t in templates.get("index_templates", []))}
+        found = dict(es.indices.get(index=patterns, ignore_unavailable=True,
+                                    allow_no_indices=True, expand_wildcards="all"))
+        counts = {}
+        if found:
+            es.indices.refresh(index=",".join(found))
+            stats = es.indices.stats(index=",".join(found), metric="docs")["indices"]
+            counts = {index: body["primaries"]["docs"]["count"] for index, body in stats.items()}
+        templates = es.indices.get_index_template()
+        return {"indices": counts,
+                "aliases": {index: sorted(body.get("aliases", {}))
+                            for index, body in found.items()},
+                "templates": sorted(t["name"] for t in templates["index_templates"]
+                                    if t["name"] in TEMPLATES)}
     finally:
         es.close()
 
