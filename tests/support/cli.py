@@ -7,14 +7,14 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from recommender.cli import app
-from recommender.settings import Settings, get_settings
+from recommender.settings import Settings, as_env, get_settings
 
 
 def run_cli(settings: Settings, args: list[str], monkeypatch: pytest.MonkeyPatch) -> Result:
-    """``recommender ARGS`` with the keyspace and model registry of ``settings``. Spark
-    commands reuse the test session's SparkSession (``getOrCreate``)."""
-    monkeypatch.setenv("RECOMMENDER_CASSANDRA__KEYSPACE", settings.cassandra.keyspace)
-    monkeypatch.setenv("RECOMMENDER_MODEL__MODELS_DIR", str(settings.model.models_dir))
+    """``recommender ARGS`` with exactly ``settings`` (private topics, keyspace, index names,
+    registry). Spark commands reuse the test session's SparkSession (``getOrCreate``)."""
+    for name, value in as_env(settings, base={}).items():
+        monkeypatch.setenv(name, value)
     get_settings.cache_clear()
     try:
         return CliRunner().invoke(app, args)

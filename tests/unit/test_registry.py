@@ -285,6 +285,9 @@ def test_models_cli_promote_rollback_and_exit_codes(tmp_path: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RECOMMENDER_MODEL__MODELS_DIR", str(tmp_path))
     monkeypatch.setenv("RECOMMENDER_MODEL__GATE_TOLERANCE", "0.0")
+    # a promotion republishes the movie vectors: no Elasticsearch here (the promotion stands
+    # and says so), so a unit test never writes into a running stack
+    monkeypatch.setenv("RECOMMENDER_ELASTICSEARCH__URL", "http://127.0.0.1:1")
     get_settings.cache_clear()
     try:
         reg = ModelRegistry(tmp_path)
