@@ -53,8 +53,12 @@ def secure_stack(settings: Settings) -> Iterator[StackSettings]:
 
 @pytest.fixture(scope="session")
 def secure_settings(settings: Settings, secure_stack: StackSettings) -> Settings:
-    """The session's private names on the secure stack, provisioned by its admin."""
-    names = settings.model_copy(update={"stack": secure_stack})
+    """The session's private topics and keyspace on the secure stack, provisioned by its
+    admin. Elasticsearch names stay the defaults: the secure stack is a cluster of its own
+    (``stack.secure_state_dir``), and its file-realm roles name the default indices."""
+    names = settings.model_copy(update={
+        "stack": secure_stack,
+        "elasticsearch": settings.elasticsearch.model_copy(update={"index_prefix": ""})})
     provision(names, on_event=print)
     return names
 
