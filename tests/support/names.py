@@ -49,13 +49,14 @@ def drop_remembered() -> None:
     _topics.clear()
     _keyspaces.clear()
     _index_prefixes.clear()
-    try:
-        delete_topics(anyone, *topics)
-        drop_keyspaces(anyone, *keyspaces)
-        drop_indices(anyone, *prefixes)
-    except Exception as exc:  # noqa: BLE001 - cleanup must not fail the test session
-        warnings.warn(f"could not drop this session's topics and keyspaces: {exc}",
-                      stacklevel=1)
+    steps = {"topics": lambda: delete_topics(anyone, *topics),
+             "keyspaces": lambda: drop_keyspaces(anyone, *keyspaces),
+             "indices": lambda: drop_indices(anyone, *prefixes)}
+    for what, step in steps.items():  # each on its own: one failure must not skip the rest
+        try:
+            step()
+        except Exception as exc:  # noqa: BLE001 - cleanup must not fail the test session
+            warnings.warn(f"could not drop this session's {what}: {exc}", stacklevel=1)
 
 
 def drop_indices(settings: Settings, *prefixes: str) -> None:
