@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 EventType = Literal["rating", "tag"]
@@ -178,43 +178,31 @@ _DATE = {"type": "date", "format": "epoch_millis||strict_date_optional_time"}
 class IndexNames:
     """Every Elasticsearch index, alias and template name a deployment uses, behind one
     ``prefix`` (``elasticsearch.index_prefix``, empty by default): several deployments, or a
-    test run beside a user's data, share one cluster without touching each other's names."""
+    test run beside a user's data, share one cluster without touching each other's names.
+
+    * ``ratings_prefix``: yearly ratings indices, ``ratings-YYYY``;
+    * ``predictions_prefix``: the daily prediction history, ``predictions-YYYY.MM.DD``, all
+      behind ``predictions_alias``;
+    * ``latest_predictions``: the newest prediction per (user, movie), what
+      /users/{id}/predictions ranks; deliberately outside the predictions-* pattern, so the
+      history alias never counts a prediction twice;
+    * ``movie_vectors``: the alias of the CURRENT model's ``movie-vectors-<version>`` index.
+    """
 
     prefix: str = ""
+    ratings_prefix: str = "ratings-"
+    predictions_prefix: str = "predictions-"
+    predictions_alias: str = "predictions"
+    latest_predictions: str = "latest-predictions"
+    movies: str = "movies"
+    movie_vectors: str = "movie-vectors"
+    user_taste: str = "user-taste"
 
-    @property
-    def ratings_prefix(self) -> str:
-        """Yearly ratings indices: ``ratings-YYYY``."""
-        return f"{self.prefix}ratings-"
-
-    @property
-    def predictions_prefix(self) -> str:
-        """Daily prediction history: ``predictions-YYYY.MM.DD``."""
-        return f"{self.prefix}predictions-"
-
-    @property
-    def predictions_alias(self) -> str:
-        return f"{self.prefix}predictions"
-
-    @property
-    def latest_predictions(self) -> str:
-        """Newest prediction per (user, movie), what /users/{id}/predictions ranks.
-        Deliberately outside the predictions-* pattern, so the history alias never counts a
-        prediction twice."""
-        return f"{self.prefix}latest-predictions"
-
-    @property
-    def movies(self) -> str:
-        return f"{self.prefix}movies"
-
-    @property
-    def movie_vectors(self) -> str:
-        """Alias of the CURRENT model's vectors index (``movie-vectors-<version>``)."""
-        return f"{self.prefix}movie-vectors"
-
-    @property
-    def user_taste(self) -> str:
-        return f"{self.prefix}user-taste"
+    @classmethod
+    def under(cls, prefix: str) -> IndexNames:
+        """The default names with ``prefix`` in front of each."""
+        return cls(prefix, **{f.name: prefix + f.default for f in fields(cls)
+                              if f.name != "prefix"})
 
     def template(self, name: str) -> str:
         """An index template's name (``recommender-ratings``, ...) under the prefix."""

@@ -136,7 +136,7 @@ class ElasticsearchSettings(SecretFiles):
 
     @property
     def indices(self) -> IndexNames:
-        return IndexNames(self.index_prefix)
+        return IndexNames.under(self.index_prefix)
 
 
 class SparkSettings(BaseModel):

@@ -68,24 +68,16 @@ def drop_test_topics_and_keyspaces() -> Iterator[None]:
     drop_remembered()
 
 
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The check of the user's data runs after everything else."""
     items.sort(key=lambda item: item.name == LAST)
 
 
-@pytest.fixture(scope="session")
-def user_data_before(request: pytest.FixtureRequest, settings: Settings) -> dict:
-    """The default names' contents before the first test that reaches the stack."""
-    return request.config.stash[USER_DATA]
-
-
-USER_DATA = pytest.StashKey[dict]()
-
-
 @pytest.fixture(scope="session", autouse=True)
-def _snapshot_user_data(request: pytest.FixtureRequest, settings: Settings) -> None:
-    """Taken first, when the run includes the check (it needs the stack up)."""
-    if any(item.name == LAST for item in request.session.items):
-        request.getfixturevalue("stack")
-        request.config.stash[USER_DATA] = snapshot(settings)
+def user_data_before(request: pytest.FixtureRequest, settings: Settings) -> dict | None:
+    """The default names' contents, taken before the first test when the run includes the
+    check at its end (which needs the stack up)."""
+    if not any(item.name == LAST for item in request.session.items):
+        return None
+    request.getfixturevalue("stack")
+    return snapshot(settings)
