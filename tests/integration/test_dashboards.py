@@ -14,8 +14,8 @@ predictor rolls over mid-stream) and the taste-profile step that indexes ``user-
   tests/artifacts/); the page shows an unreachable Elasticsearch and recovers by itself.
 * Report: the serving model's metrics against its baselines, and throughput from ES.
 
-Everything this module writes into the shared indices is removed again at its end, and any
-document it overwrote is put back (``tests/support/shared_indices.py``).
+Everything this module writes goes to the session's private Elasticsearch names
+(``elasticsearch.index_prefix``), dropped when the session ends.
 """
 
 from __future__ import annotations
