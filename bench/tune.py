@@ -7,8 +7,10 @@ the training side of the same split of synthetic streams (``data_loading.synthet
 several seeds, sizes and activity levels. Each is cut again into a fitting part and a
 validation part (``train.pipeline.validation_split``, seed 43), and every candidate of the
 grid is fitted on the first and scored on the second (``train.pipeline.search``): the
-ranking model on NDCG@10 (ratings >= 4 relevant, unseen movies as candidates), the rating
-model on RMSE over every validation pair (with the biases' fallback).
+rating model first, on RMSE over every validation pair (with the biases' fallback); then
+the ranking model on NDCG@10 (ratings >= 4 relevant, unseen movies as candidates) of its
+lists as serving orders them, with the chosen rating model's predictions mixed in at each
+candidate ``rating_weight``.
 
 The choice must hold beyond one dataset: per dataset each candidate's score is divided by
 the best candidate's (NDCG / best NDCG; best RMSE / RMSE), and the defaults are the
@@ -56,19 +58,22 @@ class Synthetic:
 # run from about 100 to 165 per user), at different seeds and sizes.
 SYNTHETIC = (Synthetic(1_000, 100, 1), Synthetic(600, 165, 2), Synthetic(3_000, 50, 3))
 SPACES = {  # per model: quick run, full run
-    "ranking": {False: als.SearchSpace(rank=(16, 32), reg_param=(0.1, 0.2, 0.4),
-                                       max_iter=(15,), alpha=(0.25, 0.5, 1.0)),
+    "ranking": {False: als.SearchSpace(rank=(16, 32), reg_param=(0.05, 0.1, 0.2, 0.4),
+                                       max_iter=(15,), alpha=(0.5, 1.0),
+                                       rating_weight=(0.0, 0.05, 0.1, 0.2, 0.3)),
                 True: als.SearchSpace(rank=(16, 32), reg_param=(0.1,), max_iter=(10,),
-                                      alpha=(1.0,))},
-    "rating": {False: als.SearchSpace(rank=(64, 128), reg_param=(0.15, 0.2),
-                                      max_iter=(15,), item_bias_reg=(5.0, 10.0, 25.0),
-                                      user_bias_reg=(2.0, 10.0)),
+                                      alpha=(1.0,), rating_weight=(0.0, 0.1))},
+    "rating": {False: als.SearchSpace(rank=(32, 64), reg_param=(0.1, 0.15, 0.2),
+                                      max_iter=(15,), item_bias_reg=(3.0, 5.0, 10.0),
+                                      user_bias_reg=(1.0, 2.0, 5.0)),
                True: als.SearchSpace(rank=(16, 32), reg_param=(0.1,), max_iter=(10,),
                                      item_bias_reg=(10.0,), user_bias_reg=(5.0,))},
 }
-# The rating model is searched in two stages: rank x reg_param at the base bias
+# The rating model is searched first, in two stages: rank x reg_param at the base bias
 # regularisation on every dataset, then the bias axes on every dataset at the (rank,
 # reg_param) chosen from the first stage (the two barely interact): a grid within budget.
+# Then the ranking model, its lists ordered with each dataset's chosen rating model
+# (``rating_weight``, ``train.als.ordering``), as serving orders them.
 BIAS_AXES = ("item_bias_reg", "user_bias_reg")
 
 
@@ -140,14 +145,12 @@ def select(splits: list[Validation], settings: Settings, spaces: dict[str, als.S
     base = pipeline.base_params(settings, opts)
     results: dict[str, dict[str, list[dict[str, Any]]]] = {s.name: {} for s in splits}
     rating = spaces["rating"]
-    stages = [("ranking", spaces["ranking"]),
-              ("rating", replace(rating, item_bias_reg=(None,), user_bias_reg=(None,)))]
-    for kind, space in stages:
-        for split in splits:
-            log(f"tune: {kind} on {split.name} ({split.rows:,} ratings)")
-            results[split.name][kind] = pipeline.search(kind, split.sub, split.valid, base[kind],
-                                                        space, settings, opts, log)
-    chosen = {"ranking": choose("ranking", {n: r["ranking"] for n, r in results.items()})}
+    grid_only = replace(rating, item_bias_reg=(None,), user_bias_reg=(None,))
+    for split in splits:
+        log(f"tune: rating on {split.name} ({split.rows:,} ratings)")
+        results[split.name]["rating"] = pipeline.search("rating", split.sub, split.valid,
+                                                        base["rating"], grid_only, settings,
+                                                        opts, log)
     grid = choose("rating", {n: r["rating"] for n, r in results.items()})["params"]
     around = replace(rating, rank=(grid["rank"],), reg_param=(grid["reg_param"],))
     for split in splits:
@@ -157,7 +160,16 @@ def select(splits: list[Validation], settings: Settings, spaces: dict[str, als.S
         results[split.name]["rating"] += [
             t for t in pipeline.search("rating", split.sub, split.valid, base["rating"], around,
                                        settings, opts, log) if _key(t) not in done]
-    chosen["rating"] = choose("rating", {n: r["rating"] for n, r in results.items()})
+    chosen = {"rating": choose("rating", {n: r["rating"] for n, r in results.items()})}
+    rating_params = replace(base["rating"], **chosen["rating"]["params"])
+    for split in splits:
+        log(f"tune: ranking on {split.name}, ordered with the chosen rating model")
+        ordered_with = als.fit(split.sub, rating_params,
+                               settings.spark.checkpoint_dir / "als").factors
+        results[split.name]["ranking"] = pipeline.search(
+            "ranking", split.sub, split.valid, base["ranking"], spaces["ranking"], settings,
+            opts, log, ordered_with)
+    chosen["ranking"] = choose("ranking", {n: r["ranking"] for n, r in results.items()})
     return results, chosen
 
 
@@ -171,7 +183,7 @@ def synthetic_frame(settings: Settings, spec: Synthetic) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["user_id", "movie_id", "rating", "event_time"])
 
 
-TRIAL_KEYS = {"ranking": ("rank", "reg_param", "max_iter", "alpha"),
+TRIAL_KEYS = {"ranking": ("rank", "reg_param", "max_iter", "alpha", "rating_weight"),
               "rating": ("rank", "reg_param", "max_iter", *BIAS_AXES)}
 METRIC = {"ranking": "ndcg_at_10", "rating": "rmse"}
 TIE_TOLERANCE = 0.002  # a 0.2% better worst case is not worth a larger rank

@@ -213,6 +213,9 @@ class RankingSettings(BaseModel):
                              "user's or movie's rating count).")
     alpha: float = Field(0.5, ge=0, description="Confidence 1 + alpha x rating.")
     max_iter: int = Field(15, ge=1)
+    rating_weight: float = Field(0.1, ge=0, description="Top-k lists are ordered by ranking "
+                                 "score + rating_weight x the rating model's predicted "
+                                 "rating (0: the ranking model alone).")
 
 
 class RatingSettings(BaseModel):

@@ -94,7 +94,7 @@ def publish_movie_vectors(es: Elasticsearch, artifacts: ModelArtifacts,
     if es.indices.exists(index=alias) and not es.indices.exists_alias(name=alias):
         raise RecommenderError(f"{alias!r} is a concrete index, not an alias: delete or rename "
                                "it before publishing movie vectors")
-    mappings = {**movie_vectors_mapping(artifacts.ranking.item_factors.shape[1]),
+    mappings = {**movie_vectors_mapping(artifacts.ordering_items.shape[1]),
                 "_meta": {"model_version": artifacts.version}}
     mappings["properties"]["vector"].setdefault("index_options", VECTOR_INDEX_OPTIONS)
     es.indices.delete(index=index, ignore_unavailable=True)
@@ -173,7 +173,7 @@ def knn_candidates(es: Elasticsearch, index: str, vector: np.ndarray, k: int, *,
 
 def _actions(index: str, artifacts: ModelArtifacts,
              infos: Mapping[int, MovieInfo]) -> Iterator[dict[str, Any]]:
-    factors = artifacts.ranking.item_factors.astype(np.float32)
+    factors = artifacts.ordering_items.astype(np.float32)
     for row, movie_id in enumerate(artifacts.item_ids):
         movie = int(movie_id)
         title, year, genres = infos.get(movie, (None, None, []))

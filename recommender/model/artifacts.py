@@ -100,10 +100,12 @@ class FactorModel:
 
     @cached_property
     def fallback_item(self) -> np.ndarray:
-        """The row of a movie the model never saw: the rating model answers ``mu + b_u``."""
+        """The row of a movie the model never saw: the rating model answers
+        ``mu + b_u + b_new``, ``b_new`` the bias of a movie rated once in training
+        (``train.als``; 0 in versions trained before it was kept)."""
         row = np.zeros(self.item_factors.shape[1], np.float32)
         if self.kind == "rating":
-            row[-2] = 1.0
+            row[-2:] = (1.0, float(self.params.get("new_movie_bias", 0.0)))
         return row
 
     @cached_property
@@ -162,6 +164,29 @@ class ModelArtifacts:
     @property
     def params(self) -> dict[str, dict[str, Any]]:
         return {"ranking": self.ranking.params, "rating": self.rating.params}
+
+    @property
+    def rating_weight(self) -> float:
+        """How much the rating model's prediction moves a movie up a top-k list (0 in
+        versions trained before it was kept: the ranking model alone)."""
+        return float(self.ranking.params.get("rating_weight", 0.0))
+
+    @cached_property
+    def ordering_items(self) -> np.ndarray:
+        """Movie rows whose inner product with ``ordering_vector`` orders every top-k list
+        (predictor, API, kNN index): ``[y_rank, rating_weight x y_rate]``, so the score is
+        the ranking score + rating_weight x the predicted rating (``train.als.ordering``)."""
+        if self.rating_weight == 0:
+            return self.ranking.item_factors
+        return np.hstack([self.ranking.item_factors,
+                          self.rating_weight * self.rating.item_factors]).astype(np.float32)
+
+    def ordering_vector(self, ranking: np.ndarray, rating: np.ndarray) -> np.ndarray:
+        """A user's query against ``ordering_items``, from their two vectors."""
+        ranking = np.asarray(ranking, np.float32)
+        if self.rating_weight == 0:
+            return ranking
+        return np.concatenate([ranking, np.asarray(rating, np.float32)])
 
     @cached_property
     def item_index(self) -> dict[int, int]:

@@ -106,7 +106,8 @@ def _solve(a: np.ndarray, b: np.ndarray, reg: float, n: int) -> np.ndarray:
 
 def recommend(artifacts: ModelArtifacts, vectors: UserVectors, k: int = 10,
               exclude: Iterable[int] = ()) -> list[tuple[int, float]]:
-    """The ``k`` movies the ranking model scores highest, best first, skipping ``exclude``.
+    """The ``k`` movies ordered highest (the ranking score with the rating model's
+    prediction mixed in, ``masked_scores``), best first, skipping ``exclude``.
 
     Ties break by movie order in the model, so results are deterministic.
     """
@@ -115,12 +116,17 @@ def recommend(artifacts: ModelArtifacts, vectors: UserVectors, k: int = 10,
 
 def masked_scores(artifacts: ModelArtifacts, vectors: UserVectors,
                   exclude: Iterable[int] = ()) -> np.ndarray:
-    """Every movie's ranking score, ``-inf`` for the excluded ones: computed once per user,
-    it serves all of that user's top-k requests of a batch."""
-    scores = (artifacts.ranking.item_factors @ np.asarray(vectors.ranking, np.float32)).astype(
-        np.float64)
+    """Every movie's ordering score (``ModelArtifacts.ordering_items``), ``-inf`` for the
+    excluded ones: computed once per user, it serves all of that user's top-k requests of a
+    batch."""
+    scores = (artifacts.ordering_items @ ordering_vector(artifacts, vectors)).astype(np.float64)
     scores[artifacts.item_rows(exclude)] = -np.inf
     return scores
+
+
+def ordering_vector(artifacts: ModelArtifacts, vectors: UserVectors) -> np.ndarray:
+    """The user's query against ``artifacts.ordering_items`` (and the kNN index)."""
+    return artifacts.ordering_vector(vectors.ranking, vectors.rating)
 
 
 def best_of(artifacts: ModelArtifacts, scores: np.ndarray, k: int) -> list[tuple[int, float]]:

@@ -26,7 +26,12 @@ from recommender.contracts import IndexNames, Strategy
 from recommender.errors import ModelError, NotFound
 from recommender.feed import NO_INFO, Scored, popular_movies
 from recommender.model.artifacts import ModelArtifacts
-from recommender.model.foldin import predicted_ratings, similar_items, user_vectors
+from recommender.model.foldin import (
+    ordering_vector,
+    predicted_ratings,
+    similar_items,
+    user_vectors,
+)
 from recommender.serve import store
 from recommender.serve.backends import Backends, es_errors
 from recommender.serve.model_cache import ModelCache
@@ -123,7 +128,8 @@ class Recommender:
         published, art = self.serving()
         vectors, strategy = user_vectors(art, user_id, ratings)
         items = (self.popular(published, art, k, excluded, genre) if vectors is None
-                 else self._knn(published, art, vectors.ranking, k, excluded, genre))
+                 else self._knn(published, art, ordering_vector(art, vectors), k, excluded,
+                                genre))
         stars = predicted_ratings(art, vectors, [s.movie_id for s in items])
         return Live(strategy, art.version, items, [float(r) for r in stars], frozenset(ratings))
 
@@ -168,7 +174,7 @@ class Recommender:
         if not rows:
             return []
         index = np.asarray(rows, dtype=np.int64)
-        scores = (art.ranking.item_factors[index] @ vector).astype(np.float64)
+        scores = (art.ordering_items[index] @ vector).astype(np.float64)
         order = np.lexsort((index, -scores))[:k]  # as foldin._top_k: score desc, then row
         return [Scored(int(art.item_ids[index[i]]), float(scores[i]),
                        infos[int(art.item_ids[index[i]])]) for i in order]

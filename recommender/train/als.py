@@ -6,7 +6,9 @@ and deciding whether they replace the current ones is the registry's.
 * **Ranking** (``RankingParams``): implicit ALS as Spark implements Hu, Koren and Volinsky
   (2008). Every rating is a positive preference with confidence ``1 + alpha * rating``, so a
   5-star rating counts more than a 1-star one but any rating says "watched": what orders a
-  top-k list well, since what people choose to watch is most of the signal.
+  top-k list well, since what people choose to watch is most of the signal. Top-k lists are
+  ordered by the ranking score plus ``rating_weight`` times the rating model's prediction
+  (``ordering``): what a user will watch, nudged toward what they will like.
 * **Rating** (``RatingParams``): explicit ALS on the residuals of regularised baselines,
   ``r - mu - b_u - b_i`` (Koren 2008, section 2.1): the movie bias ``b_i`` is the mean
   residual from ``mu`` shrunk by ``item_bias_reg`` pseudo-ratings, then the user bias ``b_u``
@@ -44,6 +46,7 @@ class RankingParams:
     reg_param: float = _RANKING.reg_param
     alpha: float = _RANKING.alpha
     max_iter: int = _RANKING.max_iter
+    rating_weight: float = _RANKING.rating_weight
     seed: int = 42
 
     @classmethod
@@ -83,8 +86,10 @@ def _with(params: Any, overrides: dict[str, Any]) -> Any:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """Values ``train --tune`` tries. ``alpha`` applies to the ranking model only, the bias
-    regularisations to the rating model only; ``None`` keeps the base value."""
+    """Values ``train --tune`` tries. ``alpha`` and ``rating_weight`` apply to the ranking
+    model only, the bias regularisations to the rating model only; ``None`` keeps the base
+    value. ``rating_weight`` is the last axis, so candidates that differ only in it follow
+    each other and share one fit (``pipeline.search``)."""
 
     rank: Sequence[int] = (16, 32)
     reg_param: Sequence[float] = (0.05, 0.1, 0.2)
@@ -92,15 +97,35 @@ class SearchSpace:
     alpha: Sequence[float] = (0.5, 1.0, 2.0)
     item_bias_reg: Sequence[float | None] = (None,)
     user_bias_reg: Sequence[float | None] = (None,)
+    rating_weight: Sequence[float | None] = (0.0, 0.05, 0.1, 0.2)
 
     def candidates(self, base: Params) -> list[Params]:
         ranking = isinstance(base, RankingParams)
-        extra = ({"alpha": self.alpha} if ranking else
+        extra = ({"alpha": self.alpha, "rating_weight": self.rating_weight} if ranking else
                  {"item_bias_reg": self.item_bias_reg, "user_bias_reg": self.user_bias_reg})
         axes = {"rank": self.rank, "reg_param": self.reg_param, "max_iter": self.max_iter,
                 **extra}
         return [_with(base, dict(zip(axes, values, strict=True)))
                 for values in itertools.product(*axes.values())]
+
+
+def fit_key(params: Params) -> tuple[Any, ...]:
+    """What the fitted factors depend on: everything but ``rating_weight``, which only
+    changes how they are combined."""
+    return tuple(v for k, v in asdict(params).items() if k != "rating_weight")
+
+
+def ordering(ranking: Factors, rating: Factors, weight: float) -> Factors:
+    """The factors whose dot product orders top-k lists: ``ranking score + weight x
+    predicted rating`` (unclipped) as one inner product, users ``[x_rank, x_rate]`` against
+    movies ``[y_rank, weight x y_rate]``; the ranking factors alone when ``weight`` is 0.
+    Both must be fitted on the same users and movies (``pipeline`` checks)."""
+    if weight == 0:
+        return ranking
+    users = np.hstack([ranking.user_factors, rating.user_factors]).astype(np.float32)
+    items = np.hstack([ranking.item_factors, weight * rating.item_factors]).astype(np.float32)
+    return Factors(user_ids=ranking.user_ids, user_factors=users, item_ids=ranking.item_ids,
+                   item_factors=items, implicit=True)
 
 
 def build(params: Params) -> ALS:
@@ -164,9 +189,11 @@ def _fit_rating(train: DataFrame, params: RatingParams) -> Fitted:
     user_bias = with_item.groupBy("user_id").agg(
         (F.sum(F.col("rating") - F.lit(mean) - F.col("b_i"))
          / (F.count("*") + F.lit(params.user_bias_reg))).alias("b_u"))
-    residuals = with_item.join(user_bias, "user_id").select(
+    with_both = with_item.join(user_bias, "user_id")
+    residuals = with_both.select(
         "user_id", "movie_id",
         (F.col("rating") - F.lit(mean) - F.col("b_u") - F.col("b_i")).alias("rating"))
+    new_movie = _new_movie_bias(with_both, mean)
     model = build(params).fit(residuals)
     (user_ids, x), (item_ids, y) = _frames(model)
     b_u = user_bias.toPandas().set_index("user_id")["b_u"].reindex(user_ids).fillna(0.0)
@@ -177,11 +204,26 @@ def _fit_rating(train: DataFrame, params: RatingParams) -> Fitted:
     fallback_user = np.zeros(users.shape[1], np.float32)
     fallback_user[-2:] = (mean, 1.0)
     fallback_item = np.zeros(items.shape[1], np.float32)
-    fallback_item[-2] = 1.0
+    fallback_item[-2:] = (1.0, new_movie)
     factors = Factors(user_ids=user_ids, user_factors=users.astype(np.float32),
                       item_ids=item_ids, item_factors=items.astype(np.float32), implicit=False,
                       fallback_user=fallback_user, fallback_item=fallback_item)
-    return Fitted(model, params, factors, {**params.to_dict(), "global_mean": mean})
+    return Fitted(model, params, factors,
+                  {**params.to_dict(), "global_mean": mean, "new_movie_bias": new_movie})
+
+
+def _new_movie_bias(rated: DataFrame, mean: float) -> float:
+    """The bias to expect of a movie the model never saw: the mean residual from
+    ``mu + b_u`` of the ratings of movies rated once in training, the movies most like one
+    that has no rating yet. Unseen movies are obscure ones, and obscure movies are rated
+    below the global mean, so ``mu + b_u`` alone overrates them."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    once = rated.withColumn("n", F.count("*").over(Window.partitionBy("movie_id"))) \
+        .where(F.col("n") == 1)
+    value = once.agg(F.avg(F.col("rating") - F.lit(mean) - F.col("b_u"))).first()[0]
+    return float(value or 0.0)
 
 
 def _frames(model: ALSModel) -> tuple[tuple[np.ndarray, np.ndarray],

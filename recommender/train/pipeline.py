@@ -127,8 +127,7 @@ def run(ratings: DataFrame, settings: Settings, options: TrainOptions | None = N
         tuned = _tune(train, settings, opts, snap.users, on_event) if opts.tune else {}
         params = base_params(settings, opts)
         params.update({kind: result["best"] for kind, result in tuned.items()})
-        models = {kind: _train(kind, train, holdout, p, settings, opts,
-                               tuned.get(kind), on_event) for kind, p in params.items()}
+        models = _train_both(train, holdout, params, settings, opts, tuned, on_event)
         timings["fit_s"] = sum(m.fit_seconds for m in models.values())
         timings["evaluate_s"] = sum(m.metrics.pop("_seconds") for m in models.values())
 
@@ -162,19 +161,41 @@ def _holdout(train: DataFrame, test: DataFrame, opts: TrainOptions, seed: int, u
     return holdout
 
 
+def _train_both(train: DataFrame, holdout: evaluate.HoldOut, params: dict[str, als.Params],
+                settings: Settings, opts: TrainOptions, tuned: dict[str, dict[str, Any]],
+                on_event: Callable[[str], None]) -> dict[str, Trained]:
+    """The rating model, then the ranking model: its lists are scored as serving orders
+    them, with the rating model's predictions mixed in (``als.ordering``)."""
+    rating = _train("rating", train, holdout, params["rating"], settings, opts,
+                    tuned.get("rating"), on_event)
+    ranking = _train("ranking", train, holdout, params["ranking"], settings, opts,
+                     tuned.get("ranking"), on_event, rating.fitted.factors)
+    return {"ranking": ranking, "rating": rating}
+
+
 def _train(kind: str, train: DataFrame, holdout: evaluate.HoldOut, params: als.Params,
            settings: Settings, opts: TrainOptions, tuning: dict[str, Any] | None,
-           on_event: Callable[[str], None]) -> Trained:
+           on_event: Callable[[str], None], rating: evaluate.Factors | None = None) -> Trained:
     tic = time.perf_counter()
     fitted = als.fit(train, params, settings.spark.checkpoint_dir / "als")
     fit_s = time.perf_counter() - tic
     tic = time.perf_counter()
-    results = _score(kind, holdout, fitted.factors, opts, settings.model.seed)
+    results = _score(kind, holdout, _ordered(fitted.factors, params, rating), opts,
+                     settings.model.seed)
     metrics = results.pop("als")
     metrics["_seconds"] = time.perf_counter() - tic
     on_event(f"{kind} model {_describe(params)}: fit {fit_s:.1f}s, "
              f"{TUNE_METRIC[kind]} {metrics.get(TUNE_METRIC[kind], float('nan')):.4f}")
     return Trained(kind, fitted, metrics, results, tuning, fit_s)
+
+
+def _ordered(factors: evaluate.Factors, params: als.Params,
+             rating: evaluate.Factors | None) -> evaluate.Factors:
+    """What a model's lists are judged by: a ranking model's with the rating model mixed in
+    as serving does; a rating model's (or a ranking model's without one) as they are."""
+    if rating is None or not isinstance(params, als.RankingParams):
+        return factors
+    return als.ordering(factors, rating, params.rating_weight)
 
 
 def _score(kind: str, holdout: evaluate.HoldOut, factors: evaluate.Factors,
@@ -196,15 +217,22 @@ def _tune(train: DataFrame, settings: Settings, opts: TrainOptions, users: int,
           on_event: Callable[[str], None]) -> dict[str, dict[str, Any]]:
     """Search both models on a validation split carved out of the training split (the test
     split stays untouched until the final evaluation): every candidate of ``opts.space`` is
-    fitted on the rest of the training split and judged on ``TUNE_METRIC``."""
+    fitted on the rest of the training split and judged on ``TUNE_METRIC``. The rating model
+    goes first: the ranking candidates' lists are ordered with the best one's predictions."""
     sub, valid = validation_split(train, opts, settings.model.seed, users)
     try:
-        out = {}
-        for kind, base in base_params(settings, opts).items():
-            trials = search(kind, sub, valid, base, opts.space, settings, opts, on_event)
+        out: dict[str, dict[str, Any]] = {}
+        rating, bases = None, base_params(settings, opts)
+        for kind in ("rating", "ranking"):
+            base = bases[kind]
+            trials = search(kind, sub, valid, base, opts.space, settings, opts, on_event,
+                            rating)
             best = best_trial(kind, trials)
             out[kind] = {"metric": TUNE_METRIC[kind], "trials": trials,
                          "best": _with_trial(base, best) if best else base}
+            if kind == "rating":
+                rating = als.fit(sub, out[kind]["best"],
+                                 settings.spark.checkpoint_dir / "als").factors
         return out
     finally:
         sub.unpersist()
@@ -231,17 +259,23 @@ def base_params(settings: Settings, opts: TrainOptions) -> dict[str, als.Params]
 
 def search(kind: str, sub: DataFrame, valid: evaluate.HoldOut, base: als.Params,
            space: als.SearchSpace, settings: Settings, opts: TrainOptions,
-           on_event: Callable[[str], None] = lambda _: None) -> list[dict[str, Any]]:
+           on_event: Callable[[str], None] = lambda _: None,
+           rating: evaluate.Factors | None = None) -> list[dict[str, Any]]:
     """Every candidate of ``space`` around ``base``, fitted on ``sub`` and scored on the
-    ``valid`` rows: its params with its ``TUNE_METRIC`` (and the fit time)."""
+    ``valid`` rows: its params with its ``TUNE_METRIC`` (and the fit time). Ranking
+    candidates are ordered with ``rating``'s predictions when given (``als.ordering``);
+    candidates differing only in ``rating_weight`` share one fit."""
     metric = TUNE_METRIC[kind]
     trials = []
+    fitted_key, fitted, fit_s = None, None, 0.0
     for params in space.candidates(base):
-        tic = time.perf_counter()
-        fitted = als.fit(sub, params, settings.spark.checkpoint_dir / "als")
-        score = _score(kind, valid, fitted.factors, opts, settings.model.seed)["als"].get(metric)
-        trials.append({**params.to_dict(), metric: score,
-                       "fit_s": round(time.perf_counter() - tic, 2)})
+        if als.fit_key(params) != fitted_key:
+            tic = time.perf_counter()
+            fitted = als.fit(sub, params, settings.spark.checkpoint_dir / "als")
+            fitted_key, fit_s = als.fit_key(params), round(time.perf_counter() - tic, 2)
+        factors = _ordered(fitted.factors, params, rating)
+        score = _score(kind, valid, factors, opts, settings.model.seed)["als"].get(metric)
+        trials.append({**params.to_dict(), metric: score, "fit_s": fit_s})
         on_event(f"  {kind} trial {_describe(params)}: {metric}={score:.4f}")
     return trials
 
