@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-ORDER = ("replay", "ingest", "train", "predict", "serve", "demo")
+ORDER = ("replay", "ingest", "train", "predict", "serve", "freshness", "demo")
 ON_REQUEST = ("scale", "tune")  # run by run_all only when named (--only tune, make tune)
 SEPARATE = (*ON_REQUEST, "soak")  # reported here too; soak has its own runner (make soak)
 MET = {True: "yes", False: "**no**", None: "not measured"}

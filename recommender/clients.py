@@ -130,8 +130,8 @@ def cassandra_session(cassandra: CassandraSettings, keyspace: str | None = None,
         try:
             return _connect(cassandra, keyspace, connect_timeout)
         except NoHostAvailable as exc:
-            if not wait_s or any(isinstance(e, AuthenticationFailed)
-                                 for e in exc.errors.values()):
+            errors = exc.errors.values() if isinstance(exc.errors, dict) else exc.errors
+            if not wait_s or any(isinstance(e, AuthenticationFailed) for e in errors):
                 raise
             if time.monotonic() + delay > deadline:
                 raise BackendUnavailable(

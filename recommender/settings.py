@@ -211,9 +211,9 @@ class RankingSettings(BaseModel):
     rank: int = Field(16, ge=1)
     reg_param: float = Field(0.2, ge=0, description="regParam (Spark scales it by the "
                              "user's or movie's rating count).")
-    alpha: float = Field(0.5, ge=0, description="Confidence 1 + alpha x rating.")
+    alpha: float = Field(1.0, ge=0, description="Confidence 1 + alpha x rating.")
     max_iter: int = Field(15, ge=1)
-    rating_weight: float = Field(0.1, ge=0, description="Top-k lists are ordered by ranking "
+    rating_weight: float = Field(0.05, ge=0, description="Top-k lists are ordered by ranking "
                                  "score + rating_weight x the rating model's predicted "
                                  "rating (0: the ranking model alone).")
 
@@ -221,8 +221,8 @@ class RankingSettings(BaseModel):
 class RatingSettings(BaseModel):
     """The rating model: explicit ALS on the residuals of regularised biases."""
 
-    rank: int = Field(64, ge=1)
-    reg_param: float = Field(0.15, ge=0)
+    rank: int = Field(32, ge=1)
+    reg_param: float = Field(0.2, ge=0)
     max_iter: int = Field(15, ge=1)
     item_bias_reg: float = Field(5.0, ge=0, description="Pseudo-ratings shrinking a "
                                  "movie's bias toward 0.")
@@ -259,6 +259,10 @@ class ApiSettings(SecretFiles):
     api_key_file: Path | None = Field(None, description="File holding api_key.")
     cors_origins: list[str] = []
     max_k: int = Field(100, ge=1)
+    in_process_max_movies: int = Field(
+        1_000_000, ge=0, description="/recommendations scores every movie in the API process "
+        "while the model has at most this many (exact, no round trip); larger catalogues "
+        "go through Elasticsearch kNN over movie-vectors.")
 
 
 class Settings(BaseSettings):

@@ -18,6 +18,8 @@ Layout of ``<models_dir>/<version>/`` (format 2)::
     item_ids.npy                int64 [n_items]   movie ids, the row order of every item matrix
     item_counts.npy             int64 [n_items]   training ratings per item (popularity)
     user_ids.npy                int64 [n_users]
+    user_counts.npy             int64 [n_users]   ratings per user the models were fitted on
+                                                  (optional: the speed layer's reference)
     ranking_item_factors.npy    float32 [n_items, rank]
     ranking_user_factors.npy    float32 [n_users, rank]
     rating_item_factors.npy     float32 [n_items, rank + 2]   [y_i, 1, b_i]
@@ -27,14 +29,16 @@ Layout of ``<models_dir>/<version>/`` (format 2)::
 The rating model keeps its biases as two extra columns, so ``item_factors @ user_vector`` is
 ``mu + b_u + b_i + x_u . y_i``, the predicted rating, and the fallbacks serving needs are rows
 too: a user with no signal is ``[0, mu, 1]`` (``mu + b_i``), a movie the model never saw is
-``[0, 1, 0]`` (``mu + b_u``). Format 1 (one model per version) is refused with what to do.
+``[0, 1, b_new]`` (``mu + b_u + b_new``, ``b_new`` from the params). Top-k lists are ordered by
+``ordering_items`` (the ranking factors with the rating model's mixed in, ``rating_weight``).
+Format 1 (one model per version) is refused with what to do.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -52,6 +56,7 @@ RATING_EXTRA_COLUMNS = 2  # [.., mu + b_u, 1] against [.., 1, b_i]
 ID_FILES = ("item_ids", "item_counts", "user_ids")
 ARRAY_FILES = (*ID_FILES, *(f"{kind}_{side}_factors" for kind in KINDS
                             for side in ("item", "user")))
+OPTIONAL_FILES = ("user_counts",)  # versions written before the speed layer lack it
 
 
 def spark_model_dir(kind: Kind) -> str:
@@ -130,11 +135,14 @@ class ModelArtifacts:
     ranking: FactorModel
     rating: FactorModel
     metadata: dict[str, Any] = field(default_factory=dict)
+    user_counts: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n_items, n_users = len(self.item_ids), len(self.user_ids)
         if len(self.item_counts) != n_items:
             raise ModelError(f"model {self.version}: item_counts length does not match items")
+        if self.user_counts is not None and len(self.user_counts) != n_users:
+            raise ModelError(f"model {self.version}: user_counts length does not match users")
         for model in (self.ranking, self.rating):
             items, users = model.item_factors, model.user_factors
             if items.ndim != 2 or items.shape[0] != n_items:
@@ -230,6 +238,12 @@ class ModelArtifacts:
         """The row of a user the model was trained on, else None (fold in or fall back)."""
         return self.user_index.get(int(user_id))
 
+    def fitted_on_all_of(self, row: int, history: Mapping[int, float]) -> bool:
+        """Whether the trained vectors of user ``row`` already reflect ``history`` (their
+        current ratings): as many ratings as the models were fitted on. A version that does
+        not record its counts (written before the speed layer) says yes."""
+        return self.user_counts is None or len(history) == int(self.user_counts[row])
+
     # --- persistence ----------------------------------------------------------------------
 
     def save(self, version_dir: Path, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -243,6 +257,8 @@ class ModelArtifacts:
         arrays = {"item_ids": self.item_ids.astype(np.int64),
                   "item_counts": self.item_counts.astype(np.int64),
                   "user_ids": self.user_ids.astype(np.int64)}
+        if self.user_counts is not None:
+            arrays["user_counts"] = self.user_counts.astype(np.int64)
         for model in (self.ranking, self.rating):
             arrays[f"{model.kind}_item_factors"] = model.item_factors.astype(np.float32)
             arrays[f"{model.kind}_user_factors"] = model.user_factors.astype(np.float32)
@@ -269,11 +285,14 @@ class ModelArtifacts:
         version = str(meta.get("version", version_dir.name))
         _require_format(meta, version)
         arrays: dict[str, np.ndarray] = {}
-        for name in ARRAY_FILES:
+        recorded = meta.get("files", {})
+        for name in (*ARRAY_FILES, *OPTIONAL_FILES):
             path = version_dir / f"{name}.npy"
+            if name in OPTIONAL_FILES and path.name not in recorded:
+                continue
             if not path.is_file():
                 raise ModelError(f"model {version} is incomplete: {path} is missing")
-            expected = meta.get("files", {}).get(path.name, {}).get("sha256")
+            expected = recorded.get(path.name, {}).get("sha256")
             if verify and expected and _sha256(path) != expected:
                 raise ModelError(f"model {version} is corrupt: checksum of {path} differs")
             try:
@@ -285,7 +304,8 @@ class ModelArtifacts:
                                     arrays[f"{kind}_user_factors"], dict(params.get(kind) or {}))
                   for kind in KINDS}
         return cls(version=version, item_ids=arrays["item_ids"], user_ids=arrays["user_ids"],
-                   item_counts=arrays["item_counts"], metadata=meta, **models)
+                   item_counts=arrays["item_counts"], metadata=meta,
+                   user_counts=arrays.get("user_counts"), **models)
 
 
 def _require_format(meta: dict[str, Any], version: str) -> None:

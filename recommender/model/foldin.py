@@ -158,12 +158,19 @@ def recommend_popular(artifacts: ModelArtifacts, k: int = 10,
 
 def user_vectors(artifacts: ModelArtifacts, user_id: int | None,
                  ratings: Mapping[int, float]) -> tuple[UserVectors | None, Strategy]:
-    """The serving strategy for a user: trained vectors, else fold-in, else none (popular)."""
-    vectors = trained_vectors(artifacts, user_id) if user_id is not None else None
-    if vectors is not None:
-        return vectors, "als"
+    """The serving strategy for a user with current ratings ``ratings``: trained vectors
+    when the models were fitted on all of them (``als``); else, the speed layer, vectors
+    folded in from the whole current history (``fold-in``: a user the models do not know,
+    or a known user with ratings they were not fitted on); else none (``popular``)."""
+    row = artifacts.user_row(user_id) if user_id is not None else None
+    trained = None if row is None else UserVectors(artifacts.ranking.user_factors[row],
+                                                   artifacts.rating.user_factors[row])
+    if trained is not None and (not ratings or artifacts.fitted_on_all_of(row, ratings)):
+        return trained, "als"
     vectors = fold_in(artifacts, ratings) if ratings else None
-    return (vectors, "fold-in") if vectors is not None else (None, "popular")
+    if vectors is not None:
+        return vectors, "fold-in"
+    return (trained, "als") if trained is not None else (None, "popular")
 
 
 def recommend_for_user(artifacts: ModelArtifacts, user_id: int | None, k: int = 10, *,
@@ -188,7 +195,7 @@ def predicted_ratings(artifacts: ModelArtifacts, vectors: UserVectors | None,
     """The rating model's predicted ratings, clipped to the MovieLens scale, for any movies.
 
     Nothing is left unanswered, as evaluation assumes: a user without vectors gets
-    ``mu + b_i``, a movie the model never saw ``mu + b_u`` (``mu`` alone for both).
+    ``mu + b_i``, a movie the model never saw ``mu + b_u + b_new`` (``mu + b_new`` for both).
     """
     model = artifacts.rating
     user = model.fallback_user if vectors is None else np.asarray(vectors.rating, np.float32)

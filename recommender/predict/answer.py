@@ -15,9 +15,10 @@ Two things a shuffle-free stage has to do itself:
 
 from __future__ import annotations
 
+import functools
 import pickle
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -85,11 +86,15 @@ class Destinations:
     dead_letter_topic: str
 
 
-def answer_partitions(bundle_ref: Any, cassandra: CassandraSettings, to: Destinations,
+Histories = Callable[[list[int]], Mapping[int, Mapping[int, float]]]
+
+
+def answer_partitions(bundle_ref: Any, histories: Histories, to: Destinations,
                       tally: Any) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """A ``mapInPandas`` function from ``ANSWER_INPUT`` rows to Kafka records
-    (``ANSWER_SCHEMA``); ``bundle_ref`` is a Spark broadcast, ``tally`` an accumulator of
-    ``BatchTally``."""
+    (``ANSWER_SCHEMA``); ``bundle_ref`` is a Spark broadcast, ``histories`` reads users'
+    ratings (``cassandra_histories``: it travels to the executors, so it must pickle),
+    ``tally`` an accumulator of ``BatchTally``."""
 
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         bundle: ServingBundle = bundle_ref.value
@@ -97,19 +102,18 @@ def answer_partitions(bundle_ref: Any, cassandra: CassandraSettings, to: Destina
             tally.add(BatchTally.of(frame))
             bad = frame["error"].notna()
             records = [*dead_letters(frame[bad], to.dead_letter_topic),
-                       *predictions(bundle, frame[~bad], cassandra, to.predictions_topic)]
+                       *predictions(bundle, frame[~bad], histories, to.predictions_topic)]
             yield pd.DataFrame(records, columns=ANSWER_SCHEMA.fieldNames())
 
     return run
 
 
-def predictions(bundle: ServingBundle, requests: pd.DataFrame, cassandra: CassandraSettings,
+def predictions(bundle: ServingBundle, requests: pd.DataFrame, histories: Histories,
                 topic: str) -> Iterator[tuple[str, str, bytes]]:
     """Prediction records keyed by request id, so a request's answers share a partition."""
     if requests.empty:
         return
-    histories = fetch_histories(cassandra, users_needing_history(bundle, requests))
-    for row in predict_rows(bundle, requests, histories):
+    for row in predict_rows(bundle, requests, histories(users_needing_history(bundle, requests))):
         yield topic, row["request_id"], orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
@@ -120,6 +124,11 @@ def dead_letters(bad: pd.DataFrame, topic: str) -> Iterator[tuple[str, str, byte
         letter = DeadLetter.of(row.raw, source_topic=row.topic, partition=int(row.partition),
                                offset=int(row.offset), reason=row.error, failed_at=failed_at)
         yield topic, f"{row.topic}:{row.partition}:{row.offset}", letter.to_json()
+
+
+def cassandra_histories(cassandra: CassandraSettings) -> Histories:
+    """The predictor's ``histories``: ``fetch_histories`` from ``cassandra``'s ratings."""
+    return functools.partial(fetch_histories, cassandra)
 
 
 def fetch_histories(cassandra: CassandraSettings,

@@ -36,6 +36,7 @@ from recommender.predict.answer import (
     Destinations,
     TallyParam,
     answer_partitions,
+    cassandra_histories,
 )
 from recommender.predict.scoring import ServingBundle
 from recommender.settings import Settings
@@ -199,7 +200,8 @@ class Predictor:
         self.tally.value = BatchTally()
         kafka = self.settings.kafka
         to = Destinations(kafka.predictions_topic, kafka.requests_dlq_topic)
-        answer = answer_partitions(self.bundle_ref, self.settings.cassandra, to, self.tally)
+        answer = answer_partitions(self.bundle_ref, cassandra_histories(self.settings.cassandra),
+                                   to, self.tally)
         # one task per core: each task carries a fixed cost (Python runner, Kafka producer
         # flush) that matters more than spreading a small batch over every partition
         (requests.coalesce(self.spark.sparkContext.defaultParallelism)

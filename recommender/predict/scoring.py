@@ -61,11 +61,10 @@ class Request:
 
 def users_needing_history(bundle: ServingBundle, requests: pd.DataFrame) -> list[int]:
     """Users whose rating history changes the answer: a top-k request excludes seen movies,
-    and a user the models do not know is folded in from it. A pair request of a known user
-    is the dot product of trained vectors, so a batch of those reads nothing from Cassandra."""
-    need = requests["k"].notna()
-    if not bundle.popular_only:
-        need |= ~requests["user_id"].isin(bundle.artifacts.user_ids)
+    and every user is answered with vectors reflecting all their current ratings (the
+    speed layer folds in a user with ratings the models were not fitted on). Only pair
+    requests served by popularity (no model yet) need none."""
+    need = requests["k"].notna() | (not bundle.popular_only)
     return sorted(int(u) for u in requests.loc[need, "user_id"].unique())
 
 

@@ -99,8 +99,8 @@ class Backends:
             return self._cassandra
 
     def producer(self) -> KafkaProducer:
-        """A producer for the request topic, which is created first if missing (never left to
-        broker auto-creation, which would pick the broker's partition count)."""
+        """A producer for the request and ratings topics, which are created first if missing
+        (never left to broker auto-creation, which would pick the broker's partition count)."""
         from recommender.topics import ensure_topics
 
         with self._lock:
@@ -108,7 +108,7 @@ class Backends:
                 ms = int(self.timeout_s * 1000)
                 with kafka_errors(self.settings):
                     ensure_topics(self.settings, self.settings.kafka.requests_topic,
-                                  timeout_s=self.timeout_s)
+                                  self.settings.kafka.ratings_topic, timeout_s=self.timeout_s)
                     self._producer = kafka_producer(
                         self.settings.kafka, linger_ms=5, max_block_ms=ms,
                         request_timeout_ms=ms, delivery_timeout_ms=2 * ms + 5,

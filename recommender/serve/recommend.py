@@ -1,15 +1,19 @@
-"""Live recommendations: user vectors from the model, the movies from Elasticsearch kNN.
+"""Live recommendations: user vectors from the model, every movie scored in the process.
 
 Strategy, as in the streaming predictor: the models' own user factors (``als``); else vectors
-folded in from the user's Cassandra ratings (``fold-in``); else the most-rated movies
-(``popular``). Movies the user rated are always excluded. The ranking model orders the list
-(kNN over its item vectors); the rating model gives each movie its predicted rating.
+folded in from the user's Cassandra ratings (``fold-in``, also a known user with ratings the
+models were not fitted on); else the most-rated movies (``popular``). Movies the user rated
+are always excluded. The list is ordered as the predictor orders it
+(``ModelArtifacts.ordering_items``); the rating model gives each movie its predicted rating.
 
 The model used is the one whose item vectors the ``movie-vectors`` alias serves, so user and
 item factors always come from the same version, also in the seconds between a promotion and
-the alias switch. kNN does the retrieval with genre and exclusions inside the ``filter``; the
-candidates (a few more than ``k``) are then re-ranked with the model's exact dot products,
-because the index quantizes vectors and the ranking must equal ``foldin.recommend``.
+the alias switch. While the model has at most ``api.in_process_max_movies`` movies, the API
+scores all of them itself (``foldin.masked_scores``: a matrix-vector product, well under a
+millisecond for MovieLens sizes) with titles and genres from the catalogue it keeps in
+memory. Larger catalogues go through Elasticsearch kNN, with genre and exclusions inside
+the ``filter``; its candidates (a few more than ``k``) are re-ranked with the model's exact
+dot products, because the index quantizes vectors. Both paths equal ``foldin.recommend``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ from recommender.errors import ModelError, NotFound
 from recommender.feed import NO_INFO, Scored, popular_movies
 from recommender.model.artifacts import ModelArtifacts
 from recommender.model.foldin import (
+    UserVectors,
+    best_of,
+    masked_scores,
     ordering_vector,
     predicted_ratings,
     similar_items,
@@ -67,6 +74,7 @@ class Recommender:
         self._lock = threading.Lock()
         self._published: tuple[float, PublishedVectors | None] | None = None
         self._catalogues: OrderedDict[str, dict[int, MovieInfo]] = OrderedDict()
+        self._genre_masks: dict[tuple[str, str], np.ndarray] = {}
 
     # --- what is published --------------------------------------------------------------
 
@@ -127,9 +135,12 @@ class Recommender:
                   genre: str | None) -> Live:
         published, art = self.serving()
         vectors, strategy = user_vectors(art, user_id, ratings)
-        items = (self.popular(published, art, k, excluded, genre) if vectors is None
-                 else self._knn(published, art, ordering_vector(art, vectors), k, excluded,
-                                genre))
+        if vectors is None:
+            items = self.popular(published, art, k, excluded, genre)
+        elif len(art.item_ids) <= self.backends.settings.api.in_process_max_movies:
+            items = self._in_process(published, art, vectors, k, excluded, genre)
+        else:
+            items = self._knn(published, art, ordering_vector(art, vectors), k, excluded, genre)
         stars = predicted_ratings(art, vectors, [s.movie_id for s in items])
         return Live(strategy, art.version, items, [float(r) for r in stars], frozenset(ratings))
 
@@ -150,6 +161,32 @@ class Recommender:
                            "or it had no ratings when the model was trained)")
         return art.version, [Scored(m, s, catalogue.get(m, NO_INFO))
                              for m, s in similar_items(art, movie_id, k)]
+
+    def _in_process(self, published: PublishedVectors, art: ModelArtifacts,
+                    vectors: UserVectors, k: int, excluded: set[int],
+                    genre: str | None) -> list[Scored]:
+        """Every movie scored here, the excluded and (with ``genre``) the other genres'
+        masked: exactly ``foldin.recommend`` with the catalogue's details."""
+        catalogue = self.catalogue(published.index)
+        scores = masked_scores(art, vectors, excluded)
+        if genre is not None:
+            scores[~self._genre_mask(published.index, art, genre)] = -np.inf
+        return [Scored(m, s, catalogue.get(m, NO_INFO)) for m, s in best_of(art, scores, k)]
+
+    def _genre_mask(self, index: str, art: ModelArtifacts, genre: str) -> np.ndarray:
+        """Which of the model's movies the catalogue files under ``genre``, once per index."""
+        key = (index, genre)
+        with self._lock:
+            mask = self._genre_masks.get(key)
+        if mask is None:
+            catalogue = self.catalogue(index)
+            mask = np.fromiter((genre in catalogue.get(int(m), NO_INFO)[2]
+                                for m in art.item_ids), bool, len(art.item_ids))
+            with self._lock:
+                self._genre_masks = {k: v for k, v in self._genre_masks.items()
+                                     if k[0] == index}
+                self._genre_masks[key] = mask
+        return mask
 
     def _knn(self, published: PublishedVectors, art: ModelArtifacts, vector: np.ndarray,
              k: int, excluded: set[int], genre: str | None) -> list[Scored]:

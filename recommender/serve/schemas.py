@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from recommender.contracts import Strategy
+from recommender.contracts import RATING_MAX, RATING_MIN, Strategy
 
 INT32_MAX = 2**31 - 1
 MAX_EXCLUDE = 1000
@@ -66,6 +66,28 @@ class RequestsAccepted(BaseModel):
 
     request_ids: list[str]
     topic: str
+
+
+# --- ratings --------------------------------------------------------------------------------
+
+
+class RatingIn(BaseModel):
+    """A user's rating of a movie, as the website sends it: MovieLens' half-star scale."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: PositiveId
+    movie_id: PositiveId = Field(description="A movie of the catalogue.")
+    rating: float = Field(ge=RATING_MIN, le=RATING_MAX, multiple_of=0.5,
+                          description="0.5 to 5 in half stars.")
+
+
+class RatingAccepted(BaseModel):
+    """The event as the ratings topic received it (what ingest stores in Cassandra)."""
+
+    event_id: str
+    topic: str
+    event_time: int = Field(description="Epoch milliseconds, when the API accepted it.")
 
 
 # --- predictions ----------------------------------------------------------------------------

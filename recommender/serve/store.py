@@ -99,6 +99,15 @@ def user_ratings(session: Session, settings: Settings, user_id: int) -> dict[int
         return {int(r.movie_id): float(r.rating) for r in rows if r.rating is not None}
 
 
+def movie_exists(session: Session, settings: Settings, movie_id: int) -> bool:
+    """Whether the catalogue (Cassandra's ``movies``, what ``recommender load-movies`` wrote)
+    has the movie."""
+    ks = settings.cassandra.keyspace
+    with cassandra_errors(settings):
+        return session.execute(f"SELECT movie_id FROM {ks}.movies WHERE movie_id = %s",
+                               (movie_id,)).one() is not None
+
+
 def similar_user(session: Session, settings: Settings, user_id: int) -> dict[str, Any]:
     ks = settings.cassandra.keyspace
     with cassandra_errors(settings):

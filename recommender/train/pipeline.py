@@ -139,7 +139,7 @@ def run(ratings: DataFrame, settings: Settings, options: TrainOptions | None = N
             timings["save_s"] = time.perf_counter() - tic
             timings["total_s"] = time.perf_counter() - started
             meta = _metadata(version, models, snap, holdout, opts, timings, seed)
-            meta = _artifacts(version, models, holdout).save(tmp, meta)
+            meta = _artifacts(version, models, holdout, train).save(tmp, meta)
         decision = registry.publish(version, force=opts.force)
         on_event(f"saved {version} in {timings['save_s']:.1f}s; gate: "
                  f"{'promoted' if decision.accepted else 'refused'} ({decision.reason})")
@@ -292,8 +292,8 @@ def _with_trial(base: als.Params, trial: dict[str, Any]) -> als.Params:
     return replace(base, **{k: v for k, v in trial.items() if hasattr(base, k)})
 
 
-def _artifacts(version: str, models: dict[str, Trained],
-               holdout: evaluate.HoldOut) -> ModelArtifacts:
+def _artifacts(version: str, models: dict[str, Trained], holdout: evaluate.HoldOut,
+               train: DataFrame) -> ModelArtifacts:
     ranking, rating = models["ranking"].fitted, models["rating"].fitted
     rf, tf = ranking.factors, rating.factors
     if not (np.array_equal(rf.item_ids, tf.item_ids)
@@ -305,7 +305,15 @@ def _artifacts(version: str, models: dict[str, Trained],
     return ModelArtifacts(
         version=version, item_ids=rf.item_ids, user_ids=rf.user_ids, item_counts=counts,
         ranking=FactorModel("ranking", rf.item_factors, rf.user_factors, ranking.recorded),
-        rating=FactorModel("rating", tf.item_factors, tf.user_factors, rating.recorded))
+        rating=FactorModel("rating", tf.item_factors, tf.user_factors, rating.recorded),
+        user_counts=_fitted_counts(train, rf.user_ids))
+
+
+def _fitted_counts(train: DataFrame, user_ids: np.ndarray) -> np.ndarray:
+    """Ratings per user the models were fitted on: how serving tells a user's newer ratings
+    (the speed layer folds those users in from their whole history)."""
+    counts = train.groupBy("user_id").count().toPandas().set_index("user_id")["count"]
+    return counts.reindex(user_ids).fillna(0).to_numpy(np.int64)
 
 
 def _metadata(version: str, models: dict[str, Trained], snap: snapshot.Snapshot,

@@ -12,6 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import hypothesis
@@ -53,7 +54,9 @@ RANK = 10
 
 
 def save_model(registry: ModelRegistry, dataset: Dataset, seed: int) -> ModelArtifacts:
-    """Random factors for every catalogue movie, real training counts, user 2 left out."""
+    """Random factors for every catalogue movie, real training counts, user 2 left out.
+    Lists mix in the predicted rating (``rating_weight``), as trained versions do, so the
+    kNN index holds the concatenated vectors; every user was fitted on all their ratings."""
     frame = dataset.ratings_frame
     items = np.array(sorted(m.movie_id for m in dataset.movies()), dtype=np.int64)
     counts = frame.groupby("movie_id").size().reindex(items, fill_value=0).to_numpy()
@@ -68,7 +71,9 @@ def save_model(registry: ModelRegistry, dataset: Dataset, seed: int) -> ModelArt
                                  rng.normal(0, 0.3, len(items))),
         rating_users=rating_rows(rng.normal(0, 0.3, (len(users), RANK)),
                                  3.5 + rng.normal(0, 0.3, len(users)), np.ones(len(users))),
-        item_counts=counts, version=version)
+        item_counts=counts, version=version, ranking_params={"rating_weight": 0.1})
+    fitted = frame.groupby("user_id").size().reindex(users).to_numpy(np.int64)
+    art = replace(art, user_counts=fitted)
     with registry.staging(version) as tmp:
         art.save(tmp, {"metrics": {"ndcg_at_10": 0.1, "rmse": 0.9}, "created_at": version})
     registry.publish(version, force=True)
@@ -143,6 +148,14 @@ def client(api_settings: Settings, names: IndexNames, rated) -> Iterator[TestCli
         yield test_client
 
 
+@pytest.fixture(scope="module")
+def knn_client(api_settings: Settings, names: IndexNames, rated) -> Iterator[TestClient]:
+    """The API as it serves a catalogue too large to score in-process: Elasticsearch kNN."""
+    api = api_settings.api.model_copy(update={"in_process_max_movies": 0})
+    with TestClient(create_app(api_settings.model_copy(update={"api": api}))) as test_client:
+        yield test_client
+
+
 def ids(items: list[dict]) -> list[int]:
     return [item["movie_id"] for item in items]
 
@@ -158,9 +171,12 @@ def assert_same_ranking(got: list[dict], want: list[tuple[int, float]]) -> None:
 # --- live recommendations -------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("path", ["in-process", "knn"])
 @pytest.mark.parametrize("k", [10, 100])
-def test_knn_recommendations_equal_the_models_ranking(client, model, rated, k):
-    body = client.get(f"/users/{KNOWN}/recommendations", params={"k": k}).json()
+def test_live_recommendations_equal_the_models_ranking(client, knn_client, model, rated, k,
+                                                       path):
+    api = client if path == "in-process" else knn_client
+    body = api.get(f"/users/{KNOWN}/recommendations", params={"k": k}).json()
     assert body["strategy"] == "als" and body["model_version"] == model.version
     vectors = trained_vectors(model, KNOWN)
     want = recommend(model, vectors, k, exclude=rated[KNOWN])  # the ranking model's order
@@ -173,6 +189,31 @@ def test_knn_recommendations_equal_the_models_ranking(client, model, rated, k):
     assert [i["predicted_rating"] for i in body["items"]] == pytest.approx(stars.tolist(),
                                                                            abs=1e-5)
     assert first["predicted_rating"] != pytest.approx(min(max(first["score"], 0.5), 5.0))
+
+
+def test_a_known_users_new_ratings_change_the_next_recommendations(client, model, rated,
+                                                                    api_settings):
+    """The speed layer: ratings stored after training fold the user in from their whole
+    history on the next request, without a retrain."""
+    horror = [m for m in (1997, 1387, 2710, 1258, 1982) if m not in rated[KNOWN]]
+    before = client.get(f"/users/{KNOWN}/recommendations", params={"k": 10}).json()
+    session = cassandra_session(api_settings.cassandra, api_settings.cassandra.keyspace)
+    try:
+        for movie in horror:
+            session.execute("INSERT INTO ratings (user_id, movie_id, rating) "
+                            "VALUES (%s, %s, 5.0)", (KNOWN, movie))
+        body = client.get(f"/users/{KNOWN}/recommendations", params={"k": 10}).json()
+    finally:
+        for movie in horror:
+            session.execute("DELETE FROM ratings WHERE user_id = %s AND movie_id = %s",
+                            (KNOWN, movie))
+        session.cluster.shutdown()
+    history = {**rated[KNOWN], **dict.fromkeys(horror, 5.0)}
+    assert (before["strategy"], body["strategy"]) == ("als", "fold-in")
+    assert_same_ranking(body["items"], recommend(model, fold_in(model, history), 10,
+                                                 exclude=history))
+    assert ids(body["items"]) != ids(before["items"])
+    assert not set(ids(body["items"])) & set(horror)
 
 
 def test_new_user_is_folded_in_from_cassandra_ratings(client, model, rated):
@@ -191,10 +232,13 @@ def test_user_without_history_gets_popular_movies(client, model):
         predicted_ratings(model, None, ids(body["items"])).tolist(), abs=1e-5)
 
 
-def test_genre_and_exclude_filter_inside_knn(client, model, rated, dataset):
-    plain = ids(client.get(f"/users/{KNOWN}/recommendations", params={"k": 5}).json()["items"])
-    body = client.get(f"/users/{KNOWN}/recommendations",
-                      params={"k": 10, "genre": "Comedy", "exclude": plain}).json()
+@pytest.mark.parametrize("path", ["in-process", "knn"])
+def test_genre_and_exclude_filters_apply_on_both_paths(client, knn_client, model, rated,
+                                                       dataset, path):
+    api = client if path == "in-process" else knn_client
+    plain = ids(api.get(f"/users/{KNOWN}/recommendations", params={"k": 5}).json()["items"])
+    body = api.get(f"/users/{KNOWN}/recommendations",
+                   params={"k": 10, "genre": "Comedy", "exclude": plain}).json()
     assert len(body["items"]) == 10 and body["genre"] == "Comedy"
     assert all("Comedy" in item["genres"] for item in body["items"])
     comedies = {m.movie_id for m in dataset.movies() if "Comedy" in m.genres}

@@ -14,7 +14,13 @@ from collections import defaultdict
 import pytest
 
 from recommender.clients import cassandra_session, kafka_producer
-from recommender.model.foldin import predict_pair, predicted_ratings, recommend, trained_vectors
+from recommender.model.foldin import (
+    fold_in,
+    predict_pair,
+    predicted_ratings,
+    recommend,
+    user_vectors,
+)
 from recommender.model.registry import ModelRegistry
 from recommender.predict.job import Predictor
 from recommender.predict.rollover import rollover, running_instances, stop_instance
@@ -74,17 +80,20 @@ def test_pair_and_top_k_requests_are_answered_with_enrichment(live, version):
     assert (pair["title"], pair["year"]) == ("Toy Story", 1995)
     assert "Animation" in pair["genres"]
     art = ModelRegistry(settings.model.models_dir).load(version)
-    vectors = trained_vectors(art, 1)
+    history = user_history(settings, 1)
+    # a fifth of user 1's ratings were held out of fitting: the speed layer folds them in
+    vectors, strategy = user_vectors(art, 1, history)
+    assert strategy == "fold-in"
     # the pair is the rating model's prediction (mu + b_u + b_i + x . y, clipped)
     assert pair["predicted_rating"] == pytest.approx(predict_pair(art, vectors, TOY_STORY),
                                                      abs=1e-4)
-    assert (pair["strategy"], pair["model_version"], pair["rank"]) == ("als", version, None)
+    assert (pair["strategy"], pair["model_version"], pair["rank"]) == (strategy, version, None)
     assert pair["requested_at"] <= pair["predicted_at"]
     top = sorted((r for r in records if r["request_id"] == "top"), key=lambda r: r["rank"])
     assert [r["rank"] for r in top] == [1, 2, 3, 4, 5]
     scores = [r["score"] for r in top]
     assert scores == sorted(scores, reverse=True)
-    seen = seen_movies(settings, 1) | {2571}
+    seen = set(history) | {2571}
     assert not {r["movie_id"] for r in top} & seen
     assert all(r["title"] and r["model_version"] == version for r in top)
     # ordered by the ranking model, each row carrying the rating model's stars
@@ -95,12 +104,54 @@ def test_pair_and_top_k_requests_are_answered_with_enrichment(live, version):
         predicted_ratings(art, vectors, [m for m, _ in want]).tolist(), abs=1e-4)
 
 
-def seen_movies(settings: Settings, user_id: int) -> set[int]:
+def user_history(settings: Settings, user_id: int) -> dict[int, float]:
     session = cassandra_session(settings.cassandra, keyspace=settings.cassandra.keyspace)
-    rows = session.execute("SELECT movie_id FROM ratings WHERE user_id = %s", (user_id,))
-    seen = {r.movie_id for r in rows}
+    rows = session.execute("SELECT movie_id, rating FROM ratings WHERE user_id = %s",
+                           (user_id,))
+    history = {r.movie_id: r.rating for r in rows}
     session.cluster.shutdown()
-    return seen
+    return history
+
+
+HORROR = (1997, 1387, 2710, 1258, 1982)  # The Exorcist, Jaws, Blair Witch, The Shining, Halloween
+
+
+def test_a_known_users_new_ratings_change_their_answers_in_the_next_batch(live, version):
+    """The speed layer: ratings stored after training fold the user in from their whole
+    history, for top-k and pair requests alike; nothing waits for a retrain."""
+    settings, _ = live
+    user = 3
+    art = ModelRegistry(settings.model.models_dir).load(version)
+    assert art.user_row(user) is not None
+    send(settings, [{"request_id": "before", "user_id": user, "k": 10}])
+    before = collect(settings, settings.kafka.predictions_topic, answered({"before"}))
+    session = cassandra_session(settings.cassandra, keyspace=settings.cassandra.keyspace)
+    new = [m for m in HORROR if m not in user_history(settings, user)]
+    try:
+        for movie in new:
+            session.execute("INSERT INTO ratings (user_id, movie_id, rating) "
+                            "VALUES (%s, %s, 5.0)", (user, movie))
+        send(settings, [{"request_id": "after", "user_id": user, "k": 10},
+                        {"request_id": "after-pair", "user_id": user, "movie_id": TOY_STORY}])
+        records = collect(settings, settings.kafka.predictions_topic,
+                          answered({"after", "after-pair"}))
+        history = user_history(settings, user)
+    finally:
+        for movie in new:
+            session.execute("DELETE FROM ratings WHERE user_id = %s AND movie_id = %s",
+                            (user, movie))
+        session.cluster.shutdown()
+    folded = fold_in(art, history)
+    top = sorted((r for r in records if r["request_id"] == "after"), key=lambda r: r["rank"])
+    assert {r["strategy"] for r in top} == {"fold-in"}
+    assert [r["movie_id"] for r in top] == [m for m, _ in recommend(art, folded, 10, history)]
+    assert not {r["movie_id"] for r in top} & set(new)
+    assert [r["movie_id"] for r in top] != [
+        r["movie_id"] for r in sorted((r for r in before if r["request_id"] == "before"),
+                                      key=lambda r: r["rank"])]
+    [pair] = [r for r in records if r["request_id"] == "after-pair"]
+    assert pair["predicted_rating"] == pytest.approx(predict_pair(art, folded, TOY_STORY),
+                                                     abs=1e-4)
 
 
 def test_cold_start_paths_fold_in_popular_and_unknown_movie(live):

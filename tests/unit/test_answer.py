@@ -18,7 +18,6 @@ from recommender.predict.answer import (
     answer_partitions,
 )
 from recommender.predict.scoring import ServingBundle
-from recommender.settings import CassandraSettings
 from tests.support.models import make_artifacts
 
 TO = Destinations("predictions", "requests-dlq")
@@ -48,9 +47,14 @@ class _Tally:
         self.value = TallyParam().addInPlace(self.value, part)
 
 
+def _no_histories(users: list[int]) -> dict:
+    """User 1 has no ratings stored: answered with the trained vectors."""
+    return {}
+
+
 def _answer(*frames: pd.DataFrame) -> tuple[pd.DataFrame, BatchTally]:
     tally = _Tally()
-    run = answer_partitions(SimpleNamespace(value=_bundle()), CassandraSettings(), TO, tally)
+    run = answer_partitions(SimpleNamespace(value=_bundle()), _no_histories, TO, tally)
     return pd.concat(list(run(iter(frames)))), tally.value
 
 

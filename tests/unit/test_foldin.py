@@ -3,6 +3,7 @@ every predicted rating the rating model."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from recommender.model.foldin import (
     recommend_popular,
     similar_items,
     trained_vectors,
+    user_vectors,
 )
 from tests.support.models import make_artifacts, random_artifacts, rating_rows
 
@@ -127,6 +129,44 @@ def test_lists_are_ordered_by_ranking_and_carry_the_rating_models_stars() -> Non
     assert [m for m, _ in result.items] == [100, 101]
     assert result.ratings == pytest.approx([3.1, 4.0])
     assert predict_pair(art, trained_vectors(art, 1), 101) == pytest.approx(4.0)
+
+
+def test_rating_weight_mixes_the_predicted_rating_into_the_order() -> None:
+    # the same two disagreeing models; at rating_weight 2 the rating model's 0.9 lead in
+    # predicted rating (x 2) outweighs the ranking model's 0.9 lead in score
+    art = make_artifacts([100, 101], [1], np.array([[1.0], [0.1]]), np.array([[1.0]]),
+                         rating_items=rating_rows(np.array([[0.1], [1.0]]), [1, 1], [0, 0]),
+                         rating_users=rating_rows(np.array([[1.0]]), [3.0], [1]),
+                         ranking_params={"rating_weight": 2.0})
+    result = recommend_for_user(art, 1, 2)
+    assert [m for m, _ in result.items] == [101, 100]
+    assert [s for _, s in result.items] == pytest.approx([0.1 + 2 * 4.0, 1.0 + 2 * 3.1])
+    assert result.ratings == pytest.approx([4.0, 3.1])  # stars stay the rating model's
+
+
+def test_a_movie_the_model_never_saw_gets_the_new_movie_bias() -> None:
+    art = make_artifacts([100], [1], np.array([[1.0]]), np.array([[1.0]]),
+                         rating_users=rating_rows(np.array([[1.0]]), [3.0], [1]),
+                         rating_params={"new_movie_bias": -0.4})
+    assert predict_pair(art, trained_vectors(art, 1), 999) == pytest.approx(3.0 - 0.4)
+
+
+def test_a_known_user_with_ratings_the_models_were_not_fitted_on_is_folded_in() -> None:
+    art = random_artifacts()
+    fitted = {100: 5.0, 101: 4.0}
+    art = replace(art, user_counts=np.full(len(art.user_ids), len(fitted), np.int64))
+    vectors, strategy = user_vectors(art, 1, fitted)
+    assert strategy == "als"
+    np.testing.assert_array_equal(vectors.ranking, trained_vectors(art, 1).ranking)
+    newer = {**fitted, 110: 5.0, 111: 5.0, 112: 4.5}
+    vectors, strategy = user_vectors(art, 1, newer)
+    assert strategy == "fold-in"
+    np.testing.assert_allclose(vectors.ranking, fold_in(art, newer).ranking)
+    np.testing.assert_allclose(vectors.rating, fold_in(art, newer).rating)
+    assert recommend_for_user(art, 1, 5, ratings=newer).items == recommend(
+        art, fold_in(art, newer), 5, exclude=newer)
+    # a version that does not record what it was fitted on serves trained vectors
+    assert user_vectors(replace(art, user_counts=None), 1, newer)[1] == "als"
 
 
 def test_strategy_falls_back_from_als_to_fold_in_to_popular() -> None:

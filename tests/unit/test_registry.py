@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 import threading
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -130,6 +132,19 @@ def test_an_old_single_model_version_is_refused_and_current_keeps_serving(
     with pytest.raises(ModelError, match=r"format 1.*recommender train"):
         reg.load(old)
     assert reg.current_version() == good and reg.load().version == good
+
+
+def test_fitted_counts_travel_with_the_version_and_older_versions_load_without(
+        reg: ModelRegistry) -> None:
+    art = random_artifacts(n_items=3, n_users=2, rank=2, version=reg.new_version())
+    counted = replace(art, user_counts=np.array([7, 3], np.int64))
+    with reg.staging(counted.version) as tmp:
+        counted.save(tmp, {"metrics": {"ndcg_at_10": 0.2, "rmse": 0.9}})
+    assert reg.load(counted.version).user_counts.tolist() == [7, 3]
+    older = reg.new_version()
+    with reg.staging(older) as tmp:
+        replace(art, version=older).save(tmp, {"metrics": {"ndcg_at_10": 0.2, "rmse": 0.9}})
+    assert reg.load(older).user_counts is None  # serves trained vectors, as before
 
 
 def test_rollback_walks_back_through_what_served(tmp_path: Path) -> None:

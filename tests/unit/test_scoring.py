@@ -155,14 +155,14 @@ def test_rows_carry_the_prediction_contract_fields_in_order(bundle):
 
 def test_history_is_read_only_where_it_changes_the_answer(bundle):
     frame = pd.DataFrame([
-        {**request(request_id="a", user_id=1, movie_id=10)},  # known user, pair: dot product
+        {**request(request_id="a", user_id=1, movie_id=10)},  # known user: newer ratings?
         {**request(request_id="b", user_id=5, movie_id=10)},  # unknown user: fold-in
         {**request(request_id="c", user_id=3, k=2)},  # top-k: seen movies excluded
         {**request(request_id="d", user_id=1, movie_id=20)},
     ])[list(REQUEST_COLUMNS)]
-    assert users_needing_history(bundle, frame) == [3, 5]
+    assert users_needing_history(bundle, frame) == [1, 3, 5]
     popular = ServingBundle(bundle.artifacts, MOVIES, popular_only=True)
-    assert users_needing_history(popular, frame) == [3]
+    assert users_needing_history(popular, frame) == [3]  # popularity pairs: no history
 
 
 def test_interleaved_users_are_each_answered_with_their_own_strategy(bundle):

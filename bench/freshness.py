@@ -1,0 +1,141 @@
+"""Freshness of the speed layer: how long after a rating reaches Kafka the answers of
+``/users/{id}/recommendations`` reflect it.
+
+ml-latest-small in a private keyspace, the product's default model trained on it with its
+movie vectors published, then ``recommender ingest`` (streaming, the default trigger) from a
+private ratings topic and ``recommender serve``, each in its own process. Per probe: a user
+the model knows and the movie at the top of their current list; a 5-star rating of it is
+produced to the ratings topic at t0, and the API is asked every ``POLL_S`` until an answer
+reflects it: the movie is gone from the list and the user is folded in (``fold-in``) from
+their whole history, new rating included. Staleness is the start of the first reflecting
+request minus t0: Kafka, the ingest micro-batch, the Cassandra write and the request.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import httpx
+import numpy as np
+
+from bench.common import (
+    Clock,
+    child_env,
+    envelope,
+    log,
+    percentiles,
+    table,
+    target,
+    wait_until,
+    workspace,
+)
+from bench.fixtures import (
+    ML_SMALL,
+    copy_model,
+    install_index_templates,
+    ml_small,
+    prepare_keyspace,
+    trained_model,
+    write_ratings,
+)
+from bench.monitor import RssMonitor
+from bench.serve import start_api
+from recommender.settings import Settings
+
+TARGET_S = 5.0
+POLL_S = 0.05
+PROBE_TIMEOUT_S = 30.0
+
+
+def run(settings: Settings, quick: bool) -> dict[str, Any]:
+    from recommender.clients import elasticsearch_client, kafka_producer
+    from recommender.model.registry import ModelRegistry
+    from recommender.topics import ensure_topics
+    from recommender.vectors import movie_infos, publish_movie_vectors
+
+    ws = workspace(settings)
+    clock = Clock()
+    probes = 10 if quick else 40
+    own = ws.settings("freshness")
+    dataset = ml_small(own)
+    prepare_keyspace(own, dataset)
+    write_ratings(ws, own, dataset.ratings_frame, ML_SMALL)
+    version = copy_model(trained_model(ws), own)
+    artifacts = ModelRegistry.from_settings(own.model).load(version)
+    es = elasticsearch_client(own.elasticsearch)
+    install_index_templates(own)
+    publish_movie_vectors(es, artifacts, movie_infos(dataset.movies()),
+                          alias=own.elasticsearch.indices.movie_vectors)
+    es.close()
+    ensure_topics(own, own.kafka.ratings_topic, own.kafka.ratings_dlq_topic)
+    ingest = ws.start([sys.executable, "-m", "recommender", "ingest"],
+                      ws.tmp / "freshness" / "ingest.log", env=child_env(own))
+    api = start_api(ws, own)
+    producer = kafka_producer(own.kafka)
+    users = np.random.default_rng(7).choice(artifacts.user_ids, probes + 1, replace=False)
+    with RssMonitor() as rss:
+        rss.track("ingest (Spark driver)", ingest.pid)
+        rss.track("API (uvicorn, one process)", api["proc"].pid)
+        first = probe(api["url"], producer, own, int(users[0]), timeout_s=300)
+        log(f"freshness: warm-up probe (ingest's first batch) reflected after {first:.1f}s")
+        results = []
+        for n, user in enumerate(users[1:], 1):
+            results.append(probe(api["url"], producer, own, int(user)))
+            log(f"freshness: probe {n}/{probes}: user {user}, {results[-1]:.2f}s")
+    producer.close()
+    staleness = percentiles(results)
+    return envelope(
+        "freshness", own, quick, clock,
+        dataset={"name": ML_SMALL, "rows": len(dataset.ratings_frame), "probes": probes},
+        config={"poll_s": POLL_S, "probe_timeout_s": PROBE_TIMEOUT_S,
+                "trigger_interval": own.spark.trigger_interval,
+                "model_version": version},
+        metrics={"staleness_s": staleness, "probes_s": [round(r, 3) for r in results],
+                 "warmup_probe_s": round(first, 2)},
+        targets=[target("slowest probe: rating produced -> /recommendations reflects it",
+                        staleness["max"], TARGET_S, "<=", "s")],
+        tables=[table("Staleness of /users/{id}/recommendations after a new rating (s)",
+                      ["probes", "p50", "p95", "max"],
+                      [[probes, staleness["p50"], staleness["p95"], staleness["max"]]])],
+        rss={"freshness": rss},
+        notes=["A probe is reflected when the rated movie has left the user's list and the "
+               "answer's strategy is fold-in: the vectors were folded in from a history that "
+               "holds the new rating. Polls every config.poll_s, so figures are upper bounds "
+               "by up to that much.",
+               "The warm-up probe (not in the figures) waits for ingest's first micro-batch, "
+               "which includes the Spark job's start."])
+
+
+def probe(url: str, producer: Any, settings: Settings, user: int,
+          timeout_s: float = PROBE_TIMEOUT_S) -> float:
+    """Rate the user's top movie 5 stars through Kafka; seconds until the API reflects it."""
+    from recommender.contracts import RatingEvent
+
+    with httpx.Client(base_url=url, timeout=10) as client:
+        top = client.get(f"/users/{user}/recommendations", params={"k": 10}).json()
+        movie = int(top["items"][0]["movie_id"])
+        now = int(time.time() * 1000)
+        event = RatingEvent(event_id=f"bench:{user}:{movie}:{now}", user_id=user,
+                            movie_id=movie, rating=5.0, event_time=now, source="bench")
+        sent = time.perf_counter()
+        producer.send(settings.kafka.ratings_topic, key=event.key(), value=event.to_json())
+        producer.flush()
+        asked = [sent]
+
+        def reflected() -> bool:
+            asked[0] = time.perf_counter()
+            body = client.get(f"/users/{user}/recommendations", params={"k": 10}).json()
+            return (body["strategy"] == "fold-in"
+                    and movie not in {int(i["movie_id"]) for i in body["items"]})
+
+        wait_until(reflected, timeout_s, f"user {user}'s rating of movie {movie} to show",
+                   poll_s=POLL_S)
+        return asked[0] - sent
+
+
+if __name__ == "__main__":
+    from bench.common import main
+
+    main("freshness")
