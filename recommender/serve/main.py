@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from recommender.model.registry import ModelRegistry
-from recommender.serve import handlers, movies, ops, ratings, requests, sessions, users
+from recommender.serve import handlers, movies, ops, page, ratings, requests, sessions, users
 from recommender.serve.backends import Backends
 from recommender.serve.deps import ApiContext
 from recommender.serve.metrics import Metrics, MetricsMiddleware
@@ -73,7 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                            allow_methods=["GET", "POST"],
                            allow_headers=["Content-Type", "X-API-Key"])
     app.add_middleware(MetricsMiddleware, metrics=ctx.metrics)
-    for module in (users, requests, ratings, movies, sessions, ops):
+    for module in (users, requests, ratings, movies, sessions, ops, page):
         app.include_router(module.router)
     if importlib.util.find_spec("recommender.dashboard") and importlib.util.find_spec(DASHBOARD):
         app.include_router(importlib.import_module(DASHBOARD).router)

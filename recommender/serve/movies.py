@@ -1,16 +1,35 @@
-"""``/movies/{movie_id}/...``: item-to-item similarity from the model."""
+"""``/movies``: the catalogue's search, and item-to-item similarity from the model."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 
-from recommender.serve.deps import RecommenderDep, TopK
-from recommender.serve.schemas import INT32_MAX, SimilarMovie, SimilarMovies
+from recommender.serve import store
+from recommender.serve.deps import EsDep, IndicesDep, RecommenderDep, SettingsDep, TopK
+from recommender.serve.schemas import (
+    INT32_MAX,
+    CatalogueMatches,
+    CatalogueMovie,
+    SimilarMovie,
+    SimilarMovies,
+)
 
 router = APIRouter(prefix="/movies", tags=["movies"])
 MovieId = Annotated[int, Path(gt=0, le=INT32_MAX, description="MovieLens movie id.")]
+
+
+@router.get("", response_model=CatalogueMatches)
+async def search(q: Annotated[str, Query(min_length=1, max_length=200,
+                                         description="Words of the title.")],
+                 es: EsDep, settings: SettingsDep, indices: IndicesDep,
+                 limit: Annotated[int, Query(ge=1, le=50)] = 10) -> CatalogueMatches:
+    """Movies whose title matches ``q``, for a person looking for a movie to rate."""
+    found = await store.search_movies(es, settings, indices.movies, q, limit)
+    return CatalogueMatches(query=q, movies=[CatalogueMovie(**{
+        k: m.get(k) for k in CatalogueMovie.model_fields if m.get(k) is not None})
+        for m in found])
 
 
 @router.get("/{movie_id}/similar", response_model=SimilarMovies)

@@ -68,6 +68,24 @@ class RequestsAccepted(BaseModel):
     topic: str
 
 
+# --- the catalogue ----------------------------------------------------------------------------
+
+
+class CatalogueMovie(BaseModel):
+    """A movie as the catalogue (the ``movies`` index) knows it."""
+
+    movie_id: int
+    title: str | None = None
+    year: int | None = None
+    genres: list[str] = []
+    rating_count: int | None = Field(None, description="Ratings in the loaded dataset.")
+
+
+class CatalogueMatches(BaseModel):
+    query: str
+    movies: list[CatalogueMovie]
+
+
 # --- ratings --------------------------------------------------------------------------------
 
 

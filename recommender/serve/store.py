@@ -47,6 +47,22 @@ async def user_predictions(es: AsyncElasticsearch, settings: Settings, index: st
             for source in (hit["_source"] for hit in response.get("hits", {}).get("hits", []))]
 
 
+async def search_movies(es: AsyncElasticsearch, settings: Settings, index: str, text: str,
+                        limit: int) -> list[dict[str, Any]]:
+    """Movies of the catalogue whose title matches ``text`` (all its words, or the words
+    typed so far), the best matches first and the most-rated among equals."""
+    query = {"bool": {"should": [
+        {"match": {"title": {"query": text, "operator": "and"}}},
+        {"match_phrase_prefix": {"title": {"query": text}}}], "minimum_should_match": 1}}
+    with es_errors(settings):
+        response = await es.search(index=index, query=query, size=limit,
+                                   sort=["_score", {"rating_count": {"order": "desc",
+                                                                     "missing": "_last"}}],
+                                   ignore_unavailable=True, allow_no_indices=True,
+                                   filter_path=ONLY_SOURCES)
+    return [hit["_source"] for hit in response.get("hits", {}).get("hits", [])]
+
+
 async def request_predictions(es: AsyncElasticsearch, settings: Settings, alias: str,
                               request_id: str) -> list[dict[str, Any]]:
     """The request's newest complete answer, by rank; ``NotFound`` until there is one."""

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -33,6 +34,8 @@ from tests.support.waiting import wait_for
 
 NEW_USER, KNOWN_USER = 900_301, 3
 FIRST, SECOND = "Horror", "Animation"
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 WITHIN_S = 10.0  # how long the API's answer may take to follow (bench/freshness measures it)
 
 
@@ -188,3 +191,78 @@ def test_bad_ratings_are_refused_and_nothing_is_written(live):
     assert good.status_code == 202
     wait_for(lambda: history(live, NEW_USER + 1) == {1: 4.5},
              "the one good rating to be the user's only stored rating", timeout_s=30)
+
+
+def test_the_catalogue_search_finds_movies_by_title_words_and_prefix(live):
+    body = live.api.get("/movies", params={"q": "toy story"}).json()
+    titles = [m["title"] for m in body["movies"]]
+    assert titles and all("Toy Story" in t for t in titles[:3])
+    typed = live.api.get("/movies", params={"q": "shawsh"}).json()["movies"]
+    assert typed[0]["title"].startswith("Shawshank Redemption")
+    assert live.api.get("/movies", params={"q": ""}).status_code == 422
+
+
+def test_the_page_and_its_assets_are_served(live):
+    page = live.api.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert 'lang="en"' in page.text and 'name="viewport"' in page.text
+    for asset in ("app.js", "app.css"):
+        assert live.api.get(f"/page/{asset}").status_code == 200
+    assert live.api.get("/page/secrets.txt").status_code == 422
+    assert "/ratings" in live.api.get("/openapi.json").json()["paths"]
+
+
+@pytest.fixture()
+def served(live) -> Iterator[str]:
+    """The same app behind a real HTTP server, for the browser."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(live.settings), host="127.0.0.1",
+                                           port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    wait_for(lambda: server.started, "the page's server to start", timeout_s=60, poll_s=0.2)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+def test_a_person_rates_movies_on_the_page_and_sees_the_list_change(served):
+    """Headless Chromium (Debian's) drives the page as a person would: a new user, two
+    ratings found through the search box, and the recommendations shown change."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 1400})  # a phone
+            page.goto(served)
+            page.fill("#user-id", str(NEW_USER + 2))
+            page.click("text=Show this user")
+            page.wait_for_selector("#live li")
+            page.wait_for_function("document.querySelector('#live-meta').textContent"
+                                   ".includes('strategy popular')")
+            before = page.locator("#live .title").all_text_contents()
+            for query, title in (("toy story", "Toy Story"), ("finding nemo", "Finding Nemo")):
+                page.fill("#query", query)
+                page.click("#search button")
+                page.wait_for_selector(f"#results li:first-child .title:has-text('{title}')")
+                page.evaluate("document.querySelector('#status').textContent = ''")
+                page.locator("#results .rate-button").first.click()
+                page.wait_for_function("document.querySelector('#status').textContent"
+                                       ".includes('updated')", timeout=30_000)
+            after = page.locator("#live .title").all_text_contents()
+            assert "strategy fold-in" in page.text_content("#live-meta")
+            assert after != before and len(after) == 10
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "page.png"), full_page=True)
+        finally:
+            browser.close()
