@@ -111,7 +111,7 @@ def rated(api_settings: Settings, stack, dataset: Dataset) -> Iterator[dict[int,
     session = cassandra_session(api_settings.cassandra)
     ks = api_settings.cassandra.keyspace
     session.execute(keyspace_cql(ks, 1))
-    for table in ("ratings", "user_taste", "similar_users"):
+    for table in ("ratings", "movies", "user_taste", "similar_users"):
         session.execute(CASSANDRA_TABLES[table].format(ks=ks))
     insert = session.prepare(f"INSERT INTO {ks}.ratings (user_id, movie_id, rating) "
                              "VALUES (?, ?, ?)")
@@ -453,7 +453,8 @@ MINE = [
     ("GET", "/users/{user_id}/predictions"), ("GET", "/users/{user_id}/recommendations"),
     ("GET", "/users/{user_id}/similar-users"), ("GET", "/users/{user_id}/taste"),
     ("POST", "/prediction-requests"), ("GET", "/prediction-requests/{request_id}"),
-    ("GET", "/movies/{movie_id}/similar"), ("GET", "/sessions/{session_id}/next"),
+    ("GET", "/movies/{movie_id}/similar"), ("GET", "/movies"), ("POST", "/ratings"),
+    ("GET", "/sessions/{session_id}/next"),
     ("GET", "/health"), ("GET", "/metrics"),
 ]
 
