@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         close_workspace()
         out = report.write(RESULTS_DIR, REPO / "BENCHMARKS.md")
+        report.write_readme(RESULTS_DIR, REPO / "README.md")
         log(f"wrote {out.relative_to(REPO)}")
     return 1 if failures else 0
 

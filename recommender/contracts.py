@@ -51,12 +51,18 @@ class RatingEvent:
         return str(self.user_id).encode()
 
 
+MAX_EXCLUDE = 1000  # movie ids one request may exclude
+MAX_REQUEST_ID_BYTES = 64  # a request id is a document id and a URL path segment
+
+
 @dataclass(frozen=True)
 class PredictionRequest:
     """Topic ``prediction-requests``; key = ``user_id``.
 
     Exactly one of ``movie_id`` (predict one pair) and ``k`` (top-k) is set. Movies the user
-    already rated are excluded from top-k; ``exclude`` adds more.
+    already rated are excluded from top-k; ``exclude`` adds more (``MAX_EXCLUDE`` at most).
+    ``request_id`` holds at most ``MAX_REQUEST_ID_BYTES`` bytes, wherever the request comes
+    from (the API and the predictor check the same limit).
     """
 
     request_id: str

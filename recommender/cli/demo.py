@@ -45,6 +45,8 @@ def demo(
     run_demo(settings, options, console.print, live_view(settings, duration))
     api = f"http://{settings.api.host}:{settings.api.port}"
     console.print(f"\n[bold]The pipeline is running.[/] Look at:\n"
+                  f"  try it         {api}/  (pick a user, rate movies, watch the list "
+                  f"follow)\n"
                   f"  API docs       {api}/docs\n"
                   f"  dashboard      {api}/dashboard\n"
                   f"  predictions    {api}/users/1/predictions\n"

@@ -28,6 +28,7 @@ from pyspark.sql import types as T
 
 from recommender.clients import CASSANDRA_FORMAT as CASSANDRA
 from recommender.clients import kafka_admin, spark_kafka_options
+from recommender.contracts import MAX_EXCLUDE, MAX_REQUEST_ID_BYTES
 from recommender.errors import ModelError
 from recommender.predict.answer import (
     ANSWER_INPUT,
@@ -52,8 +53,6 @@ if TYPE_CHECKING:
     from pyspark.sql.streaming import StreamingQuery
 
 log = logging.getLogger(__name__)
-MAX_EXCLUDE = 1000
-MAX_REQUEST_ID_BYTES = 256
 
 REQUEST_SCHEMA = T.StructType([
     T.StructField("request_id", T.StringType()),

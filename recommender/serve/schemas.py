@@ -11,16 +11,22 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from recommender.contracts import RATING_MAX, RATING_MIN, Strategy
+from recommender.contracts import (
+    MAX_EXCLUDE,
+    MAX_REQUEST_ID_BYTES,
+    RATING_MAX,
+    RATING_MIN,
+    Strategy,
+)
 
 INT32_MAX = 2**31 - 1
-MAX_EXCLUDE = 1000
 MAX_BATCH = 1000
 K_CEILING = 10_000  # static bound for the schema; settings.api.max_k is checked per request
 DEFAULT_K = 10  # how many the GET endpoints return without ?k=
 
 PositiveId = Annotated[int, Field(gt=0, le=INT32_MAX)]
-RequestId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+RequestId = Annotated[str, Field(min_length=1, max_length=MAX_REQUEST_ID_BYTES,
+                                 pattern=r"^[A-Za-z0-9_.:-]+$")]  # ASCII: characters = bytes
 SessionId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 Genre = Annotated[str, Field(min_length=1, max_length=64)]
 
@@ -158,8 +164,9 @@ class Movie(BaseModel):
 
 class RecommendedMovie(Movie):
     rank: int
-    score: float = Field(description="Dot product (als/fold-in) or training rating count "
-                                     "(popular).")
+    score: float = Field(description="The ordering score (als/fold-in: ranking score + "
+                                     "rating_weight x predicted rating) or the training rating "
+                                     "count (popular).")
     predicted_rating: float | None = Field(
         None, description="The score clipped to the rating scale, for explicit models only.")
 

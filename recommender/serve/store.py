@@ -9,6 +9,7 @@ backend's error translator, so a down backend is a 503 with its name, never a tr
 from __future__ import annotations
 
 import math
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from recommender.errors import NotFound
@@ -106,13 +107,25 @@ def newest_complete_answer(request_id: str, docs: list[dict[str, Any]]) -> list[
 # --- Cassandra: the system of record and the profiles training writes -----------------------
 
 
+_PREPARED: weakref.WeakKeyDictionary[Session, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def _prepared(session: Session, query: str) -> Any:
+    """``query`` prepared once per session: the per-request reads skip Cassandra's parsing
+    and planning, and bind their values in the binary protocol."""
+    statements = _PREPARED.setdefault(session, {})
+    if query not in statements:
+        statements[query] = session.prepare(query)
+    return statements[query]
+
+
 def user_ratings(session: Session, settings: Settings, user_id: int) -> dict[int, float]:
     """``{movie_id: rating}`` of the user: fold-in input and the movies never to recommend."""
     ks = settings.cassandra.keyspace
     with cassandra_errors(settings):
-        rows = session.execute(f"SELECT movie_id, rating FROM {ks}.ratings WHERE user_id = %s",
-                               (user_id,))
-        return {int(r.movie_id): float(r.rating) for r in rows if r.rating is not None}
+        rows = session.execute(_prepared(
+            session, f"SELECT movie_id, rating FROM {ks}.ratings WHERE user_id = ?"), (user_id,))
+        return {int(movie): float(rating) for movie, rating in rows if rating is not None}
 
 
 def movie_exists(session: Session, settings: Settings, movie_id: int) -> bool:
@@ -120,8 +133,9 @@ def movie_exists(session: Session, settings: Settings, movie_id: int) -> bool:
     has the movie."""
     ks = settings.cassandra.keyspace
     with cassandra_errors(settings):
-        return session.execute(f"SELECT movie_id FROM {ks}.movies WHERE movie_id = %s",
-                               (movie_id,)).one() is not None
+        return session.execute(_prepared(
+            session, f"SELECT movie_id FROM {ks}.movies WHERE movie_id = ?"),
+            (movie_id,)).one() is not None
 
 
 def similar_user(session: Session, settings: Settings, user_id: int) -> dict[str, Any]:

@@ -7,11 +7,11 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Path, Query, Response
 
+from recommender.contracts import MAX_EXCLUDE
 from recommender.serve import store
 from recommender.serve.deps import BackendsDep, ContextDep, RecommenderDep, TopK
 from recommender.serve.schemas import (
     INT32_MAX,
-    MAX_EXCLUDE,
     PREDICTION_FIELDS,
     Genre,
     GenreTaste,

@@ -108,7 +108,7 @@ COMPONENTS: tuple[Component, ...] = (
         "api", "recommender serve",
         tables={"ratings": (SELECT,), "movies": (SELECT,), "user_taste": (SELECT,),
                 "similar_users": (SELECT,)},
-        topics={"requests_topic": WRITE},
+        topics={"requests_topic": WRITE, "ratings_topic": WRITE},  # POST /ratings
         es_cluster=("monitor",),
         indices=(((*PREDICTION_INDICES, *VECTOR_INDICES, _NAMES.movies,
                    _NAMES.user_taste, RATINGS_INDICES), ("read", "view_index_metadata")),),

@@ -26,9 +26,16 @@ from pydantic import ValidationError
 from pyspark.sql import DataFrame, Row
 from pyspark.sql import types as T
 
-from recommender.contracts import RATING_MAX, RATING_MIN, PredictionRequest, RatingEvent
+from recommender.contracts import (
+    MAX_EXCLUDE,
+    MAX_REQUEST_ID_BYTES,
+    RATING_MAX,
+    RATING_MIN,
+    PredictionRequest,
+    RatingEvent,
+)
 from recommender.ingest import parse_events
-from recommender.predict.job import MAX_EXCLUDE, REQUEST_SCHEMA, request_rules
+from recommender.predict.job import REQUEST_SCHEMA, request_rules
 from recommender.serve.schemas import INT32_MAX, PredictionRequestIn
 from recommender.settings import Settings
 from recommender.streaming import MAX_EPOCH_MS, parse_kafka_json
@@ -149,7 +156,7 @@ def accepted_request(payload: bytes | None, row: Row) -> None:
     assert exclude is None or (isinstance(exclude, list) and len(exclude) <= MAX_EXCLUDE
                                and all(is_int(m) and m > 0 for m in exclude))
     assert (row.exclude or None) == (exclude or None)
-    assert len(row.request_id.encode()) <= 256, "a request_id too long for a document id"
+    assert len(row.request_id.encode()) <= MAX_REQUEST_ID_BYTES, "a request_id too long"
     assert obj.get("requested_at") is None or (
         is_int(obj["requested_at"]) and 0 <= obj["requested_at"] <= MAX_EPOCH_MS
         and row.requested_at == obj["requested_at"])
@@ -294,8 +301,9 @@ REQUEST_DEFECTS: dict[str, tuple[st.SearchStrategy, str]] = {
                       "missing field: request_id"),
     "request id not a string": (not_strings.map(lambda v: {**REQUEST, "request_id": v}),
                                 "request_id (not a string)"),
-    "request id too long": (st.text(min_size=257, max_size=400).filter(lambda r: r.strip(" ")).map(
-        lambda r: {**REQUEST, "request_id": r}), "request_id holds at most 256 bytes"),
+    "request id too long": (st.text(min_size=MAX_REQUEST_ID_BYTES + 1, max_size=400).filter(
+        lambda r: r.strip(" ")).map(lambda r: {**REQUEST, "request_id": r}),
+        f"request_id holds at most {MAX_REQUEST_ID_BYTES} bytes"),
     "requested_at out of range": (st.one_of(st.integers(-(2**63), -1),
                                             st.integers(MAX_EPOCH_MS + 1, 2**63 - 1)).map(
         lambda t: {**REQUEST, "requested_at": t}), "requested_at out of range"),
