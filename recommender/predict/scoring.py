@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from recommender.contracts import Strategy
+from recommender.contracts import PredictionRequest, Strategy
 from recommender.model.artifacts import ModelArtifacts
 from recommender.model.foldin import (
     UserVectors,
@@ -47,7 +47,7 @@ class ServingBundle:
         return self.artifacts.version
 
 
-REQUEST_COLUMNS = ("request_id", "user_id", "movie_id", "k", "exclude", "requested_at")
+REQUEST_COLUMNS = tuple(f.name for f in fields(PredictionRequest))  # the topic's payload
 
 
 @dataclass(frozen=True)
