@@ -59,6 +59,23 @@ ARRAY_FILES = (*ID_FILES, *(f"{kind}_{side}_factors" for kind in KINDS
 OPTIONAL_FILES = ("user_counts",)  # versions written before the speed layer lack it
 
 
+def mixed_items(ranking: np.ndarray, rating: np.ndarray, weight: float) -> np.ndarray:
+    """Movie rows ``[y_rank, weight x y_rate]``: against ``mixed_users`` their inner
+    product is the ranking score + weight x the predicted rating, the order of every top-k
+    list (training's evaluation and serving alike). The ranking rows alone when ``weight``
+    is 0."""
+    if weight == 0:
+        return ranking
+    return np.hstack([ranking, weight * rating]).astype(np.float32)
+
+
+def mixed_users(ranking: np.ndarray, rating: np.ndarray, weight: float) -> np.ndarray:
+    """User rows (or one user's vector) ``[x_rank, x_rate]`` against ``mixed_items``."""
+    if weight == 0:
+        return ranking
+    return np.hstack([ranking, rating]).astype(np.float32)
+
+
 def spark_model_dir(kind: Kind) -> str:
     """Where a version keeps the Spark ``ALSModel`` of one of its two models."""
     return f"{kind}_als"
@@ -184,17 +201,13 @@ class ModelArtifacts:
         """Movie rows whose inner product with ``ordering_vector`` orders every top-k list
         (predictor, API, kNN index): ``[y_rank, rating_weight x y_rate]``, so the score is
         the ranking score + rating_weight x the predicted rating (``train.als.ordering``)."""
-        if self.rating_weight == 0:
-            return self.ranking.item_factors
-        return np.hstack([self.ranking.item_factors,
-                          self.rating_weight * self.rating.item_factors]).astype(np.float32)
+        return mixed_items(self.ranking.item_factors, self.rating.item_factors,
+                              self.rating_weight)
 
     def ordering_vector(self, ranking: np.ndarray, rating: np.ndarray) -> np.ndarray:
         """A user's query against ``ordering_items``, from their two vectors."""
-        ranking = np.asarray(ranking, np.float32)
-        if self.rating_weight == 0:
-            return ranking
-        return np.concatenate([ranking, np.asarray(rating, np.float32)])
+        return mixed_users(np.asarray(ranking, np.float32), np.asarray(rating, np.float32),
+                              self.rating_weight)
 
     @cached_property
     def item_index(self) -> dict[int, int]:

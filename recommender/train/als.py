@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from recommender.model.artifacts import mixed_items, mixed_users
 from recommender.settings import ModelSettings, RankingSettings, RatingSettings
 from recommender.train.evaluate import Factors
 
@@ -122,10 +123,9 @@ def ordering(ranking: Factors, rating: Factors, weight: float) -> Factors:
     Both must be fitted on the same users and movies (``pipeline`` checks)."""
     if weight == 0:
         return ranking
-    users = np.hstack([ranking.user_factors, rating.user_factors]).astype(np.float32)
-    items = np.hstack([ranking.item_factors, weight * rating.item_factors]).astype(np.float32)
-    return Factors(user_ids=ranking.user_ids, user_factors=users, item_ids=ranking.item_ids,
-                   item_factors=items, implicit=True)
+    return Factors(user_ids=ranking.user_ids, item_ids=ranking.item_ids, implicit=True,
+                   user_factors=mixed_users(ranking.user_factors, rating.user_factors, weight),
+                   item_factors=mixed_items(ranking.item_factors, rating.item_factors, weight))
 
 
 def build(params: Params) -> ALS:

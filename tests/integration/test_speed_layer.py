@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -45,6 +46,7 @@ class Live:
     api: TestClient
     model: ModelArtifacts
     dataset: Dataset
+    session: Any  # one Cassandra session for the module's reads (tests poll with it)
 
 
 def train_side(spark, settings: Settings, model: ModelArtifacts, user: int) -> list[tuple]:
@@ -77,7 +79,6 @@ def live(spark, trained: Settings, data_dir) -> Iterator[Live]:
                              "(user_id, movie_id, rating) VALUES (?, ?, ?)")
     for row in train_side(spark, trained, model, KNOWN_USER):
         session.execute(insert, row)
-    session.cluster.shutdown()
     load_metadata(own, dataset)
     install_index_templates(own)
     es = elasticsearch_client(own.elasticsearch)
@@ -89,11 +90,12 @@ def live(spark, trained: Settings, data_dir) -> Iterator[Live]:
     query = predictor.start()
     try:
         with TestClient(create_app(own)) as api:
-            yield Live(own, api, model, dataset)
+            yield Live(own, api, model, dataset, session)
     finally:
         query.stop()
         predictor.close()
         ingest.stop()
+        session.cluster.shutdown()
 
 
 def genre_movies(live: Live, genre: str, user: int) -> list[int]:
@@ -106,11 +108,9 @@ def genre_movies(live: Live, genre: str, user: int) -> list[int]:
 
 
 def history(live: Live, user: int) -> dict[int, float]:
-    session = cassandra_session(live.settings.cassandra, live.settings.cassandra.keyspace)
-    rows = session.execute("SELECT movie_id, rating FROM ratings WHERE user_id = %s", (user,))
-    out = {int(r.movie_id): float(r.rating) for r in rows}
-    session.cluster.shutdown()
-    return out
+    rows = live.session.execute(f"SELECT movie_id, rating FROM {live.settings.cassandra.keyspace}"
+                                ".ratings WHERE user_id = %s", (user,))
+    return {int(r.movie_id): float(r.rating) for r in rows}
 
 
 def top_k_prediction(live: Live, user: int) -> list[dict]:
