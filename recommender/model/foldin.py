@@ -162,10 +162,9 @@ def user_vectors(artifacts: ModelArtifacts, user_id: int | None,
     when the models were fitted on all of them (``als``); else, the speed layer, vectors
     folded in from the whole current history (``fold-in``: a user the models do not know,
     or a known user with ratings they were not fitted on); else none (``popular``)."""
-    row = artifacts.user_row(user_id) if user_id is not None else None
-    trained = None if row is None else UserVectors(artifacts.ranking.user_factors[row],
-                                                   artifacts.rating.user_factors[row])
-    if trained is not None and (not ratings or artifacts.fitted_on_all_of(row, ratings)):
+    trained = trained_vectors(artifacts, user_id) if user_id is not None else None
+    if trained is not None and (not ratings or artifacts.fitted_on_all_of(
+            artifacts.user_index[int(user_id)], ratings)):
         return trained, "als"
     vectors = fold_in(artifacts, ratings) if ratings else None
     if vectors is not None:
