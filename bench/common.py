@@ -336,11 +336,23 @@ def _versions(settings_json: str) -> dict[str, Any]:
     return out
 
 
-def commit() -> str | None:
-    """The git commit the figures were measured on (``-dirty`` when the tree had changes)."""
+def commit() -> tuple[str | None, bool | None]:
+    """The git commit the code runs from, and whether the code differs from it (results,
+    manuals and screenshots the runs write do not count)."""
     from recommender.train.pipeline import code_version
 
-    return code_version()["git_sha"]
+    code = code_version()
+    sha = code["git_sha"]
+    return (sha.removesuffix("-dirty") if sha else None), code["dirty"]
+
+
+def provenance(clock: Clock, settings: Settings) -> dict[str, Any]:
+    """What a results file needs to be tied to its code: the commit taken when the run
+    started, ``dirty`` when the code differed from it at the start or at the end (edited
+    mid-run), and the effective settings (secrets masked)."""
+    sha, dirty = commit()
+    return {"commit": clock.commit, "dirty": bool(clock.dirty or dirty or sha != clock.commit),
+            "settings": settings.model_dump(mode="json")}
 
 
 def versions(settings: Settings) -> dict[str, Any]:
@@ -388,6 +400,7 @@ class Clock:
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         self.t0 = time.monotonic()
         self.load_before = [round(x, 2) for x in os.getloadavg()]
+        self.commit, self.dirty = commit()
 
 
 def envelope(name: str, settings: Settings, quick: bool, clock: Clock, *,
@@ -411,7 +424,8 @@ def envelope(name: str, settings: Settings, quick: bool, clock: Clock, *,
                 peaks[label] = max(peaks.get(label, 0.0), mib)
         rss = dict(sorted(peaks.items()))
     return {
-        "benchmark": name, "quick": quick, "commit": commit(), "started_at": clock.started_at,
+        "benchmark": name, "quick": quick, **provenance(clock, settings),
+        "started_at": clock.started_at,
         "duration_s": round(time.monotonic() - clock.t0, 1),
         "load_average": {"before": clock.load_before,
                          "after": [round(x, 2) for x in os.getloadavg()]},

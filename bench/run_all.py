@@ -25,9 +25,9 @@ from bench.common import (
     Clock,
     base_settings,
     close_workspace,
-    commit,
     log,
     machine,
+    provenance,
     versions,
     workspace,
 )
@@ -112,7 +112,8 @@ def describe(doc: str | None) -> str:
 
 
 def failed(name: str, quick: bool, clock: Clock, error: str, settings: Any) -> dict[str, Any]:
-    return {"benchmark": name, "quick": quick, "commit": commit(), "started_at": clock.started_at,
+    return {"benchmark": name, "quick": quick, **provenance(clock, settings),
+            "started_at": clock.started_at,
             "duration_s": round(time.monotonic() - clock.t0, 1), "machine": machine(),
             "versions": versions(settings), "error": error, "targets": []}
 

@@ -24,6 +24,7 @@ from recommender.streaming import (
     missing,
     parse_kafka_json,
     read_topic,
+    retried_batches,
     run_query,
     with_retries,
     write_dead_letters,
@@ -228,7 +229,8 @@ def start_ingest(spark: SparkSession, settings: Settings, *, available_now: bool
                    settings.spark.ingest_max_offsets_per_trigger)
         .writeStream.queryName(query_name)
         .option("checkpointLocation", str(settings.spark.checkpoint_dir / query_name))
-        .foreachBatch(lambda df, batch_id: write_batch(df, batch_id, settings, movies))
+        .foreachBatch(retried_batches(
+            lambda df, batch_id: write_batch(df, batch_id, settings, movies), "ingest"))
     )
     writer = (writer.trigger(availableNow=True) if available_now
               else writer.trigger(processingTime=settings.spark.trigger_interval))

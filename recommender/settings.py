@@ -89,6 +89,9 @@ class KafkaSettings(SecretFiles):
         "recommender-predictor", description="Consumer group the predictor commits to.")
     shipper_group: str = "recommender-shipper"
     num_partitions: int = Field(4, ge=1, description="Partitions of topics the project creates.")
+    connect_wait_s: float = Field(300.0, ge=0, description=(
+        "How long the shipper waits, retrying with backoff, for a broker (at start, or to "
+        "commit during a broker restart)."))
     replication_factor: int = Field(1, ge=1)
 
     @model_validator(mode="after")

@@ -24,12 +24,12 @@ from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import orjson
 from elastic_transport import TransportError
 from elasticsearch import ApiError
-from kafka.errors import CommitFailedError
+from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from recommender.clients import elasticsearch_client, kafka_consumer, kafka_producer
@@ -53,10 +53,13 @@ if TYPE_CHECKING:
     from kafka.consumer.fetcher import ConsumerRecord
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 REQUIRED = ("request_id", "user_id", "predicted_at")
 
 
 ES_DOWN = (ApiError, TransportError, BulkRetry)
+KAFKA_DOWN = (KafkaError,)  # a broker restart: connection refused, no coordinator, timeouts
+MAX_BACKOFF_S = 15.0
 # Bulk requests in flight at once. Each bulk's shard-level work runs on one Elasticsearch
 # write thread per index; a second request in flight keeps the node busy while the first
 # one's acknowledgement is handled and the next batch is polled.
@@ -73,6 +76,7 @@ class ShipStats:
     dead_letters: int = 0
     batches: int = 0
     es_retries: int = 0
+    kafka_retries: int = 0
     started: float = field(default_factory=time.monotonic)
     first_poll: float | None = None  # when the first records arrived
     last_ack: float | None = None  # when Elasticsearch acknowledged the last batch
@@ -143,13 +147,17 @@ class Shipper:
         self.max_records = max_records
         self.names = settings.elasticsearch.indices
         kafka = settings.kafka
-        self.consumer = kafka_consumer(kafka, kafka.predictions_topic,
-                                       group_id=group_id or kafka.shipper_group,
-                                       max_poll_records=max_records,
-                                       fetch_max_bytes=64 * 1024 * 1024)
-        self.producer: KafkaProducer = kafka_producer(kafka)
-        self.es = elasticsearch_client(settings.elasticsearch)
+        deadline = time.monotonic() + kafka.connect_wait_s
         self.stats = ShipStats()
+        self.consumer = self.while_down(
+            lambda: kafka_consumer(kafka, kafka.predictions_topic,
+                                   group_id=group_id or kafka.shipper_group,
+                                   max_poll_records=max_records, fetch_max_bytes=64 * 1024 * 1024),
+            "connecting to Kafka", KAFKA_DOWN, lambda: time.monotonic() > deadline)
+        self.producer: KafkaProducer = self.while_down(
+            lambda: kafka_producer(kafka), "connecting to Kafka", KAFKA_DOWN,
+            lambda: time.monotonic() > deadline)
+        self.es = elasticsearch_client(settings.elasticsearch)
 
     def run(self, stop_when: Callable[[], bool] = lambda: False,
             idle_exit_s: float | None = None) -> ShipStats:
@@ -158,15 +166,15 @@ class Shipper:
         Up to ``IN_FLIGHT`` bulk requests are in flight while the next batch is polled and
         encoded; a batch is committed only after its own acknowledgement, and batches are
         committed in order."""
-        self.wait_for_es(stop_when)
+        self.while_down(lambda: self.es.cluster.health(wait_for_status="yellow", timeout="5s"),
+                        "waiting for Elasticsearch", ES_DOWN, stop_when)
         setup_indices(self.es, self.names, upgrade=PREDICTIONS_TEMPLATES)
         idle_since = time.monotonic()
         in_flight: deque[tuple[Batch, Future[list[tuple[int, str]]]]] = deque()
         indexer = ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="bulk")
         try:
             while not stop_when():
-                batches = self.consumer.poll(timeout_ms=500, max_records=self.max_records)
-                records = [r for part in batches.values() for r in part]
+                records = self.poll(stop_when)
                 if not records:
                     while in_flight:
                         self.finish(*in_flight.popleft())
@@ -198,20 +206,41 @@ class Shipper:
         batch.body = b"".join(lines)
         return batch
 
+    def while_down(self, action: Callable[[], T], what: str,
+                   down: tuple[type[BaseException], ...], give_up: Callable[[], bool]) -> T:
+        """``action()``, retried with capped backoff while its server is down (the shipper
+        outlives Kafka and Elasticsearch restarts); re-raised once ``give_up()``."""
+        delay = 1.0
+        while True:
+            try:
+                return action()
+            except down as exc:
+                if give_up():
+                    raise
+                if down is KAFKA_DOWN:
+                    self.stats.kafka_retries += 1
+                else:
+                    self.stats.es_retries += 1
+                log.warning("%s: server unavailable (%s); retrying in %.0fs", what, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, MAX_BACKOFF_S)
+
+    def poll(self, stop_when: Callable[[], bool]) -> list[ConsumerRecord]:
+        def records() -> list[ConsumerRecord]:
+            batches = self.consumer.poll(timeout_ms=500, max_records=self.max_records)
+            return [r for part in batches.values() for r in part]
+
+        try:
+            return self.while_down(records, "polling Kafka", KAFKA_DOWN, stop_when)
+        except KAFKA_DOWN:  # asked to stop while Kafka is down: nothing more to ship
+            return []
+
     def index(self, batch: Batch, stop_when: Callable[[], bool]) -> list[tuple[int, str]]:
         """Bulk-index the batch, waiting out an Elasticsearch outage; the rejected actions."""
-        delay = 1.0
-        while batch.body:
-            try:
-                return bulk_index(self.es, batch.body)
-            except ES_DOWN as exc:  # ES down or overloaded: wait, never drop the batch
-                if stop_when():
-                    raise
-                self.stats.es_retries += 1
-                log.warning("Elasticsearch unavailable (%s); retrying in %.0fs", exc, delay)
-                time.sleep(delay)
-                delay = min(delay * 2, 15.0)
-        return []
+        if not batch.body:
+            return []
+        return self.while_down(lambda: bulk_index(self.es, batch.body), "bulk index",
+                               ES_DOWN, stop_when)
 
     def finish(self, batch: Batch, acked: Future[list[tuple[int, str]]]) -> None:
         """After Elasticsearch acknowledged: dead letters, then the batch's offsets."""
@@ -220,10 +249,7 @@ class Shipper:
         self.stats.last_ack = time.monotonic()
         dead = batch.dead + [(batch.records[owner], reason) for owner, reason in rejected.items()]
         self.dead_letter(dead)
-        try:
-            self.consumer.commit(batch.offsets())
-        except CommitFailedError as exc:  # partitions moved to another shipper: it re-delivers
-            log.warning("offsets not committed (%s); the new owner re-ships them by id", exc)
+        self.commit(batch.offsets())
         self.stats.indexed += len(set(batch.owners)) - len(rejected)
         self.stats.documents += len(batch.owners) - len(rejected_actions)
         self.stats.dead_letters += len(dead)
@@ -241,16 +267,19 @@ class Shipper:
         if dead:
             self.producer.flush()
 
-    def wait_for_es(self, stop_when: Callable[[], bool]) -> None:
-        delay = 1.0
-        while not stop_when():
+    def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        """Commit an indexed batch's offsets, waiting out a broker restart for up to
+        ``kafka.connect_wait_s`` (an uncommitted batch is only re-shipped by id, but
+        committing keeps re-deliveries few)."""
+        def attempt() -> None:
             try:
-                self.es.cluster.health(wait_for_status="yellow", timeout="5s")
-                return
-            except ES_DOWN as exc:  # not up yet: the shipper outlives ES restarts
-                log.warning("waiting for Elasticsearch: %s", exc)
-                time.sleep(delay)
-                delay = min(delay * 2, 15.0)
+                self.consumer.commit(offsets)
+            except CommitFailedError as exc:  # partitions moved to another shipper: it re-ships
+                log.warning("offsets not committed (%s); the new owner re-ships them by id", exc)
+
+        deadline = time.monotonic() + self.settings.kafka.connect_wait_s
+        self.while_down(attempt, "committing offsets", KAFKA_DOWN,
+                        lambda: time.monotonic() > deadline)
 
     def close(self) -> None:
         self.consumer.close()

@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from recommender.clients import spark_kafka_options
+from recommender.errors import ExitStatus, RecommenderError
 from recommender.settings import KafkaSettings, Settings
 
 if TYPE_CHECKING:
@@ -214,6 +215,23 @@ def run_query(query: StreamingQuery, *, stop_when: Callable[[], bool] | None = N
         raise query.exception()
 
 
+def retried_batches(process: Callable[[DataFrame, int], None],
+                    what: str) -> Callable[[DataFrame, int], None]:
+    """A ``foreachBatch`` function that reruns a failed micro-batch with backoff instead of
+    failing the query: a server restarting (a Cassandra node, a Kafka broker) delays the
+    job, never kills it. Every sink is idempotent by id, so a rerun writes nothing twice
+    that a reader sees; the rerun is at-least-once delivery, counted where it shows."""
+    def process_with_retries(batch: DataFrame, batch_id: int) -> None:
+        with_retries(lambda: process(batch, batch_id), f"{what} micro-batch {batch_id}")
+    return process_with_retries
+
+
+def transient(exc: Exception) -> bool:
+    """Worth retrying: anything but the project's own errors, which say what to do (no model
+    promoted, a refused dataset), except those that mean a server is down."""
+    return not isinstance(exc, RecommenderError) or exc.exit_status == ExitStatus.UNAVAILABLE
+
+
 def with_retries(action: Callable[[], None], what: str, attempts: int = 30,
                  first_delay_s: float = 1.0, max_delay_s: float = 15.0) -> None:
     """Retry ``action`` with capped exponential backoff: a sink that is briefly down (an ES
@@ -223,8 +241,8 @@ def with_retries(action: Callable[[], None], what: str, attempts: int = 30,
         try:
             action()
             return
-        except Exception as exc:  # any sink failure is retried, then re-raised
-            if attempt == attempts:
+        except Exception as exc:  # a sink failure is retried, then re-raised
+            if attempt == attempts or not transient(exc):
                 raise
             log.warning("%s failed (attempt %d/%d): %s; retrying in %.0fs",
                         what, attempt, attempts, exc, delay)

@@ -46,6 +46,7 @@ from recommender.streaming import (
     missing,
     parse_kafka_json,
     read_topic,
+    retried_batches,
 )
 
 if TYPE_CHECKING:
@@ -261,4 +262,4 @@ class Predictor:
         return (requests.writeStream.queryName(f"predict-{self.instance}")
                 .option("checkpointLocation", str(checkpoint))
                 .trigger(processingTime=self.settings.spark.trigger_interval)
-                .foreachBatch(self.process).start())
+                .foreachBatch(retried_batches(self.process, "predictor")).start())

@@ -347,21 +347,26 @@ def _metadata(version: str, models: dict[str, Trained], snap: snapshot.Snapshot,
     }
 
 
-def code_version() -> dict[str, str | None]:
-    """``recommender.__version__`` and the git commit (``-dirty`` if modified), if any."""
+# What runs write themselves (results, generated manuals, screenshots): not "changed code".
+GENERATED_PATHS = (":(exclude)bench/results", ":(exclude)*.md", ":(exclude)docs")
+
+
+def code_version() -> dict[str, Any]:
+    """``recommender.__version__``, the git commit and whether the code differs from it
+    (``git_sha`` ends in ``-dirty`` then); files the runs generate do not count."""
     repo = Path(recommender.__file__).resolve().parents[1]
-    sha = None
+    sha, dirty = None, None
     try:
         sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"],
                              capture_output=True, text=True, timeout=5).stdout.strip() or None
         if sha:
-            dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain",
-                                    "--untracked-files=no"], capture_output=True, text=True,
-                                   timeout=5).stdout.strip()
+            dirty = bool(subprocess.run(
+                ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no", "--",
+                 ".", *GENERATED_PATHS], capture_output=True, text=True, timeout=5).stdout.strip())
             sha += "-dirty" if dirty else ""
     except (OSError, subprocess.SubprocessError):
         sha = None
-    return {"recommender": recommender.__version__, "git_sha": sha}
+    return {"recommender": recommender.__version__, "git_sha": sha, "dirty": dirty}
 
 
 def _round(values: dict[str, float]) -> dict[str, float]:

@@ -32,10 +32,21 @@ def with_wrong_password(settings: Settings) -> Settings:
 
 # --- Kafka ------------------------------------------------------------------------------------
 
+def broker_answers(kafka) -> bool:
+    """The control: the broker lists topics for a client that logs in properly, so a refusal
+    below is the broker saying no, not a broker that is down."""
+    admin = kafka_admin(kafka, bootstrap_timeout_ms=10000, request_timeout_ms=10000)
+    try:
+        return isinstance(admin.list_topics(), list)
+    finally:
+        admin.close()
+
+
 @pytest.mark.parametrize("protocol", ["PLAINTEXT", "SSL"])
 def test_kafka_refuses_clients_without_sasl(secure_settings: Settings, protocol: str):
     from kafka.errors import KafkaError
 
+    assert broker_answers(account(secure_settings, "ingest").kafka)
     kafka = account(secure_settings, None).kafka.model_copy(
         update={"security_protocol": protocol})
     with pytest.raises(KafkaError):
@@ -43,11 +54,15 @@ def test_kafka_refuses_clients_without_sasl(secure_settings: Settings, protocol:
 
 
 def test_kafka_refuses_a_wrong_password(secure_settings: Settings):
-    from kafka.errors import KafkaError
+    from kafka.errors import KafkaError, SaslAuthenticationFailedError
 
+    assert broker_answers(account(secure_settings, "ingest").kafka)
     kafka = with_wrong_password(secure_settings).kafka
-    with pytest.raises(KafkaError):
+    with pytest.raises(KafkaError) as refused:
         kafka_admin(kafka, bootstrap_timeout_ms=5000, request_timeout_ms=5000).list_topics()
+    chain = [refused.value, refused.value.__cause__, refused.value.__context__]
+    assert any(isinstance(e, SaslAuthenticationFailedError) for e in chain) or (
+        "authentication" in str(refused.value).lower()), repr(refused.value)
 
 
 def test_kafka_acls_allow_each_account_only_its_topics(secure_settings: Settings):
@@ -118,8 +133,11 @@ def test_elasticsearch_refuses_anonymous_plain_http_and_wrong_password(secure_se
             es.cluster.health()
         es.close()
     url = account(secure_settings, None).elasticsearch.url.replace("https:", "http:")
-    with pytest.raises(httpx.TransportError):  # TLS only: plain HTTP gets no answer
+    with pytest.raises(httpx.TransportError) as refused:  # TLS only: plain HTTP gets no answer
         httpx.get(f"{url}/_cluster/health", timeout=10)
+    # the node is up (it answered the logins above): it hung up on plain HTTP, it did not
+    # refuse the connection as a stopped node would
+    assert not isinstance(refused.value, httpx.ConnectError), repr(refused.value)
 
 
 def test_elasticsearch_users_have_least_privilege(secure_settings: Settings):

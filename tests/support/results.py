@@ -10,14 +10,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULTS_DIR, Clock, commit, machine, versions
+from bench.common import RESULTS_DIR, Clock, machine, provenance, versions
 from recommender.settings import Settings
 
 
 def write_result(name: str, quick: bool, clock: Clock, settings: Settings,
                  figures: dict[str, Any]) -> Path:
     """``figures`` inside the envelope every result file shares; the path written."""
-    body = {"suite": name, "quick": quick, "commit": commit(), "started_at": clock.started_at,
+    body = {"suite": name, "quick": quick, **provenance(clock, settings),
+            "started_at": clock.started_at,
             "duration_s": round(time.monotonic() - clock.t0, 1),
             "load_average": {"before": clock.load_before,
                              "after": [round(x, 2) for x in os.getloadavg()]},
