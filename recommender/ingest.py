@@ -24,6 +24,7 @@ from recommender.streaming import (
     missing,
     parse_kafka_json,
     read_topic,
+    reconnect_cassandra,
     retried_batches,
     run_query,
     with_retries,
@@ -230,7 +231,8 @@ def start_ingest(spark: SparkSession, settings: Settings, *, available_now: bool
         .writeStream.queryName(query_name)
         .option("checkpointLocation", str(settings.spark.checkpoint_dir / query_name))
         .foreachBatch(retried_batches(
-            lambda df, batch_id: write_batch(df, batch_id, settings, movies), "ingest"))
+            lambda df, batch_id: write_batch(df, batch_id, settings, movies), "ingest",
+            before_retry=lambda: reconnect_cassandra(spark, settings.cassandra)))
     )
     writer = (writer.trigger(availableNow=True) if available_now
               else writer.trigger(processingTime=settings.spark.trigger_interval))

@@ -21,7 +21,7 @@ from pyspark.sql import types as T
 
 from recommender.clients import spark_kafka_options
 from recommender.errors import ExitStatus, RecommenderError
-from recommender.settings import KafkaSettings, Settings
+from recommender.settings import CassandraSettings, KafkaSettings, Settings
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -215,14 +215,16 @@ def run_query(query: StreamingQuery, *, stop_when: Callable[[], bool] | None = N
         raise query.exception()
 
 
-def retried_batches(process: Callable[[DataFrame, int], None],
-                    what: str) -> Callable[[DataFrame, int], None]:
+def retried_batches(process: Callable[[DataFrame, int], None], what: str,
+                    before_retry: Callable[[], None] | None = None,
+                    ) -> Callable[[DataFrame, int], None]:
     """A ``foreachBatch`` function that reruns a failed micro-batch with backoff instead of
     failing the query: a server restarting (a Cassandra node, a Kafka broker) delays the
     job, never kills it. Every sink is idempotent by id, so a rerun writes nothing twice
     that a reader sees; the rerun is at-least-once delivery, counted where it shows."""
     def process_with_retries(batch: DataFrame, batch_id: int) -> None:
-        with_retries(lambda: process(batch, batch_id), f"{what} micro-batch {batch_id}")
+        with_retries(lambda: process(batch, batch_id), f"{what} micro-batch {batch_id}",
+                     before_retry=before_retry)
     return process_with_retries
 
 
@@ -232,10 +234,23 @@ def transient(exc: Exception) -> bool:
     return not isinstance(exc, RecommenderError) or exc.exit_status == ExitStatus.UNAVAILABLE
 
 
+def reconnect_cassandra(spark: SparkSession, cassandra: CassandraSettings) -> None:
+    """Before rerunning a batch that failed on Cassandra: wait until a node answers again
+    (``cassandra.connect_wait_s``), then drop the connector's cached sessions. A session that
+    lived through the node's restart can block for good in its next schema refresh (seen
+    with connector 3.5.1 after a restart); a fresh one connects to the node as it is now."""
+    from recommender.clients import cassandra_session
+
+    cassandra_session(cassandra, wait_s=cassandra.connect_wait_s).cluster.shutdown()
+    spark._jvm.com.datastax.spark.connector.cql.CassandraConnector.evictCache()
+
+
 def with_retries(action: Callable[[], None], what: str, attempts: int = 30,
-                 first_delay_s: float = 1.0, max_delay_s: float = 15.0) -> None:
+                 first_delay_s: float = 1.0, max_delay_s: float = 15.0,
+                 before_retry: Callable[[], None] | None = None) -> None:
     """Retry ``action`` with capped exponential backoff: a sink that is briefly down (an ES
-    restart) delays the micro-batch instead of failing the job."""
+    restart) delays the micro-batch instead of failing the job. ``before_retry`` runs after
+    the pause (to wait for a server and drop connections it broke)."""
     delay = first_delay_s
     for attempt in range(1, attempts + 1):
         try:
@@ -248,3 +263,5 @@ def with_retries(action: Callable[[], None], what: str, attempts: int = 30,
                         what, attempt, attempts, exc, delay)
             time.sleep(delay)
             delay = min(delay * 2, max_delay_s)
+            if before_retry is not None:
+                before_retry()
