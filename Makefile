@@ -37,11 +37,13 @@ demo: bootstrap  ## run the whole pipeline on ml-latest-small
 
 test: bootstrap  ## the test suite against the real stack, then secure mode against the secure stack
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 	$(BIN)/pytest tests/secure $(PYTEST_ARGS)
 
-lint: $(STAMP)
+lint: $(STAMP)  ## ruff, and the import contracts in pyproject.toml (lint-imports)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 bench: bootstrap  ## benchmarks -> bench/results/*.json and BENCHMARKS.md
 	$(BIN)/python -m bench.run_all

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bench.monitor import RssMonitor
+from bench.output import log
 from recommender.settings import Settings
 
 if TYPE_CHECKING:
@@ -50,10 +51,6 @@ def base_settings() -> Settings:
         settings = settings.model_copy(update={
             "data": settings.data.model_copy(update={"data_dir": DEFAULT_DATA_DIR})})
     return settings
-
-
-def log(message: str) -> None:
-    print(f"[{datetime.now():%H:%M:%S}] {message}", flush=True)
 
 
 # --- private names and cleanup ------------------------------------------------------------
@@ -262,16 +259,6 @@ def close_workspace() -> None:
     if _current is not None:
         _current.close()
         _current = None
-
-
-def main(name: str) -> None:
-    """``python -m bench.<name> [--quick]``: one benchmark through ``run_all`` (its JSON
-    written, BENCHMARKS.md regenerated, everything private cleaned up)."""
-    import sys
-
-    from bench import run_all
-
-    raise SystemExit(run_all.main(["--only", name, *(a for a in sys.argv[1:] if a == "--quick")]))
 
 
 # --- machine, versions ----------------------------------------------------------------------

@@ -151,6 +151,6 @@ def probe(url: str, producer: Any, settings: Settings, user: int,
 
 
 if __name__ == "__main__":
-    from bench.common import main
+    from bench.run_all import run_one
 
-    main("freshness")
+    run_one("freshness")

@@ -188,6 +188,6 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from bench.common import main
+    from bench.run_all import run_one
 
-    main("ingest")
+    run_one("ingest")

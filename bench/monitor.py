@@ -16,6 +16,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
+from bench.output import log
 from recommender.settings import Settings
 
 MIB = 1024 * 1024
@@ -215,8 +216,6 @@ def wait_for_quiet_stack(settings: Settings, max_cores: float = 0.2, window_s: f
         stack1, host1 = cpu_s()
         if (stack1 - stack0) / window_s < max_cores and (host1 - host0) / window_s < max_host_cores:
             return round(time.monotonic() - started, 1)
-    from bench.common import log
-
     log(f"the stack or the host stayed above {max_cores}/{max_host_cores} cores for "
         f"{timeout_s:.0f}s; measuring anyway")
     return round(time.monotonic() - started, 1)

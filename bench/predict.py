@@ -411,6 +411,6 @@ def measure_rollover(settings: Settings, model: tuple[Settings, str], pairs: Pai
 
 
 if __name__ == "__main__":
-    from bench.common import main
+    from bench.run_all import run_one
 
-    main("predict")
+    run_one("predict")

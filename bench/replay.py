@@ -159,6 +159,6 @@ def producer_performance(ws: Any, settings: Settings, rss: RssMonitor, label: st
 
 
 if __name__ == "__main__":
-    from bench.common import main
+    from bench.run_all import run_one
 
-    main("replay")
+    run_one("replay")

@@ -16,8 +16,7 @@ ORDER = ("replay", "ingest", "train", "predict", "serve", "freshness", "demo")
 ON_REQUEST = ("scale", "tune")  # run by run_all only when named (--only tune, make tune)
 SEPARATE = (*ON_REQUEST, "soak", "faults")  # reported here too; their own runners (make soak,
 # make faults; make test writes faults.quick.json)
-CODE = ("recommender", "data_loading", "stack")  # what a figure describes, besides its runner
-RUNNERS = {"faults": "tests/faults"}  # runners outside bench/<name>.py
+CODE = ("recommender", "data_loading", "stack")  # the product code a figure describes
 REPO = Path(__file__).resolve().parents[1]
 MET = {True: "yes", False: "**no**", None: "not measured"}
 
@@ -133,19 +132,18 @@ def _with_unit(value: Any, unit: str) -> str:
     return f"{fmt(value)} {unit}".strip() if value is not None else "-"
 
 
-def code_commits_since(commit: str, name: str) -> int | None:
-    """Commits after ``commit`` that changed the product code or the benchmark's runner: how
-    much older than the code it describes a figure is (None: the commit is unknown here)."""
-    runner = RUNNERS.get(name, f"bench/{name}.py")
+def code_commits_since(commit: str) -> int | None:
+    """Commits after ``commit`` that changed the product code: how much older than the code
+    it describes a figure is (None: the commit is unknown here)."""
     try:
         out = subprocess.run(["git", "-C", str(REPO), "rev-list", "--count", f"{commit}..HEAD",
-                              "--", *CODE, runner], capture_output=True, text=True, timeout=10)
+                              "--", *CODE], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
     return int(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip() else None
 
 
-def provenance(name: str, result: dict[str, Any]) -> str:
+def provenance(result: dict[str, Any]) -> str:
     """The commit a result was measured on, and a flag when the code has moved on since."""
     sha = result.get("commit")
     if not sha:
@@ -153,7 +151,7 @@ def provenance(name: str, result: dict[str, Any]) -> str:
     sha = sha.removesuffix("-dirty")
     dirty = result.get("dirty") or result["commit"].endswith("-dirty")
     text = f"Measured on commit `{sha}`" + (" with uncommitted code changes" if dirty else "")
-    since = code_commits_since(sha, name)
+    since = code_commits_since(sha)
     if since:
         return f"{text}. **Older than the code it describes**: {since} code commit(s) since."
     return text + ("." if since == 0 else " (not in this checkout's history).")
@@ -164,7 +162,7 @@ def section(name: str, result: dict[str, Any]) -> list[str]:
     lines = [f"## {name}", "",
              f"{kind(result)} run, {result.get('started_at')}, {result.get('duration_s')} s; "
              f"load average before {fmt(load.get('before'))}, after {fmt(load.get('after'))}.",
-             "", provenance(name, result), ""]
+             "", provenance(result), ""]
     doc = result.get("doc")
     if doc:
         lines += [doc, ""]

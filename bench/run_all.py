@@ -111,6 +111,14 @@ def describe(doc: str | None) -> str:
     return "\n\n".join(out).replace("``", "`")
 
 
+def run_one(name: str) -> None:
+    """``python -m bench.<name> [--quick]``: one benchmark through ``main`` (its JSON
+    written, BENCHMARKS.md regenerated, everything private cleaned up)."""
+    import sys
+
+    raise SystemExit(main(["--only", name, *(a for a in sys.argv[1:] if a == "--quick")]))
+
+
 def failed(name: str, quick: bool, clock: Clock, error: str, settings: Any) -> dict[str, Any]:
     return {"benchmark": name, "quick": quick, **provenance(clock, settings),
             "started_at": clock.started_at,

@@ -238,6 +238,6 @@ def wait_for(proc: Any, log_file: Path, name: str) -> int:
 
 
 if __name__ == "__main__":
-    from bench.common import main
+    from bench.run_all import run_one
 
-    main("scale")
+    run_one("scale")

@@ -464,6 +464,6 @@ def loadgen(ws: Any, spec: dict[str, Any], monitors: list[RssMonitor]) -> dict[s
 
 
 if __name__ == "__main__":
-    from bench.common import main
+    from bench.run_all import run_one
 
-    main("serve")
+    run_one("serve")

@@ -290,6 +290,6 @@ def _ranking(result: dict[str, dict[str, float]]) -> dict[str, float]:
 
 
 if __name__ == "__main__":
-    from bench.common import main
+    from bench.run_all import run_one
 
-    main("train")
+    run_one("train")

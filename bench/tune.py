@@ -259,6 +259,6 @@ def _describe(kind: str, params: dict[str, Any]) -> str:
 
 
 if __name__ == "__main__":
-    from bench.common import main
+    from bench.run_all import run_one
 
-    main("tune")
+    run_one("tune")

@@ -339,6 +339,23 @@ def ledger_targets(ratings: dict[str, Any], requests: dict[str, Any],
     ]
 
 
+LEDGER_DOC = (
+    "The pipeline's jobs (ingest, predictor, shipper) run under load on private names while "
+    "each fault is injected once the pipeline caught up with the previous one. The ledger "
+    "holds every rating and request Kafka acknowledged. Readers must see each exactly once; "
+    "re-deliveries (a producer's retried send, a killed job's rerun batch, a second "
+    "indexing of the same id) are counted per layer and must stay within what was sent "
+    "during the fault windows, from 30 s before a fault until the pipeline caught up; a job "
+    "that dies unasked fails the run.")
+
+
+def faults_table(run: Run) -> dict[str, Any]:
+    return table("Faults, one after the other", ["fault", "at (s)", "lasted (s)",
+                                                  "caught up after (s)", "survived"],
+                 [[f["fault"], f["at_s"], f["injected_for_s"], f.get("caught_up_after_s"),
+                   f["survived"]] for f in run.faults])
+
+
 def ledger_table(ratings: dict[str, Any], requests: dict[str, Any]) -> dict[str, Any]:
     rows = [[kind, layer, counts.get("lost", counts.get("unanswered", 0)),
              counts.get("duplicates_visible", "-"),
@@ -384,7 +401,8 @@ def run_and_check(pipeline: Pipeline, faults: dict[str, Fault], quick: bool) -> 
         "lost": lost(ratings) + lost(requests),
         "duplicates_visible": visible_duplicates(ratings) + visible_duplicates(requests),
         "redeliveries": redeliveries(ratings) + redeliveries(requests),
-        "targets": targets, "tables": [ledger_table(ratings, requests)]})
+        "targets": targets, "tables": [faults_table(run), ledger_table(ratings, requests)],
+        "doc": LEDGER_DOC})
     assert ratings["acknowledged"] > 0 and requests["acknowledged"] > 0, (ratings, requests)
     assert not deaths, "\n\n".join(deaths)
     missed = [t for t in targets if not t["met"]]

@@ -51,3 +51,10 @@ def test_every_default_the_configuration_table_quotes_is_the_settings_default():
                 shown == '""' and defaults[section][field] == ""), (section, field, shown)
             quoted += 1
     assert quoted >= 15  # the table quotes defaults; an empty match would check nothing
+
+
+def test_every_page_the_readme_links_exists_and_it_stays_short():
+    links = re.findall(r"\]\(((?:docs/|BENCHMARKS)[^)#]*)", README)
+    assert links, "README links no docs page"
+    assert [link for link in links if not (REPO / link).is_file()] == []
+    assert len(README.splitlines()) <= 250
