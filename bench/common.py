@@ -460,21 +460,6 @@ def warm_until_steady(run_round: Callable[[], float | None], *, higher_is_better
     return figures
 
 
-def topic_end_offsets(settings: Settings, topic: str) -> dict[int, int]:
-    """partition -> end offset (how many records each partition holds since creation)."""
-    from kafka import TopicPartition
-
-    from recommender.clients import kafka_consumer
-
-    consumer = kafka_consumer(settings.kafka, group_id=None)
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts])
-        return {tp.partition: off for tp, off in ends.items()}
-    finally:
-        consumer.close()
-
-
 @contextlib.contextmanager
 def timed() -> Iterator[dict[str, float]]:
     out: dict[str, float] = {}

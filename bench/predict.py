@@ -29,7 +29,6 @@ from bench.common import (
     percentiles,
     table,
     target,
-    topic_end_offsets,
     workspace,
 )
 from bench.fixtures import (
@@ -39,6 +38,7 @@ from bench.fixtures import (
     trained_model,
 )
 from bench.monitor import RssMonitor
+from recommender.offsets import topic_end_offsets
 from recommender.settings import Settings, as_env
 from recommender.streaming import trigger_seconds
 

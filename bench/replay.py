@@ -25,11 +25,11 @@ from bench.common import (
     log,
     table,
     target,
-    topic_end_offsets,
     workspace,
 )
 from bench.fixtures import ML_SMALL, ml_small
 from bench.monitor import RssMonitor, wait_for_quiet_stack
+from recommender.offsets import topic_end_offsets
 from recommender.settings import Settings
 
 TARGET_EVENTS_PER_S = 100_000

@@ -48,7 +48,6 @@ from bench.common import (
     log,
     table,
     target,
-    topic_end_offsets,
     wait_until,
     workspace,
 )
@@ -60,9 +59,9 @@ from bench.fixtures import (
     synthetic_events,
     trained_model,
 )
-from bench.lag import checkpoint_offsets, group_offsets, lag
 from bench.monitor import MIB, RssMonitor
 from bench.predict import Pairs, Stream, create_group
+from recommender.offsets import checkpoint_offsets, group_offsets, lag, topic_end_offsets
 from recommender.runtime import tail
 from recommender.settings import Settings
 

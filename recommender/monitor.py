@@ -16,7 +16,8 @@ from typing import Any
 
 import psutil
 
-from recommender.clients import elasticsearch_client, kafka_admin, kafka_consumer
+from recommender import offsets
+from recommender.clients import elasticsearch_client
 from recommender.settings import Settings
 
 
@@ -60,34 +61,19 @@ class PipelineMonitor:
         return current
 
     def end_offsets(self, topics: list[str]) -> dict[str, int]:
-        from kafka import TopicPartition
-
-        consumer = kafka_consumer(self.settings.kafka, group_id=None)
-        try:
-            totals = {}
-            for topic in topics:
-                parts = consumer.partitions_for_topic(topic) or set()
-                offsets = consumer.end_offsets([TopicPartition(topic, p) for p in parts])
-                totals[topic] = sum(offsets.values())
-            return totals
-        finally:
-            consumer.close()
+        return {topic: sum(ends.values())
+                for topic, ends in offsets.end_offsets(self.settings, topics).items()}
 
     def predictor_lag(self, requests_end: int | None) -> int | None:
         if requests_end is None:
             return None
         kafka = self.settings.kafka
-        admin = kafka_admin(kafka)
         try:
-            groups = admin.list_group_offsets({kafka.predictor_group: None})
+            done = offsets.group_offsets(self.settings, kafka.predictor_group,
+                                         kafka.requests_topic)
         except Exception:  # noqa: BLE001 - no group yet: lag unknown, not an error
             return None
-        finally:
-            admin.close()
-        committed = groups.get(kafka.predictor_group, groups)
-        done = sum(m.offset for tp, m in committed.items()
-                   if tp.topic == kafka.requests_topic and m.offset >= 0)
-        return requests_end - done
+        return requests_end - sum(done.values())
 
     def elasticsearch_figures(self) -> tuple[dict[str, float | None], int | None, int | None]:
         es = elasticsearch_client(self.settings.elasticsearch, request_timeout=5)

@@ -33,8 +33,8 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from recommender.clients import kafka_admin
 from recommender.errors import RecommenderError
+from recommender.offsets import group_offsets
 from recommender.predict.job import InstanceState
 from recommender.runtime import pid_alive
 from recommender.settings import Settings, as_env
@@ -69,14 +69,7 @@ def running_instances(settings: Settings) -> list[InstanceState]:
 
 def committed_offsets(settings: Settings) -> dict[int, int]:
     """The predictor group's committed offsets on the requests topic (partition -> offset)."""
-    admin = kafka_admin(settings.kafka)
-    try:
-        result = admin.list_group_offsets({settings.kafka.predictor_group: None})
-    finally:
-        admin.close()
-    offsets = result.get(settings.kafka.predictor_group, result)
-    return {tp.partition: meta.offset for tp, meta in offsets.items()
-            if tp.topic == settings.kafka.requests_topic and meta.offset >= 0}
+    return group_offsets(settings, settings.kafka.predictor_group, settings.kafka.requests_topic)
 
 
 def start_predictor(settings: Settings, instance: str, version: str | None, log_file: Path,

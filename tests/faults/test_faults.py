@@ -27,9 +27,10 @@ from typing import Any
 import orjson
 import pytest
 
-from bench.common import Clock, table, target, topic_end_offsets
+from bench.common import Clock, table, target
 from bench.fixtures import ml_small, prepare_keyspace
 from recommender.clients import cassandra_session, elasticsearch_client
+from recommender.offsets import topic_end_offsets
 from recommender.settings import Settings
 from tests.support.elastic import count, delete_matching
 from tests.support.jobs import INGEST, PREDICT, SHIP, Jobs

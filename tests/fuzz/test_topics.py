@@ -27,12 +27,12 @@ from typing import Any
 
 import pytest
 
-from bench.common import Clock, topic_end_offsets
+from bench.common import Clock
 from bench.fixtures import install_index_templates, ml_small, prepare_keyspace
-from bench.lag import checkpoint_offsets, group_offsets, lag
 from recommender.clients import cassandra_session, kafka_producer
 from recommender.contracts import PredictionRequest, RatingEvent
 from recommender.ingest import start_ingest
+from recommender.offsets import checkpoint_offsets, group_offsets, lag, topic_end_offsets
 from recommender.predict.job import Predictor
 from recommender.settings import Settings
 from tests.support.fuzzing import Fuzzer, Message, rating_row, request_id

@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from bench.common import topic_end_offsets
 from recommender.clients import kafka_consumer
+from recommender.offsets import topic_end_offsets
 from recommender.settings import Settings
 
 if TYPE_CHECKING:

@@ -54,8 +54,8 @@ def _elasticsearch(settings: Settings) -> dict[str, Any]:
 def _kafka(settings: Settings) -> dict[str, dict[int, int]]:
     """End offsets of the default topics that exist (asking for a missing topic's partitions
     could auto-create it)."""
-    from bench.common import topic_end_offsets
     from recommender.clients import kafka_admin
+    from recommender.offsets import topic_end_offsets
 
     admin = kafka_admin(settings.kafka)
     try:
