@@ -79,7 +79,7 @@ class PredictionRequest:
         return str(self.user_id).encode()
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: the predictor builds one per answered row, and frozen ones cost 4x
 class Prediction:
     """Topic ``predictions``; key = ``request_id``. One record per pair request and one per
     ranked movie of a top-k request. ``predicted_rating`` is None, with ``reason`` set, when

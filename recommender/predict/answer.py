@@ -114,7 +114,7 @@ def predictions(bundle: ServingBundle, requests: pd.DataFrame, histories: Histor
     if requests.empty:
         return
     for row in predict_rows(bundle, requests, histories(users_needing_history(bundle, requests))):
-        yield topic, row["request_id"], orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY)
+        yield topic, row.request_id, orjson.dumps(row, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def dead_letters(bad: pd.DataFrame, topic: str) -> Iterator[tuple[str, str, bytes]]:

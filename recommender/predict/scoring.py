@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recommender.contracts import PredictionRequest, Strategy
+from recommender.contracts import Prediction, PredictionRequest, Strategy
 from recommender.model.artifacts import ModelArtifacts
 from recommender.model.foldin import (
     UserVectors,
@@ -69,7 +69,7 @@ def users_needing_history(bundle: ServingBundle, requests: pd.DataFrame) -> list
 
 
 def predict_rows(bundle: ServingBundle, requests: pd.DataFrame,
-                 histories: Mapping[int, Mapping[int, float]]) -> list[dict[str, Any]]:
+                 histories: Mapping[int, Mapping[int, float]]) -> list[Prediction]:
     """One output row per pair request, ``k`` rows per top-k request (or one explaining why
     there are none).
 
@@ -79,7 +79,7 @@ def predict_rows(bundle: ServingBundle, requests: pd.DataFrame,
     catalogue, once per batch rather than once per request.
     """
     now = int(time.time() * 1000)
-    out: list[dict[str, Any]] = []
+    out: list[Prediction] = []
     user_id: int | None = None
     for row in requests.sort_values("user_id", kind="stable").itertuples(index=False):
         if row.user_id != user_id:
@@ -104,43 +104,51 @@ def _request(row: Any) -> Request:
                    _int_or_none(row.requested_at))
 
 
-def _base(bundle: ServingBundle, user_id: int, req: Request, movie_id: int | None,
-          strategy: Strategy, now: int) -> dict[str, Any]:
+def _prediction(bundle: ServingBundle, user_id: int, req: Request, movie_id: int | None,
+                now: int, **fields: Any) -> Prediction:
+    """One output row, enriched with the movie's metadata; ``fields`` are the row's own
+    (``strategy`` always; ``rank``, ``score``, ``predicted_rating``, ``answer_size`` and
+    ``reason`` when they are not the defaults of a row that predicts nothing)."""
     title, year, genres = bundle.movies.get(movie_id, (None, None, [])) if movie_id else (
         None, None, [])
-    return {"request_id": req.request_id, "user_id": user_id, "movie_id": movie_id,
-            "rank": None, "predicted_rating": None, "score": None, "title": title,
-            "year": year, "genres": list(genres), "model_version": bundle.version,
-            "strategy": strategy, "requested_at": req.requested_at,
-            "predicted_at": now, "answer_size": 1, "reason": None}
+    return Prediction(request_id=req.request_id, user_id=user_id, movie_id=movie_id,
+                      title=title, year=year, genres=list(genres),
+                      model_version=bundle.version, requested_at=req.requested_at,
+                      predicted_at=now, **{**NOTHING_PREDICTED, **fields})
+
+
+NOTHING_PREDICTED: dict[str, Any] = {"rank": None, "predicted_rating": None, "score": None,
+                                     "answer_size": 1, "reason": None}
 
 
 def _pair(bundle: ServingBundle, user_id: int, req: Request, vectors: UserVectors | None,
-          strategy: Strategy, now: int) -> dict:
+          strategy: Strategy, now: int) -> Prediction:
     """The rating model's prediction; a user without vectors gets the movie's bias
     (``mu + b_i``), a movie it never saw the user's (``mu + b_u``), as evaluation assumes."""
     movie_id = int(req.movie_id)  # type: ignore[arg-type]
-    row = _base(bundle, user_id, req, movie_id, strategy, now)
     art = bundle.artifacts
     if movie_id not in bundle.movies and movie_id not in art.item_index:
-        return {**row, "strategy": "als", "reason": f"unknown movie_id {movie_id}"}
+        return _prediction(bundle, user_id, req, movie_id, now, strategy="als",
+                           reason=f"unknown movie_id {movie_id}")
     if bundle.popular_only:
         count = art.item_counts[art.item_index[movie_id]] if movie_id in art.item_index else 0
-        return {**row, "score": float(count),
-                "reason": "no model trained yet: popularity score (training rating count)"}
+        return _prediction(bundle, user_id, req, movie_id, now, strategy=strategy,
+                           score=float(count), reason="no model trained yet: popularity "
+                                                      "score (training rating count)")
     value = predict_pair(art, vectors, movie_id)
-    row = {**row, "predicted_rating": value, "score": value}
+    reason = None
     if vectors is None:
-        return {**row, "reason": "user has no history: the movie's mean rating, regularised"}
-    if movie_id not in art.item_index:
-        return {**row, "reason": f"movie {movie_id} had no ratings when the model was "
-                                 "trained: the user's mean rating, regularised"}
-    return row
+        reason = "user has no history: the movie's mean rating, regularised"
+    elif movie_id not in art.item_index:
+        reason = (f"movie {movie_id} had no ratings when the model was trained: the user's "
+                  "mean rating, regularised")
+    return _prediction(bundle, user_id, req, movie_id, now, strategy=strategy,
+                       predicted_rating=value, score=value, reason=reason)
 
 
 def _top_k(bundle: ServingBundle, user_id: int, req: Request, history: dict[int, float],
            vectors: UserVectors | None, unseen: np.ndarray | None, strategy: Strategy,
-           now: int) -> list[dict]:
+           now: int) -> list[Prediction]:
     """The ranking model orders (``unseen``: the user's ranking scores with seen movies
     masked, None without vectors); the rating model gives each its ``predicted_rating``."""
     k = int(req.k)  # type: ignore[arg-type]
@@ -153,13 +161,13 @@ def _top_k(bundle: ServingBundle, user_id: int, req: Request, history: dict[int,
             scores[bundle.artifacts.item_rows(req.exclude)] = -np.inf
         items = best_of(bundle.artifacts, scores, k)
     if not items:
-        return [{**_base(bundle, user_id, req, None, strategy, now),
-                 "reason": "no movie left to recommend after exclusions"}]
+        return [_prediction(bundle, user_id, req, None, now, strategy=strategy,
+                            reason="no movie left to recommend after exclusions")]
     stars = ([None] * len(items) if bundle.popular_only else
              predicted_ratings(bundle.artifacts, vectors, [m for m, _ in items]).tolist())
     return [
-        {**_base(bundle, user_id, req, movie_id, strategy, now), "rank": rank, "score": score,
-         "predicted_rating": rating, "answer_size": len(items)}
+        _prediction(bundle, user_id, req, movie_id, now, strategy=strategy, rank=rank,
+                    score=score, predicted_rating=rating, answer_size=len(items))
         for rank, ((movie_id, score), rating)
         in enumerate(zip(items, stars, strict=True), start=1)
     ]

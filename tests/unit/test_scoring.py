@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import asdict, fields
 
 import numpy as np
 import pandas as pd
@@ -52,7 +52,7 @@ def run(bundle, *requests):
     for r in requests:
         given.setdefault(r["user_id"], r["history"] or {})
     histories = {u: given[u] for u in users_needing_history(bundle, frame)}
-    return predict_rows(bundle, frame, histories)
+    return [asdict(row) for row in predict_rows(bundle, frame, histories)]
 
 
 def test_pair_is_the_rating_models_prediction_enriched(bundle):
