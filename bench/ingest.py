@@ -91,6 +91,21 @@ def warm_up(ws: Workspace, spark: Any, dataset: Any, events: Iterable[Any], n: i
                              patience=WARMUP_PATIENCE)
 
 
+INGEST_NOTES = [
+    "Each micro-batch writes Cassandra, then bulk-indexes the same rows into "
+    "Elasticsearch (enriched with the movie catalogue), then dead letters: the rate "
+    "is of the whole job, not of Cassandra alone.",
+    "Warm-up, not measured: the first config.warmup_events of the same events, "
+    "drained again and again by the same Spark JVM into a keyspace and indices of "
+    "their own, a new checkpoint each round, until the rate no longer beats the best "
+    "earlier round by 5% two rounds in a row (metrics.warmup_rows_per_s; at most "
+    "config.max_warmup_rounds). In a new Spark JVM the JIT compilers ran 13-17 s per "
+    "15 s at first and under 1 s per 15 s after about a million rows (JFR).",
+    "The first measured micro-batch still pays for the new query: its Kafka "
+    "consumers, connector sessions and Python workers.",
+]
+
+
 def run(settings: Settings, quick: bool) -> dict[str, Any]:
     from data_loading.replay import replay
     from recommender.clients import elasticsearch_client
@@ -161,31 +176,27 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
         targets=[target("ingest rows/s into Cassandra (whole drain)", rate, TARGET_ROWS_PER_S,
                         ">=", "rows/s",
                         note=None if landed == n else f"Cassandra has {landed:,} rows, not {n:,}")],
-        tables=[table("Drain", ["measure", "value"], [
-                    ["events in the topic", n], ["wall time of the drain (s)", round(wall, 2)],
-                    ["rows/s (whole drain)", round(rate)],
-                    ["rows/s after the first micro-batch", round(steady_rate) if steady_rate
-                     else None],
-                    ["CPU-bound ceiling on an idle host, rows/s (estimate: rows x cores / CPU s "
-                     "of the job, Cassandra, Elasticsearch, Kafka)", ceiling],
-                    ["Cassandra rows", landed], ["Cassandra count == events", landed == n],
-                    ["Elasticsearch documents", indexed]]),
-                table("Micro-batches", ["batch", "rows", "seconds"],
-                      [[b["batch"], b["rows"], b["seconds"]] for b in batches])],
+        tables=drain_tables(n, wall, rate, steady_rate, ceiling, landed, indexed, batches),
         rss=rss,
-        notes=["Each micro-batch writes Cassandra, then bulk-indexes the same rows into "
-               "Elasticsearch (enriched with the movie catalogue), then dead letters: the rate "
-               "is of the whole job, not of Cassandra alone.",
-               "Warm-up, not measured: the first config.warmup_events of the same events, "
-               "drained again and again by the same Spark JVM into a keyspace and indices of "
-               "their own, a new checkpoint each round, until the rate no longer beats the best "
-               "earlier round by 5% two rounds in a row (metrics.warmup_rows_per_s; at most "
-               "config.max_warmup_rounds). In a new Spark JVM the JIT compilers ran 13-17 s per "
-               "15 s at first and under 1 s per 15 s after about a million rows (JFR).",
-               "The first measured micro-batch still pays for the new query: its Kafka "
-               "consumers, connector sessions and Python workers."],
+        notes=INGEST_NOTES,
     )
 
+
+def drain_tables(n: int, wall: float, rate: float, steady_rate: float | None,
+                 ceiling: float | None, landed: int, indexed: int,
+                 batches: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        table("Drain", ["measure", "value"], [
+            ["events in the topic", n], ["wall time of the drain (s)", round(wall, 2)],
+            ["rows/s (whole drain)", round(rate)],
+            ["rows/s after the first micro-batch", round(steady_rate) if steady_rate else None],
+            ["CPU-bound ceiling on an idle host, rows/s (estimate: rows x cores / CPU s "
+             "of the job, Cassandra, Elasticsearch, Kafka)", ceiling],
+            ["Cassandra rows", landed], ["Cassandra count == events", landed == n],
+            ["Elasticsearch documents", indexed]]),
+        table("Micro-batches", ["batch", "rows", "seconds"],
+              [[b["batch"], b["rows"], b["seconds"]] for b in batches]),
+    ]
 
 if __name__ == "__main__":
     from bench.run_all import run_one

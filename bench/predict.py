@@ -124,51 +124,63 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
                    "<=", "ms"),
             gap_target(roll, trigger_s),
         ],
-        tables=[
-            table("Throughput (pre-loaded backlog)", ["measure", "value"], [
-                ["requests", n], ["answered (records in the predictions topic)",
-                                  throughput["answered"]],
-                ["micro-batches", throughput["batches"]],
-                ["sustained requests/s (after the first batch)", throughput["sustained_rps"]],
-                ["whole backlog requests/s (process start to last batch)",
-                 throughput["backlog_rps_incl_start"]],
-                ["process start to first batch done (s)", throughput["first_batch_done_s"]],
-                ["requests per predictor CPU second (whole phase, JVM start included)",
-                 throughput["requests_per_predictor_cpu_s"]],
-                ["CPU-bound ceiling on an idle host, req/s (estimate: requests x cores / CPU s "
-                 "of predictor, Cassandra, Kafka; JVM start included)",
-                 throughput["cpu_bound_ceiling_rps"]]]),
-            table("Micro-batches (predictor state)", ["batch", "requests", "done at (s)"],
-                  throughput["series"]),
-            table(f"Latency at {size['latency_rate']} req/s for {size['latency_s']} s "
-                  "(requested_at -> prediction Kafka timestamp, ms)",
-                  ["sent", "answered", "p50", "p95", "p99", "max", "mean"],
-                  [[latency["sent"], latency["answered"], lat["p50"], lat["p95"], lat["p99"],
-                    lat["max"], lat["mean"]]]),
-            table(f"Rollover under {size['rollover_rate']} req/s", ["measure", "value"], [
-                ["completed", roll["error"] or "yes"],
-                ["rollover wall time (s)", roll["rollover_s"]],
-                ["successor caught up after (s)", roll["caught_up_s"]],
-                ["longest gap between predictions during rollover (s)",
-                 roll["max_gap_during_s"]],
-                ["longest gap before rollover, steady state (s)", roll["max_gap_before_s"]],
-                ["requests sent / answered", f"{roll['sent']} / {roll['answered']}"],
-                ["answered twice (overlap)", roll["duplicates"]],
-                ["versions after the switch", roll["versions_after"]],
-                ["old predictor's exit code (-9: killed after the 120 s stop timeout)",
-                 roll["old_exit_code"]]]),
-        ],
+        tables=predict_tables(n, size, throughput, latency, roll),
         rss=monitors,
-        notes=[f"Predictor settings: trigger {own.spark.trigger_interval}, at most "
-               f"{MAX_OFFSETS_PER_TRIGGER:,} requests per micro-batch (the default is "
-               f"{Settings().spark.max_offsets_per_trigger:,}), Spark master "
-               f"{own.spark.master}.",
-               "Latency includes the producer's linger (20 ms) and waiting for the next trigger "
-               f"(up to {trigger_s:g} s): a micro-batch predictor's floor is the trigger "
-               "interval, whatever its speed.",
-               "Kafka timestamps are the producer's CreateTime, on the same host clock as "
-               "requested_at."],
+        notes=predict_notes(own, trigger_s),
     )
+
+
+def predict_tables(n: int, size: dict[str, Any], throughput: dict[str, Any],
+                   latency: dict[str, Any], roll: dict[str, Any]) -> list[dict[str, Any]]:
+    lat = latency["latency_ms"]
+    return [
+        table("Throughput (pre-loaded backlog)", ["measure", "value"], [
+            ["requests", n], ["answered (records in the predictions topic)",
+                              throughput["answered"]],
+            ["micro-batches", throughput["batches"]],
+            ["sustained requests/s (after the first batch)", throughput["sustained_rps"]],
+            ["whole backlog requests/s (process start to last batch)",
+             throughput["backlog_rps_incl_start"]],
+            ["process start to first batch done (s)", throughput["first_batch_done_s"]],
+            ["requests per predictor CPU second (whole phase, JVM start included)",
+             throughput["requests_per_predictor_cpu_s"]],
+            ["CPU-bound ceiling on an idle host, req/s (estimate: requests x cores / CPU s "
+             "of predictor, Cassandra, Kafka; JVM start included)",
+             throughput["cpu_bound_ceiling_rps"]]]),
+        table("Micro-batches (predictor state)", ["batch", "requests", "done at (s)"],
+              throughput["series"]),
+        table(f"Latency at {size['latency_rate']} req/s for {size['latency_s']} s "
+              "(requested_at -> prediction Kafka timestamp, ms)",
+              ["sent", "answered", "p50", "p95", "p99", "max", "mean"],
+              [[latency["sent"], latency["answered"], lat["p50"], lat["p95"], lat["p99"],
+                lat["max"], lat["mean"]]]),
+        table(f"Rollover under {size['rollover_rate']} req/s", ["measure", "value"], [
+            ["completed", roll["error"] or "yes"],
+            ["rollover wall time (s)", roll["rollover_s"]],
+            ["successor caught up after (s)", roll["caught_up_s"]],
+            ["longest gap between predictions during rollover (s)",
+             roll["max_gap_during_s"]],
+            ["longest gap before rollover, steady state (s)", roll["max_gap_before_s"]],
+            ["requests sent / answered", f"{roll['sent']} / {roll['answered']}"],
+            ["answered twice (overlap)", roll["duplicates"]],
+            ["versions after the switch", roll["versions_after"]],
+            ["old predictor's exit code (-9: killed after the 120 s stop timeout)",
+             roll["old_exit_code"]]]),
+    ]
+
+
+def predict_notes(own: Settings, trigger_s: float) -> list[str]:
+    return [
+        f"Predictor settings: trigger {own.spark.trigger_interval}, at most "
+        f"{MAX_OFFSETS_PER_TRIGGER:,} requests per micro-batch (the default is "
+        f"{Settings().spark.max_offsets_per_trigger:,}), Spark master "
+        f"{own.spark.master}.",
+        "Latency includes the producer's linger (20 ms) and waiting for the next trigger "
+        f"(up to {trigger_s:g} s): a micro-batch predictor's floor is the trigger "
+        "interval, whatever its speed.",
+        "Kafka timestamps are the producer's CreateTime, on the same host clock as "
+        "requested_at.",
+    ]
 
 
 def gap_target(roll: dict[str, Any], trigger_s: float) -> dict[str, Any]:

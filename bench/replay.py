@@ -42,6 +42,19 @@ PERF_LINE = re.compile(
     r"(?P<p95>\d+) ms 95th, (?P<p99>\d+) ms 99th, (?P<p999>\d+) ms 99.9th")
 
 
+REPLAY_NOTES = [
+    "process CPU s is user+system time of the replay process (librdkafka's "
+    "threads included): records per CPU second is what one uncontended core would "
+    "reach, the wall-clock rate also reflects other load on the host.",
+    "replay() times itself from the first send to the last acknowledgement "
+    "(producer bootstrap excluded); events are built from the pandas frame on the fly.",
+    "ProducerPerformance's records/s is its own final summary line; its JVM start is "
+    "not included in its number.",
+    "Each replay run starts once the stack uses under 0.2 cores and the host under "
+    "0.5 (config.seconds_waited_for_a_quiet_host).",
+]
+
+
 def run(settings: Settings, quick: bool) -> dict[str, Any]:
     from data_loading.replay import replay
     from recommender.clients import BULK_PRODUCER_TUNING
@@ -115,15 +128,7 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
                       [["random letters, --record-size", ratio],
                        ["real RatingEvent JSON, --payload-file", ratio_json]])],
         rss=rss,
-        notes=["process CPU s is user+system time of the replay process (librdkafka's "
-               "threads included): records per CPU second is what one uncontended core would "
-               "reach, the wall-clock rate also reflects other load on the host.",
-               "replay() times itself from the first send to the last acknowledgement "
-               "(producer bootstrap excluded); events are built from the pandas frame on the fly.",
-               "ProducerPerformance's records/s is its own final summary line; its JVM start is "
-               "not included in its number.",
-               "Each replay run starts once the stack uses under 0.2 cores and the host under "
-               "0.5 (config.seconds_waited_for_a_quiet_host)."],
+        notes=REPLAY_NOTES,
     )
 
 

@@ -110,9 +110,46 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
         remove_users(own, newcomers)
     es.close()
     by = {(r["name"], r["mode"]): r for r in loads}
+    return envelope(
+        "serve", own, quick, clock,
+        dataset={"predictions": n, "users": len(users),
+                 "predictions_per_user": round(n / len(users)),
+                 "model": f"explicit ALS on {ML_SMALL}"},
+        config={**size, "rate": RATE, "open_loop_connections": OPEN_CONCURRENCY,
+                "closed_loop_in_flight": CLOSED_CONCURRENCY, "shipper_max_records": 5000,
+                "seconds_waited_for_a_quiet_stack": settled},
+        metrics={"shipper": shipped, "api": loads},
+        targets=serve_targets(shipped, by),
+        tables=serve_tables(shipped, feed, loads, by),
+        rss={"shipper": ship_rss, "API": api_rss},
+        notes=SERVE_NOTES,
+    )
+
+
+def serve_targets(shipped: dict[str, Any],
+                  by: dict[tuple[str, str], Any]) -> list[dict[str, Any]]:
     api_p99 = by[("/users/{id}/predictions", "fixed")]["latency_ms"]["p99"]
     live_fixed, live_closed = by[(LIVE, "fixed")], by[(LIVE, "closed")]
     new_fixed = by[(LIVE_NEW, "fixed")]
+    return [
+        target("shipper documents/s into Elasticsearch (2 per prediction)",
+               shipped["documents_per_s"], TARGET_DOCS_PER_S, ">=", "docs/s"),
+        target(f"/users/{{id}}/predictions p99 at {RATE} req/s", api_p99, TARGET_P99_MS,
+               "<=", "ms"),
+        target(f"{LIVE} p99 at {RATE} req/s", live_fixed["latency_ms"]["p99"],
+               TARGET_P99_MS, "<=", "ms"),
+        target(f"{LIVE} closed-loop throughput", live_closed["achieved_rps"],
+               TARGET_LIVE_RPS, ">=", "req/s"),
+        target(f"{LIVE} CPU per request (API + Elasticsearch + Cassandra) at {RATE} req/s",
+               round(sum(live_fixed["cpu_ms_per_request"].values()), 2),
+               TARGET_LIVE_CPU_MS, "<=", "ms"),
+        target(f"{LIVE_NEW} p99 at {RATE} req/s", new_fixed["latency_ms"]["p99"],
+               TARGET_NEW_USER_P99_MS, "<=", "ms"),
+    ]
+
+
+def serve_tables(shipped: dict[str, Any], feed: PredictionFeed, loads: list[dict[str, Any]],
+                 by: dict[tuple[str, str], Any]) -> list[dict[str, Any]]:
     rows = [[r["name"], "200 req/s" if r["mode"] == "fixed" else
              f"closed loop, {CLOSED_CONCURRENCY} in flight", r["requests"], r["ok"],
              r["achieved_rps"], *[r["latency_ms"][p] for p in ("p50", "p95", "p99", "max")]]
@@ -128,88 +165,65 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
         overhead.append([mode, *[_diff(api_run["latency_ms"][p], raw["latency_ms"][p])
                                  for p in ("p50", "p99")],
                          _ratio(api_run["achieved_rps"], raw["achieved_rps"])])
-    return envelope(
-        "serve", own, quick, clock,
-        dataset={"predictions": n, "users": len(users),
-                 "predictions_per_user": round(n / len(users)),
-                 "model": f"explicit ALS on {ML_SMALL}"},
-        config={**size, "rate": RATE, "open_loop_connections": OPEN_CONCURRENCY,
-                "closed_loop_in_flight": CLOSED_CONCURRENCY, "shipper_max_records": 5000,
-                "seconds_waited_for_a_quiet_stack": settled},
-        metrics={"shipper": shipped, "api": loads},
-        targets=[
-            target("shipper documents/s into Elasticsearch (2 per prediction)",
-                   shipped["documents_per_s"], TARGET_DOCS_PER_S, ">=", "docs/s"),
-            target(f"/users/{{id}}/predictions p99 at {RATE} req/s", api_p99, TARGET_P99_MS,
-                   "<=", "ms"),
-            target(f"{LIVE} p99 at {RATE} req/s", live_fixed["latency_ms"]["p99"],
-                   TARGET_P99_MS, "<=", "ms"),
-            target(f"{LIVE} closed-loop throughput", live_closed["achieved_rps"],
-                   TARGET_LIVE_RPS, ">=", "req/s"),
-            target(f"{LIVE} CPU per request (API + Elasticsearch + Cassandra) at {RATE} req/s",
-                   round(sum(live_fixed["cpu_ms_per_request"].values()), 2),
-                   TARGET_LIVE_CPU_MS, "<=", "ms"),
-            target(f"{LIVE_NEW} p99 at {RATE} req/s", new_fixed["latency_ms"]["p99"],
-                   TARGET_NEW_USER_P99_MS, "<=", "ms"),
-        ],
-        tables=[
-            table("Shipper", ["measure", "value"], [
-                ["predictions measured (after the warm-up ones)", shipped["predictions"]],
-                ["predictions indexed", shipped["indexed"]],
-                ["documents written (history + latest)", shipped["documents"]],
-                ["predictions/s (first to last bulk)", shipped["predictions_per_s"]],
-                ["documents/s (first to last bulk)", shipped["documents_per_s"]],
-                ["documents/s (run() start, incl. ES check and group join)",
-                 shipped["documents_per_s_incl_start"]],
-                ["bulk requests", shipped["batches"]],
-                ["CPU-bound ceiling on an idle host, docs/s (estimate: documents x cores / CPU "
-                 "s of shipper, Elasticsearch, Kafka)",
-                 shipped["cpu_bound_ceiling_documents_per_s"]],
-                ["warm-up rounds (not measured, the same predictions again): documents/s",
-                 ", ".join(f"{r['documents_per_s'] or 0:,}" for r in shipped["warmup_rounds"])],
-                ["warm-up rounds: Elasticsearch CPU µs per document",
-                 ", ".join(str(r["elasticsearch_cpu_us_per_document"])
-                           for r in shipped["warmup_rounds"])],
-                ["history index count == every prediction shipped",
-                 shipped["history_index_count"] == feed.produced]]),
-            table("API and raw Elasticsearch under load (latency in ms, from the scheduled "
-                  "start)", ["endpoint", "load", "requests", "200 OK", "achieved req/s", "p50",
-                             "p95", "p99", "max"], rows),
-            table("CPU per request (ms) while each run lasted, and the CPU-bound ceiling on an "
-                  "idle host (requests x cores / CPU s of API, Elasticsearch, Cassandra)",
-                  ["endpoint", "load", "API", "Elasticsearch", "Cassandra", "ceiling req/s",
-                   "warm-up rounds before (CPU ms per request, all three)"],
-                  cpu_rows),
-            table("What the API adds to the raw search", ["load", "p50 +ms", "p99 +ms",
-                                                          "throughput API / raw"], overhead),
-        ],
-        rss={"shipper": ship_rss, "API": api_rss},
-        notes=["Each measurement starts once Kafka, Cassandra and Elasticsearch together use "
-               "under 0.2 cores and the whole host under 0.5 "
-               "(config.seconds_waited_for_a_quiet_stack): merges of what the previous step "
-               "wrote are not billed to the next.",
-               "Each prediction is indexed twice (its daily history index and "
-               "latest-predictions); documents/s counts both, predictions/s is half of it.",
-               "Warm-up, not measured, until the figure stops improving by 5% on the best "
-               "earlier round (at most config.max_warmup_rounds): the shipper re-ships the same "
-               "config.predictions other predictions with a new consumer group each round "
-               "until Elasticsearch's CPU per document stops falling "
-               "(metrics.shipper.warmup_rounds; from a cold start it falls for millions of "
-               "documents), "
-               "each endpoint in rounds of config.warmup_s of its fixed-rate load "
-               "(warmup_cpu_ms_per_request: API + Elasticsearch + Cassandra CPU per request) "
-               "before its first measured run (Elasticsearch's JIT is cold after a start).",
-               "Both the API and the raw-search runs go through the same load-generator process "
-               "(asyncio, keep-alive HTTP/1.1) at the same rate and concurrency; the client's "
-               "own overhead is in both.",
-               "At a fixed rate above what the server sustains, requests queue in the client "
-               "and latency grows with the run's length: compare the achieved rate first.",
-               "/recommendations reads the user's ratings from Cassandra and scores every movie "
-               "in the API process (api.in_process_max_movies; Elasticsearch kNN beyond); "
-               "its raw reference is that Cassandra read plus the in-process scoring. New users "
-               f"have {NEW_USER_RATINGS} ratings each and are folded in on every request.",
-               "The API runs with uvicorn's access log at info level, as `recommender serve`."],
-    )
+    return [
+        table("Shipper", ["measure", "value"], [
+            ["predictions measured (after the warm-up ones)", shipped["predictions"]],
+            ["predictions indexed", shipped["indexed"]],
+            ["documents written (history + latest)", shipped["documents"]],
+            ["predictions/s (first to last bulk)", shipped["predictions_per_s"]],
+            ["documents/s (first to last bulk)", shipped["documents_per_s"]],
+            ["documents/s (run() start, incl. ES check and group join)",
+             shipped["documents_per_s_incl_start"]],
+            ["bulk requests", shipped["batches"]],
+            ["CPU-bound ceiling on an idle host, docs/s (estimate: documents x cores / CPU "
+             "s of shipper, Elasticsearch, Kafka)",
+             shipped["cpu_bound_ceiling_documents_per_s"]],
+            ["warm-up rounds (not measured, the same predictions again): documents/s",
+             ", ".join(f"{r['documents_per_s'] or 0:,}" for r in shipped["warmup_rounds"])],
+            ["warm-up rounds: Elasticsearch CPU µs per document",
+             ", ".join(str(r["elasticsearch_cpu_us_per_document"])
+                       for r in shipped["warmup_rounds"])],
+            ["history index count == every prediction shipped",
+             shipped["history_index_count"] == feed.produced]]),
+        table("API and raw Elasticsearch under load (latency in ms, from the scheduled "
+              "start)", ["endpoint", "load", "requests", "200 OK", "achieved req/s", "p50",
+                         "p95", "p99", "max"], rows),
+        table("CPU per request (ms) while each run lasted, and the CPU-bound ceiling on an "
+              "idle host (requests x cores / CPU s of API, Elasticsearch, Cassandra)",
+              ["endpoint", "load", "API", "Elasticsearch", "Cassandra", "ceiling req/s",
+               "warm-up rounds before (CPU ms per request, all three)"],
+              cpu_rows),
+        table("What the API adds to the raw search", ["load", "p50 +ms", "p99 +ms",
+                                                      "throughput API / raw"], overhead),
+    ]
+
+
+SERVE_NOTES = [
+    "Each measurement starts once Kafka, Cassandra and Elasticsearch together use "
+    "under 0.2 cores and the whole host under 0.5 "
+    "(config.seconds_waited_for_a_quiet_stack): merges of what the previous step "
+    "wrote are not billed to the next.",
+    "Each prediction is indexed twice (its daily history index and "
+    "latest-predictions); documents/s counts both, predictions/s is half of it.",
+    "Warm-up, not measured, until the figure stops improving by 5% on the best "
+    "earlier round (at most config.max_warmup_rounds): the shipper re-ships the same "
+    "config.predictions other predictions with a new consumer group each round "
+    "until Elasticsearch's CPU per document stops falling "
+    "(metrics.shipper.warmup_rounds; from a cold start it falls for millions of "
+    "documents), "
+    "each endpoint in rounds of config.warmup_s of its fixed-rate load "
+    "(warmup_cpu_ms_per_request: API + Elasticsearch + Cassandra CPU per request) "
+    "before its first measured run (Elasticsearch's JIT is cold after a start).",
+    "Both the API and the raw-search runs go through the same load-generator process "
+    "(asyncio, keep-alive HTTP/1.1) at the same rate and concurrency; the client's "
+    "own overhead is in both.",
+    "At a fixed rate above what the server sustains, requests queue in the client "
+    "and latency grows with the run's length: compare the achieved rate first.",
+    "/recommendations reads the user's ratings from Cassandra and scores every movie "
+    "in the API process (api.in_process_max_movies; Elasticsearch kNN beyond); "
+    "its raw reference is that Cassandra read plus the in-process scoring. New users "
+    f"have {NEW_USER_RATINGS} ratings each and are folded in on every request.",
+    "The API runs with uvicorn's access log at info level, as `recommender serve`."]
 
 
 def _diff(a: float | None, b: float | None) -> float | None:
