@@ -121,6 +121,17 @@ def trained_model(ws: Workspace) -> tuple[Settings, str]:
     return ws.shared["model"]
 
 
+def serving_ml_small(ws: Workspace, name: str,
+                     **sections: dict[str, Any]) -> tuple[Settings, tuple[Settings, str], str]:
+    """What the serving benchmarks measure against: settings ``name`` on the ml-latest-small
+    keyspace, the model trained on it, and that model's version copied into the settings'
+    own registry as CURRENT."""
+    data = ml_small_keyspace(ws)
+    model = trained_model(ws)
+    own = ws.settings(name, cassandra={"keyspace": data.cassandra.keyspace}, **sections)
+    return own, model, copy_model(model, own)
+
+
 def copy_model(model: tuple[Settings, str], settings: Settings, new_name: bool = False) -> str:
     """Copy a version into ``settings``' registry and make it CURRENT; with ``new_name`` the
     copy gets a fresh version name (a "new" model with the same factors, for rollover)."""

@@ -31,12 +31,7 @@ from bench.common import (
     target,
     workspace,
 )
-from bench.fixtures import (
-    ML_SMALL,
-    copy_model,
-    ml_small_keyspace,
-    trained_model,
-)
+from bench.fixtures import ML_SMALL, copy_model, serving_ml_small
 from bench.monitor import RssMonitor
 from recommender.offsets import topic_end_offsets
 from recommender.settings import Settings, as_env
@@ -65,11 +60,8 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     ws = workspace(settings)
     clock = Clock()
     size = sizes(quick)
-    data = ml_small_keyspace(ws)
-    model = trained_model(ws)
-    own = ws.settings("predict", cassandra={"keyspace": data.cassandra.keyspace},
-                      spark={"max_offsets_per_trigger": MAX_OFFSETS_PER_TRIGGER})
-    version = copy_model(model, own)
+    own, model, version = serving_ml_small(
+        ws, "predict", spark={"max_offsets_per_trigger": MAX_OFFSETS_PER_TRIGGER})
     kafka = own.kafka
     ensure_topics(own, kafka.requests_topic, kafka.requests_dlq_topic, kafka.predictions_topic)
     artifacts = ModelRegistry.from_settings(own.model).load(version)

@@ -36,13 +36,7 @@ from bench.common import (
     warm_until_steady,
     workspace,
 )
-from bench.fixtures import (
-    ML_SMALL,
-    copy_model,
-    ml_small,
-    ml_small_keyspace,
-    trained_model,
-)
+from bench.fixtures import ML_SMALL, ml_small, serving_ml_small
 from bench.monitor import RssMonitor, wait_for_quiet_stack
 from recommender.settings import Settings
 
@@ -76,14 +70,11 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     ws = workspace(settings)
     clock = Clock()
     size = sizes(quick)
-    data = ml_small_keyspace(ws)
-    model = trained_model(ws)
-    own = ws.settings("serve", cassandra={"keyspace": data.cassandra.keyspace})
-    version = copy_model(model, own)
+    own, _, version = serving_ml_small(ws, "serve")
     artifacts = ModelRegistry.from_settings(own.model).load(version)
     movies = movie_infos(ml_small(own).movies())
     # The warm-up ships into the measured indices: the point is a warm index, not a new one.
-    warm = ws.settings("serve-warmup", cassandra={"keyspace": data.cassandra.keyspace},
+    warm = ws.settings("serve-warmup", cassandra={"keyspace": own.cassandra.keyspace},
                        elasticsearch={"index_prefix": own.elasticsearch.index_prefix})
     for topics in (own, warm):
         ensure_topics(topics, topics.kafka.predictions_topic, topics.kafka.predictions_dlq_topic)
