@@ -125,10 +125,25 @@ def setup(es: Elasticsearch, names: contracts.IndexNames, shards: dict[str, Any]
         add_new_fields(es, bodies[name])
     for index, mapping in ((names.movies, contracts.MOVIES_MAPPING),
                            (names.user_taste, contracts.USER_TASTE_MAPPING)):
-        if not es.indices.exists(index=index):
-            es.indices.create(index=index, settings=shards or SINGLE_NODE, mappings=mapping)
+        if not es.indices.exists(index=index) and _create(es, index, shards or SINGLE_NODE,
+                                                          mapping):
             created.append(index)
     return created
+
+
+def _create(es: Elasticsearch, index: str, settings: dict[str, Any],
+            mappings: dict[str, Any]) -> bool:
+    """Create ``index``; False when another component created it first (ingest and the
+    shipper set up the same fixed indices when they start together)."""
+    from elasticsearch import BadRequestError
+
+    try:
+        es.indices.create(index=index, settings=settings, mappings=mappings)
+    except BadRequestError as exc:
+        if exc.error != "resource_already_exists_exception":
+            raise
+        return False
+    return True
 
 
 def add_new_fields(es: Elasticsearch, template: dict[str, Any]) -> None:
