@@ -217,7 +217,7 @@ class Shipper:
             except down as exc:
                 if give_up():
                     raise
-                if down == KAFKA_DOWN:
+                if down is KAFKA_DOWN:
                     self.stats.kafka_retries += 1
                 else:
                     self.stats.es_retries += 1
@@ -226,7 +226,6 @@ class Shipper:
                 delay = min(delay * 2, MAX_BACKOFF_S)
 
     def poll(self, stop_when: Callable[[], bool]) -> list[ConsumerRecord]:
-        """The next records, waiting out a broker restart; none once asked to stop."""
         def records() -> list[ConsumerRecord]:
             batches = self.consumer.poll(timeout_ms=500, max_records=self.max_records)
             return [r for part in batches.values() for r in part]
