@@ -53,16 +53,17 @@ def test_kafka_refuses_clients_without_sasl(secure_settings: Settings, protocol:
         kafka_admin(kafka, bootstrap_timeout_ms=5000, request_timeout_ms=5000).list_topics()
 
 
-def test_kafka_refuses_a_wrong_password(secure_settings: Settings):
-    from kafka.errors import KafkaError, SaslAuthenticationFailedError
+def test_kafka_refuses_a_wrong_password(secure_settings: Settings, caplog):
+    from kafka.errors import KafkaError
 
     assert broker_answers(account(secure_settings, "ingest").kafka)
     kafka = with_wrong_password(secure_settings).kafka
-    with pytest.raises(KafkaError) as refused:
+    with caplog.at_level("ERROR", logger="kafka"), pytest.raises(KafkaError):
         kafka_admin(kafka, bootstrap_timeout_ms=5000, request_timeout_ms=5000).list_topics()
-    chain = [refused.value, refused.value.__cause__, refused.value.__context__]
-    assert any(isinstance(e, SaslAuthenticationFailedError) for e in chain) or (
-        "authentication" in str(refused.value).lower()), repr(refused.value)
+    # kafka-python raises a bootstrap timeout; the broker's own answer is in its log: a
+    # SASL authentication failure, which a broker that is down never sends
+    assert any("SaslAuthenticationFailedError" in r.getMessage() for r in caplog.records), [
+        r.getMessage() for r in caplog.records][-5:]
 
 
 def test_kafka_acls_allow_each_account_only_its_topics(secure_settings: Settings):
