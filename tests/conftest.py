@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from recommender.settings import Settings
-from tests.support.names import drop_remembered, remember
+from tests.support.names import remember
 from tests.support.user_data import snapshot
 
 pytest_plugins = ["tests.support.fixtures"]
@@ -59,13 +58,6 @@ def settings(tmp_path_factory: pytest.TempPathFactory, run_id: str, data_dir: Pa
         model={"models_dir": tmp / "models"},
         data={"data_dir": data_dir},
     ))
-
-
-@pytest.fixture(scope="session", autouse=True)
-def drop_test_topics_and_keyspaces() -> Iterator[None]:
-    """Set up first, so torn down last: after every job the tests started has stopped."""
-    yield
-    drop_remembered()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -231,7 +231,10 @@ def served(live) -> Iterator[str]:
 
 def test_a_person_rates_movies_on_the_page_and_sees_the_list_change(served):
     """Headless Chromium (Debian's) drives the page as a person would: a new user, two
-    ratings found through the search box, and the recommendations shown change."""
+    ratings found through the search box, and the recommendations shown change.
+
+    The answer for the user shown at page load is held back until the new user's list is
+    drawn: arriving late, it must not replace that list (it once did, in CI)."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
@@ -239,13 +242,23 @@ def test_a_person_rates_movies_on_the_page_and_sees_the_list_change(served):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 390, "height": 1400})  # a phone
+            held = []
+            page.route("**/users/1/recommendations*", lambda route: held.append(route))
             page.goto(served)
+            page.wait_for_function("document.querySelector('#user-id').value === '1'")
             page.fill("#user-id", str(NEW_USER + 2))
             page.click("text=Show this user")
-            page.wait_for_selector("#live li")
             page.wait_for_function("document.querySelector('#live-meta').textContent"
-                                   ".includes('strategy popular')")
+                                   f".includes('user {NEW_USER + 2} · strategy popular')")
             before = page.locator("#live .title").all_text_contents()
+            assert len(held) == 1, "the page-load answer was not asked for"
+            page.wait_for_function("document.querySelector('#status').textContent"
+                                   f".includes('Showing user {NEW_USER + 2}')")
+            with page.expect_response("**/users/1/recommendations*"):
+                held[0].continue_()
+            page.wait_for_timeout(500)  # time for the late answer to be drawn, if it were
+            assert page.locator("#live .title").all_text_contents() == before
+            assert "strategy popular" in page.text_content("#live-meta")
             for query, title in (("toy story", "Toy Story"), ("finding nemo", "Finding Nemo")):
                 page.fill("#query", query)
                 page.click("#search button")

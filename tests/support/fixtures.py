@@ -2,8 +2,9 @@
 ``tests/conftest.py``): the stack, started once per session and reused if already up, one
 SparkSession, ml-latest-small ingested, and a trained model.
 
-When this session started the stack it stops it at the end; a stack that was already
-running (a developer's, or a demo's) is left running.
+At the end the session's private names are dropped (``tests.support.names``), then the
+stack is stopped if this session started it; a stack that was already running (a
+developer's, or a demo's) is left running.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from recommender.errors import StackError
 from recommender.settings import Settings
 from recommender.stack import manager
 from recommender.stack.base import ServiceStatus
+from tests.support.names import drop_remembered
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +33,7 @@ def stack(settings: Settings) -> Iterator[dict[str, ServiceStatus]]:
         print(f"stack: {s.name} {s.version} on {s.host}:{s.port} (pid {s.pid})")
     install_index_templates(settings)
     yield {s.name: s for s in statuses}
+    drop_remembered()  # while the stack still answers: a stopped stack keeps its topics
     if not already_up:
         manager.down(settings.stack, on_event=print)
 

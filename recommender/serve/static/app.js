@@ -43,8 +43,19 @@ function movieItem(movie, extra) {
   return li;
 }
 
+// Each answer is drawn only if its user is still the one picked: a slow answer for the
+// user shown at page load must not overwrite the list of the user picked since.
+class Superseded extends Error {}
+
+async function forCurrentUser(path) {
+  const asked = user;
+  const body = await getJson(path(asked));
+  if (asked !== user) throw new Superseded(`answer for user ${asked} arrived after user ${user} was picked`);
+  return body;
+}
+
 async function showRecommendations() {
-  const body = await getJson(`/users/${user}/recommendations?k=10`);
+  const body = await forCurrentUser((u) => `/users/${u}/recommendations?k=10`);
   const ids = body.items.map((m) => m.movie_id);
   const list = $("live");
   list.replaceChildren(...body.items.map((m) => {
@@ -57,7 +68,7 @@ async function showRecommendations() {
 }
 
 async function showPredictions() {
-  const body = await getJson(`/users/${user}/predictions?k=10`);
+  const body = await forCurrentUser((u) => `/users/${u}/predictions?k=10`);
   $("predictions").replaceChildren(...body.predictions.map((p) => movieItem(p)));
   if (!body.predictions.length) {
     const li = document.createElement("li");
@@ -74,14 +85,20 @@ async function pick(id) {
     shown = await showRecommendations();
     await showPredictions();
     say(`Showing user ${id}.`);
-  } catch (err) { say(`Could not load user ${id}: ${err.message}`); }
+  } catch (err) {
+    if (!(err instanceof Superseded)) say(`Could not load user ${id}: ${err.message}`);
+  }
 }
 
 async function follow(before, sentAt) {
   const deadline = sentAt + FOLLOW_FOR_MS;
   while (performance.now() < deadline) {
     await new Promise((r) => setTimeout(r, POLL_MS));
-    const now = await showRecommendations();
+    let now;
+    try { now = await showRecommendations(); } catch (err) {
+      if (!(err instanceof Superseded)) say(`Could not follow user ${user}: ${err.message}`);
+      return;
+    }
     if (now.join() !== before.join()) {
       const seconds = ((performance.now() - sentAt) / 1000).toFixed(1);
       say(`Recommendations updated ${seconds} s after your rating.`);
