@@ -12,6 +12,8 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from recommender.clients import kafka_admin
@@ -26,16 +28,26 @@ if TYPE_CHECKING:
     from kafka import KafkaAdminClient
 
 
-def _admin(settings: Settings, timeout_s: float) -> KafkaAdminClient:
+@contextmanager
+def _admin(settings: Settings, timeout_s: float, failure: str) -> Iterator[KafkaAdminClient]:
+    """An admin client for one operation, closed after it; a Kafka error during the
+    operation becomes ``BackendUnavailable(failure: error)``, and one while connecting says
+    how to reach a broker."""
     from kafka.errors import KafkaError
 
     try:
-        return kafka_admin(settings.kafka, bootstrap_timeout_ms=int(timeout_s * 1000))
+        admin = kafka_admin(settings.kafka, bootstrap_timeout_ms=int(timeout_s * 1000))
     except KafkaError as exc:
         raise BackendUnavailable(
             f"Kafka at {settings.kafka.bootstrap_servers} did not answer ({exc}); "
             "start it with `recommender stack up` or set RECOMMENDER_KAFKA__BOOTSTRAP_SERVERS"
         ) from exc
+    try:
+        yield admin
+    except KafkaError as exc:
+        raise BackendUnavailable(f"{failure}: {exc}") from exc
+    finally:
+        admin.close()
 
 
 def ensure_topics(settings: Settings, *names: str, partitions: int | None = None,
@@ -46,13 +58,12 @@ def ensure_topics(settings: Settings, *names: str, partitions: int | None = None
     ``settings.kafka.replication_factor``; existing ones are left exactly as they are.
     Returns the names this call created. Safe to call concurrently from several processes.
     """
-    from kafka.errors import KafkaError, TopicAlreadyExistsError
+    from kafka.errors import TopicAlreadyExistsError
 
     wanted = list(dict.fromkeys(names))
     if not wanted:
         return []
-    admin = _admin(settings, timeout_s)
-    try:
+    with _admin(settings, timeout_s, f"Kafka topics {wanted} are not ready") as admin:
         existing = set(admin.list_topics())
         missing = [n for n in wanted if n not in existing]
         if missing:
@@ -66,19 +77,12 @@ def ensure_topics(settings: Settings, *names: str, partitions: int | None = None
                         f"{topic.get('error_message') or topic['error_code']}")
         admin.wait_for_topics(wanted, timeout_ms=int(timeout_s * 1000))
         return missing
-    except KafkaError as exc:
-        raise BackendUnavailable(f"Kafka topics {wanted} are not ready: {exc}") from exc
-    finally:
-        admin.close()
 
 
 def partition_count(settings: Settings, topic: str, timeout_s: float = 30.0) -> int:
     """How many partitions ``topic`` has (0 when it does not exist)."""
-    admin = _admin(settings, timeout_s)
-    try:
+    with _admin(settings, timeout_s, f"Kafka could not describe topic {topic!r}") as admin:
         described = admin.describe_topics([topic])
-    finally:
-        admin.close()
     return next((len(t.get("partitions") or []) for t in described
                  if t.get("name") == topic and not t.get("error_code")), 0)
 
@@ -86,17 +90,10 @@ def partition_count(settings: Settings, topic: str, timeout_s: float = 30.0) -> 
 def delete_topics(settings: Settings, *names: str, timeout_s: float = 30.0) -> list[str]:
     """Delete the topics in ``names`` that exist; returns the names deleted. For tests and
     scratch topics: the pipeline's own topics are its data, so nothing calls this on them."""
-    from kafka.errors import KafkaError
-
-    admin = _admin(settings, timeout_s)
     present = list(dict.fromkeys(names))
-    try:
+    with _admin(settings, timeout_s, f"Kafka could not delete topics {present}") as admin:
         existing = set(admin.list_topics())
         present = [n for n in present if n in existing]
         if present:
             admin.delete_topics(present, timeout_ms=int(timeout_s * 1000))
         return present
-    except KafkaError as exc:
-        raise BackendUnavailable(f"Kafka could not delete topics {present}: {exc}") from exc
-    finally:
-        admin.close()

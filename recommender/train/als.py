@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 
@@ -39,10 +39,28 @@ CHECKPOINT_EVERY = 10
 _RANKING, _RATING = RankingSettings(), RatingSettings()  # the defaults, defined once
 
 
+class _FromSettings:
+    """What both models' params share: built from their section of ``ModelSettings``
+    (``SECTION``) with a run's overrides, recorded with Spark's ``implicitPrefs``."""
+
+    SECTION: ClassVar[str]
+    IMPLICIT: ClassVar[bool]
+
+    @classmethod
+    def from_settings(cls, model: ModelSettings, **overrides: Any) -> Self:
+        section = getattr(model, cls.SECTION).model_dump()
+        return _with(cls(**section, seed=model.seed), overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "implicit_prefs": self.IMPLICIT}
+
+
 @dataclass(frozen=True)
-class RankingParams:
+class RankingParams(_FromSettings):
     """Hyper-parameters of the implicit ranking model (Spark ML's names)."""
 
+    SECTION: ClassVar[str] = "ranking"
+    IMPLICIT: ClassVar[bool] = True
     rank: int = _RANKING.rank
     reg_param: float = _RANKING.reg_param
     alpha: float = _RANKING.alpha
@@ -50,31 +68,19 @@ class RankingParams:
     rating_weight: float = _RANKING.rating_weight
     seed: int = 42
 
-    @classmethod
-    def from_settings(cls, model: ModelSettings, **overrides: Any) -> RankingParams:
-        return _with(cls(**model.ranking.model_dump(), seed=model.seed), overrides)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "implicit_prefs": True}
-
 
 @dataclass(frozen=True)
-class RatingParams:
+class RatingParams(_FromSettings):
     """Hyper-parameters of the explicit rating model and of its biases."""
 
+    SECTION: ClassVar[str] = "rating"
+    IMPLICIT: ClassVar[bool] = False
     rank: int = _RATING.rank
     reg_param: float = _RATING.reg_param
     max_iter: int = _RATING.max_iter
     item_bias_reg: float = _RATING.item_bias_reg
     user_bias_reg: float = _RATING.user_bias_reg
     seed: int = 42
-
-    @classmethod
-    def from_settings(cls, model: ModelSettings, **overrides: Any) -> RatingParams:
-        return _with(cls(**model.rating.model_dump(), seed=model.seed), overrides)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "implicit_prefs": False}
 
 
 Params = RankingParams | RatingParams
