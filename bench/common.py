@@ -184,7 +184,7 @@ class Workspace:
         log(f"cleanup: deleted {len(deleted)} topics")
 
     def _drop_keyspaces(self) -> None:
-        from recommender.schema import drop_keyspaces
+        from recommender.cassandra_schema import drop_keyspaces
 
         drop_keyspaces(self.base, *self.keyspaces)
         log(f"cleanup: dropped keyspaces {', '.join(self.keyspaces) or 'none'}")

@@ -30,7 +30,7 @@ GIB = 1024**3
 
 
 def run(settings: Settings, quick: bool) -> dict[str, Any]:
-    from recommender.demo import run_dir
+    from recommender.launcher import run_dir
     from recommender.supervisor import Supervisor
 
     ws = workspace(settings)

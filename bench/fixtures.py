@@ -34,8 +34,8 @@ def prepare_keyspace(settings: Settings, dataset: Dataset) -> None:
     """Keyspace, tables and the movie catalogue (ingest enriches from it, the predictor names
     its answers from it)."""
     from data_loading.metadata import write_cassandra
+    from recommender.cassandra_schema import ensure_schema
     from recommender.clients import cassandra_session
-    from recommender.schema import ensure_schema
 
     session = cassandra_session(settings.cassandra)
     try:

@@ -52,7 +52,7 @@ def sizes(quick: bool) -> dict[str, int]:
 
 def drain(spark: Any, settings: Settings, query_name: str) -> tuple[float, list[dict]]:
     """Run the ingest query over everything in the topic; its wall time and progress."""
-    from recommender.ingest import start_ingest
+    from recommender.ingest_job import start_ingest
 
     started = time.perf_counter()
     query = start_ingest(spark, settings, available_now=True, query_name=query_name)

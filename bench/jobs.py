@@ -20,7 +20,7 @@ import threading
 
 def ingest(once: bool) -> None:
     """``recommender ingest``; ``once`` drains what is in the topic and exits."""
-    from recommender.ingest import run_ingest
+    from recommender.ingest_job import run_ingest
     from recommender.settings import get_settings
 
     settings = get_settings()
@@ -29,7 +29,7 @@ def ingest(once: bool) -> None:
 
 def ship() -> None:
     from recommender.settings import get_settings
-    from recommender.ship import Shipper
+    from recommender.shipper import Shipper
 
     settings = get_settings()
     stopping = threading.Event()

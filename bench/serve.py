@@ -1,7 +1,7 @@
 """Serving: the built-in shipper (predictions topic -> Elasticsearch) and the HTTP API.
 
 1. Shipper: a private predictions topic pre-filled with predictions of the ml-latest-small model
-   (real users, movies, titles, predicted ratings), shipped by ``recommender.ship.Shipper`` into
+   (real users, movies, titles, predicted ratings), shipped by ``recommender.shipper.Shipper`` into
    a private index with the real mapping; documents/s from the first to the last bulk request.
 2. API: ``recommender serve`` in its own process (private index names), loaded from another
    process (``bench.loadgen``, asyncio): 200 requests/s on a fixed schedule to
@@ -274,7 +274,7 @@ def measure_shipper(settings: Settings, warm: Settings, feed: PredictionFeed, n:
     shipper, in the product's group, over predictions produced after the warm-up; its rate
     runs from the first poll that returned records to the last acknowledgement.
     """
-    from recommender.ship import Shipper
+    from recommender.shipper import Shipper
 
     def ship(on: Settings, group_id: str) -> Any:
         shipper = Shipper(on, group_id=group_id)
@@ -355,8 +355,8 @@ def start_api(ws: Any, settings: Settings) -> dict[str, Any]:
 
 def es_search(settings: Settings, index: str) -> dict[str, Any]:
     """The request ``store.user_predictions`` sends, with ``{user}`` for the user id."""
+    from recommender.serve.queries import LATEST_ORDER, ONLY_SOURCES
     from recommender.serve.schemas import DEFAULT_K
-    from recommender.serve.store import LATEST_ORDER, ONLY_SOURCES
 
     headers = {}
     es = settings.elasticsearch

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from data_loading.datasets import Dataset, Movie, Tag
+from recommender.cassandra_schema import ensure_index, ensure_schema
 from recommender.clients import cassandra_session, elasticsearch_client
 from recommender.contracts import MOVIES_MAPPING
 from recommender.errors import BackendUnavailable, RecommenderError
-from recommender.schema import ensure_index, ensure_schema
 from recommender.settings import Settings
 
 CONCURRENCY = 64  # in-flight Cassandra writes; more only queues on a single node

@@ -1,5 +1,5 @@
 """The session feed's rule for "the next movie", pure: one implementation that the API's
-session store (``serve/session_store``) and the A/B simulation (``simulate``) both run, so a
+session store (``serve/feed_state``) and the A/B simulation (``simulate``) both run, so a
 simulated session is served exactly as ``/sessions/{id}/next`` serves a real one.
 
 The rule, given the session's top list (the user's ``TOP_N`` from the live recommender) and

@@ -34,7 +34,7 @@ def demo(
     requests. The live view shows events/s, predictor lag, predictions/s, request ->
     prediction latency and the model version.
     """
-    from recommender.demo import DemoOptions, run_demo, stop_demo
+    from recommender.launcher import DemoOptions, run_demo, stop_demo
 
     settings = get_settings()
     if stop:
@@ -57,7 +57,7 @@ def demo(
 
 def live_view(settings: Settings, duration: float | None):
     def view(supervisor, stop: threading.Event) -> None:
-        from recommender.demo import PREDICTOR, background_jobs, record_summary
+        from recommender.launcher import PREDICTOR, background_jobs, record_summary
         from recommender.monitor import MemoryWatch, PipelineMonitor
         from recommender.stack import manager
 

@@ -23,7 +23,7 @@ def ingest(
     running. Progress is checkpointed under spark.checkpoint_dir/ingest: a restarted job
     resumes where it stopped and, thanks to idempotent writes, duplicates nothing.
     """
-    from recommender.ingest import run_ingest
+    from recommender.ingest_job import run_ingest
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = get_settings()

@@ -28,7 +28,7 @@ def predict(
     model without restarting. Bad requests go to kafka.requests_dlq_topic with a reason.
     SIGTERM/Ctrl-C stops it after the running micro-batch.
     """
-    from recommender.predict.run import run_predictor
+    from recommender.predict.service import run_predictor
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     settings = get_settings()

@@ -21,7 +21,7 @@ def report(
     Elasticsearch). What is missing (no model yet, Elasticsearch down) is said in the file
     and here; the file is written either way.
     """
-    from recommender.dashboard.report import write
+    from recommender.dashboard.html_report import write
 
     result = write(get_settings(), output)
     for problem in (result.model_problem, result.throughput_problem):

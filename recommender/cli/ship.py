@@ -24,7 +24,7 @@ def ship(
     by request_id (+movie_id), so re-deliveries overwrite. Waits and retries while
     Elasticsearch is down; rejected documents go to kafka.predictions_dlq_topic.
     """
-    from recommender.ship import Shipper
+    from recommender.shipper import Shipper
     from recommender.topics import ensure_topics
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")

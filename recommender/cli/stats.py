@@ -11,7 +11,7 @@ from recommender.cli.common import JsonOption, console, exits_cleanly, print_jso
 from recommender.settings import get_settings
 
 if TYPE_CHECKING:
-    from recommender.stats import Distribution, Stats
+    from recommender.serving_stats import Distribution, Stats
 
 
 @exits_cleanly
@@ -39,7 +39,7 @@ def stats(
     """
     from recommender.clients import spark_session
     from recommender.model.registry import ModelRegistry
-    from recommender.stats import collect
+    from recommender.serving_stats import collect
 
     settings = get_settings()
     art = ModelRegistry.from_settings(settings.model).load()

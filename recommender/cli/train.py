@@ -71,7 +71,7 @@ def train(
     CURRENT's by more than model.gate_tolerance (exit code 3 when refused). With
     --every/--after it keeps running and retrains on that trigger.
     """
-    from recommender.train import run
+    from recommender.train import batch
     from recommender.train.scheduler import Schedule, parse_interval, run_loop, snapshot_rows
     from recommender.vectors import publishing_registry
 
@@ -82,10 +82,10 @@ def train(
                         poll=parse_interval(poll), max_runs=max_runs)
     write_profiles = profiles if profiles is not None else ratings_csv is None
     registry = publishing_registry(settings, _say)
-    spark = run.spark(settings)
+    spark = batch.spark(settings)
 
     def once() -> None:
-        result = run.train_once(spark, settings, opts, registry, ratings_csv, write_profiles,
+        result = batch.train_once(spark, settings, opts, registry, ratings_csv, write_profiles,
                                 _say)
         print_json(_result_json(result)) if json else show_result(result)
         if not result.decision.accepted:
@@ -104,7 +104,7 @@ def train(
         current = registry.current_version()
         return snapshot_rows(registry.metadata(current)) if current else 0
 
-    runs = run_loop(schedule, once, lambda: run.read(spark, settings, ratings_csv)[0].count(),
+    runs = run_loop(schedule, once, lambda: batch.read(spark, settings, ratings_csv)[0].count(),
                     baseline, stop, on_event=_say)
     console.print(f"scheduler stopped after {runs} training run(s)")
 

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
 from recommender.clients import elasticsearch_client
-from recommender.dashboard import data
+from recommender.dashboard import panel_queries
 from recommender.dashboard.panels import DASHBOARDS, panel
 from recommender.settings import ElasticsearchSettings, Settings, get_settings
 
@@ -93,7 +93,7 @@ def all_panels(es: EsDep, settings: SettingsDep, dashboard: str | None = None) -
     if dashboard is not None and dashboard not in {d.id for d in DASHBOARDS}:
         raise HTTPException(404, f"no dashboard {dashboard!r}; one of "
                                  f"{', '.join(d.id for d in DASHBOARDS)}")
-    status, body = data.dashboard_payload(es, settings.elasticsearch.url, dashboard,
+    status, body = panel_queries.dashboard_payload(es, settings.elasticsearch.url, dashboard,
                                           prefix=settings.elasticsearch.index_prefix)
     return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
 
@@ -105,8 +105,10 @@ def one_panel(panel_id: str, es: EsDep, settings: SettingsDep) -> JSONResponse:
     except KeyError:
         raise HTTPException(404, f"no panel {panel_id!r}") from None
     try:
-        (result,) = data.fetch_panels(es, [spec], prefix=settings.elasticsearch.index_prefix)
-    except data.Unreachable as exc:
-        body = {**data.describe(spec), "status": "error", "error": str(exc), "series": []}
+        (result,) = panel_queries.fetch_panels(es, [spec],
+                                               prefix=settings.elasticsearch.index_prefix)
+    except panel_queries.Unreachable as exc:
+        body = {**panel_queries.describe(spec), "status": "error", "error": str(exc),
+                "series": []}
         return JSONResponse(body, status_code=503)
     return JSONResponse(result, headers={"Cache-Control": "no-store"})

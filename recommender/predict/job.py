@@ -125,8 +125,8 @@ class Predictor:
 
     def __init__(self, spark: SparkSession, settings: Settings, *, instance: str = "main",
                  pinned_version: str | None = None, allow_no_model: bool = False) -> None:
+        from recommender.cassandra_schema import wait_for_connector
         from recommender.model.registry import ModelRegistry
-        from recommender.schema import wait_for_connector
 
         self.spark, self.settings, self.instance = spark, settings, instance
         wait_for_connector(spark, settings.cassandra.keyspace, ("ratings", "movies"))

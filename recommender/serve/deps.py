@@ -21,11 +21,11 @@ from recommender.contracts import IndexNames
 from recommender.errors import InvalidRequest
 from recommender.model.artifacts import ModelArtifacts
 from recommender.serve.backends import Backends
+from recommender.serve.feed_state import SessionStore
 from recommender.serve.metrics import Metrics
 from recommender.serve.model_cache import ModelCache
 from recommender.serve.recommend import Recommender
 from recommender.serve.schemas import DEFAULT_K, K_CEILING
-from recommender.serve.session_store import SessionStore
 from recommender.settings import Settings
 
 

@@ -21,11 +21,11 @@ from recommender.model.registry import ModelRegistry
 from recommender.serve import handlers, movies, ops, page, ratings, requests, sessions, users
 from recommender.serve.backends import Backends
 from recommender.serve.deps import ApiContext
+from recommender.serve.feed_state import SessionStore
 from recommender.serve.metrics import Metrics, MetricsMiddleware
 from recommender.serve.model_cache import ModelCache
 from recommender.serve.recommend import Recommender
 from recommender.serve.schemas import ErrorResponse
-from recommender.serve.session_store import SessionStore
 from recommender.settings import Settings, get_settings
 
 DASHBOARD = "recommender.dashboard.routes"

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from recommender.serve import store
+from recommender.serve import queries
 from recommender.serve.deps import EsDep, IndicesDep, RecommenderDep, SettingsDep, TopK
 from recommender.serve.schemas import (
     INT32_MAX,
@@ -26,7 +26,7 @@ async def search(q: Annotated[str, Query(min_length=1, max_length=200,
                  es: EsDep, settings: SettingsDep, indices: IndicesDep,
                  limit: Annotated[int, Query(ge=1, le=50)] = 10) -> CatalogueMatches:
     """Movies whose title matches ``q``, for a person looking for a movie to rate."""
-    found = await store.search_movies(es, settings, indices.movies, q, limit)
+    found = await queries.search_movies(es, settings, indices.movies, q, limit)
     return CatalogueMatches(query=q, movies=[CatalogueMovie(**{
         k: m.get(k) for k in CatalogueMovie.model_fields if m.get(k) is not None})
         for m in found])

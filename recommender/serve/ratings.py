@@ -15,7 +15,7 @@ from fastapi import APIRouter, Body, status
 from fastapi.exceptions import RequestValidationError
 
 from recommender.contracts import RatingEvent
-from recommender.serve import store
+from recommender.serve import queries
 from recommender.serve.backends import kafka_errors
 from recommender.serve.deps import ApiKeyDep, BackendsDep
 from recommender.serve.schemas import RatingAccepted, RatingIn
@@ -36,7 +36,7 @@ def rate(body: Annotated[RatingIn, Body()], backends: BackendsDep) -> RatingAcce
     ingest's next micro-batch, and the user's recommendations follow it from then on.
     """
     settings = backends.settings
-    if not store.movie_exists(backends.cassandra(), settings, body.movie_id):
+    if not queries.movie_exists(backends.cassandra(), settings, body.movie_id):
         raise RequestValidationError([{
             "loc": ("body", "movie_id"), "type": "unknown_movie", "input": body.movie_id,
             "msg": f"movie {body.movie_id} is not in the catalogue"}])

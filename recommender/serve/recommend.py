@@ -39,7 +39,7 @@ from recommender.model.foldin import (
     similar_items,
     user_vectors,
 )
-from recommender.serve import store
+from recommender.serve import queries
 from recommender.serve.backends import Backends, es_errors
 from recommender.serve.model_cache import ModelCache
 from recommender.vectors import (
@@ -114,7 +114,7 @@ class Recommender:
     # --- recommendations ---------------------------------------------------------------
 
     def user_ratings(self, user_id: int) -> dict[int, float]:
-        return store.user_ratings(self.backends.cassandra(), self.backends.settings, user_id)
+        return queries.user_ratings(self.backends.cassandra(), self.backends.settings, user_id)
 
     def for_user(self, user_id: int, k: int, exclude: Iterable[int] = (),
                  genre: str | None = None) -> Live:

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Body, Path, status
 from fastapi.exceptions import RequestValidationError
 
 from recommender.contracts import PredictionRequest
-from recommender.serve import store
+from recommender.serve import queries
 from recommender.serve.backends import kafka_errors
 from recommender.serve.deps import ApiKeyDep, BackendsDep, EsDep, IndicesDep, SettingsDep
 from recommender.serve.schemas import (
@@ -64,7 +64,7 @@ def submit(body: Annotated[PredictionRequestBody, Body()],
 async def result(request_id: Annotated[RequestId, Path()], es: EsDep, settings: SettingsDep,
                  indices: IndicesDep) -> RequestPredictions:
     """The request's prediction(s) once the shipper indexed them, ranked; 404 until then."""
-    docs = await store.request_predictions(es, settings, indices.predictions_alias, request_id)
+    docs = await queries.request_predictions(es, settings, indices.predictions_alias, request_id)
     return RequestPredictions(request_id=request_id,
                               predictions=[PredictionOut.model_validate(d) for d in docs])
 

@@ -20,7 +20,7 @@ def next_movie(session_id: Annotated[SessionId, Path(description="Any client-cho
     yet; once those are used, popular unserved movies of the last served movie's genre.
 
     Sessions live in this API process and expire 30 minutes after their last call (see
-    ``session_store``); a session id belongs to the user of its first call.
+    ``feed_state``); a session id belongs to the user of its first call.
     """
     pick = sessions.next(session_id, user_id)
     title, year, genres = pick.movie.info

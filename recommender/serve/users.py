@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter, Path, Query, Response
 
 from recommender.contracts import MAX_EXCLUDE
-from recommender.serve import store
+from recommender.serve import queries
 from recommender.serve.deps import BackendsDep, ContextDep, RecommenderDep, TopK
 from recommender.serve.schemas import (
     INT32_MAX,
@@ -38,7 +38,7 @@ async def user_predictions(user_id: UserId, k: TopK, ctx: ContextDep) -> Respons
     # The website's hot path: the response model's fields of documents the shipper checked
     # are encoded as they come (no model validation and serialisation, a sixth of this
     # route's CPU); the model still documents the schema.
-    docs = await store.user_predictions(ctx.backends.async_es, ctx.settings,
+    docs = await queries.user_predictions(ctx.backends.async_es, ctx.settings,
                                         ctx.indices.latest_predictions, user_id, k,
                                         PREDICTION_FIELDS)
     return Response(orjson.dumps({"user_id": user_id, "predictions": docs}),
@@ -73,12 +73,12 @@ def recommendations(
 def similar_users(user_id: UserId, backends: BackendsDep) -> SimilarUser:
     """The user's nearest neighbour by ALS user factors and the movie it suggests
     (Cassandra ``similar_users``, written after training)."""
-    row = store.similar_user(backends.cassandra(), backends.settings, user_id)
+    row = queries.similar_user(backends.cassandra(), backends.settings, user_id)
     return SimilarUser.model_validate(row)
 
 
 @router.get("/{user_id}/taste", response_model=UserTaste)
 def taste(user_id: UserId, backends: BackendsDep) -> UserTaste:
     """The user's genre profile, strongest genre first (Cassandra ``user_taste``)."""
-    rows = store.user_taste(backends.cassandra(), backends.settings, user_id)
+    rows = queries.user_taste(backends.cassandra(), backends.settings, user_id)
     return UserTaste(user_id=user_id, genres=[GenreTaste.model_validate(r) for r in rows])

@@ -25,8 +25,7 @@ from recommender.feed import TOP_N
 from recommender.model.artifacts import ModelArtifacts
 from recommender.model.registry import ModelRegistry
 from recommender.settings import Settings
-from recommender.simulate import confidence
-from recommender.simulate import data as simdata
+from recommender.simulate import confidence, simulated_users
 from recommender.simulate.confidence import Estimate
 from recommender.simulate.policies import REFERENCE, Policy, build, parse
 from recommender.simulate.session import Outcome, Rules, SimUser, play
@@ -96,15 +95,15 @@ def run(spark: SparkSession, settings: Settings, options: Options,
     registry = ModelRegistry.from_settings(settings.model)
     kinds = parse(options.policies)
     current = registry.load()
-    spec = simdata.SplitSpec.of(current.metadata)
+    spec = simulated_users.SplitSpec.of(current.metadata)
     models = _models(registry, current, spec, kinds)
-    ratings, movies = simdata.read_source(spark, settings, spec.source, options.ratings_csv)
-    train, held_out = simdata.held_out_split(ratings, spec)
-    users = simdata.collect_users(train, held_out, options.max_users, options.seed)
+    ratings, movies = simulated_users.read_source(spark, settings, spec.source, options.ratings_csv)
+    train, held_out = simulated_users.held_out_split(ratings, spec)
+    users = simulated_users.collect_users(train, held_out, options.max_users, options.seed)
     if not users:
         raise ModelError(f"model {current.version}'s split leaves no held-out ratings to "
                          "simulate users from")
-    catalogue = simdata.collect_catalogue(movies)
+    catalogue = simulated_users.collect_catalogue(movies)
     policies = [build(kind, _name(kind, version), models[version or current.version], catalogue)
                 for kind, version in kinds]
     on_users(len(users), len(policies))
@@ -117,7 +116,7 @@ def run(spark: SparkSession, settings: Settings, options: Options,
                                                 options.seed))
 
 
-def _models(registry: ModelRegistry, current: ModelArtifacts, spec: simdata.SplitSpec,
+def _models(registry: ModelRegistry, current: ModelArtifacts, spec: simulated_users.SplitSpec,
             kinds: list[tuple[str, str | None]]) -> dict[str, ModelArtifacts]:
     """CURRENT and every named version, refusing one whose held-out rows differ."""
     models = {current.version: current}
@@ -125,7 +124,7 @@ def _models(registry: ModelRegistry, current: ModelArtifacts, spec: simdata.Spli
         if version is None or version in models:
             continue
         art = registry.load(version)
-        if not simdata.SplitSpec.of(art.metadata).same_held_out(spec):
+        if not simulated_users.SplitSpec.of(art.metadata).same_held_out(spec):
             raise InvalidRequest(f"model {version} was trained on a different train/held-out "
                                  f"split than CURRENT {current.version}: one simulation cannot "
                                  "judge both honestly")

@@ -49,8 +49,8 @@ def identities(stack: StackSettings, on_event: Callable[[str], None] = lambda _:
 def provision(settings: Settings, on_event: Callable[[str], None] = lambda _: None) -> None:
     """Topics, keyspace, tables and index templates of ``settings``' names, and every
     component's rights on them."""
+    from recommender.cassandra_schema import ensure_schema
     from recommender.indices import setup as setup_indices
-    from recommender.schema import ensure_schema
     from recommender.topics import ensure_topics
 
     admin = admin_settings(settings.stack, names=settings)

@@ -20,11 +20,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from recommender.cassandra_schema import ensure_tables
 from recommender.clients import CASSANDRA_FORMAT
 from recommender.contracts import PROFILE_TABLES
 from recommender.errors import RecommenderError
 from recommender.model.artifacts import ModelArtifacts
-from recommender.schema import ensure_tables
 from recommender.settings import Settings
 
 if TYPE_CHECKING:

@@ -34,7 +34,7 @@ from recommender.contracts import (
     PredictionRequest,
     RatingEvent,
 )
-from recommender.ingest import parse_events
+from recommender.ingest_job import parse_events
 from recommender.predict.job import REQUEST_SCHEMA, request_rules
 from recommender.serve.schemas import INT32_MAX, PredictionRequestIn
 from recommender.settings import Settings

@@ -31,7 +31,7 @@ from bench.common import Clock
 from bench.fixtures import install_index_templates, ml_small, prepare_keyspace
 from recommender.clients import cassandra_session, kafka_producer
 from recommender.contracts import PredictionRequest, RatingEvent
-from recommender.ingest import start_ingest
+from recommender.ingest_job import start_ingest
 from recommender.offsets import checkpoint_offsets, group_offsets, lag, topic_end_offsets
 from recommender.predict.job import Predictor
 from recommender.settings import Settings

@@ -44,7 +44,7 @@ from recommender.model.foldin import (
 from recommender.model.registry import ModelRegistry
 from recommender.serve.main import create_app
 from recommender.settings import ApiSettings, Settings
-from recommender.ship import to_actions
+from recommender.shipper import to_actions
 from recommender.vectors import publish_movie_vectors
 from tests.support.models import make_artifacts, rating_rows
 from tests.support.names import remember

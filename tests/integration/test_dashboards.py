@@ -43,7 +43,7 @@ from fastapi.testclient import TestClient
 from data_loading.replay import replay
 from recommender.clients import cassandra_session, elasticsearch_client
 from recommender.contracts import RatingEvent
-from recommender.dashboard import data, kibana, kibana_check, kibana_query, report
+from recommender.dashboard import html_report, kibana, kibana_check, kibana_query, panel_queries
 from recommender.dashboard.kibana_objects import object_id
 from recommender.dashboard.panels import (
     PANELS,
@@ -55,7 +55,7 @@ from recommender.dashboard.panels import (
     panel,
 )
 from recommender.dashboard.routes import dashboard_settings, router
-from recommender.ingest import start_ingest
+from recommender.ingest_job import start_ingest
 from recommender.model import snapshot
 from recommender.model.registry import ModelRegistry
 from recommender.serve.main import create_app
@@ -233,7 +233,8 @@ def test_kibana_visualizations_show_this_runs_pipeline_output(es, pipeline_run):
 
 
 def test_every_panel_and_the_report_throughput_return_data(es, pipeline_run):
-    results = data.fetch_panels(es, [*PANELS, *THROUGHPUT], prefix=pipeline_run.index_prefix)
+    results = panel_queries.fetch_panels(es, [*PANELS, *THROUGHPUT],
+                                         prefix=pipeline_run.index_prefix)
     problems = {r["id"]: r["status"] + f" {r['error'] or ''}" for r in results
                 if r["status"] != "ok"}
     assert problems == {}
@@ -266,7 +267,7 @@ def test_user_taste_documents_name_the_neighbour_and_genres_both_have(es, pipeli
 
 def test_an_empty_window_is_no_data_not_an_error(es, pipeline_run):
     future = int(time.time() * 1000) + 10 * 365 * 86_400_000
-    results = data.fetch_panels(es, [p for p in PANELS if p.dashboard == "predictions"],
+    results = panel_queries.fetch_panels(es, [p for p in PANELS if p.dashboard == "predictions"],
                                 now_ms=future, prefix=pipeline_run.index_prefix)
     assert {r["status"] for r in results} == {"empty"}
 
@@ -275,7 +276,7 @@ def test_a_missing_index_is_no_data_not_an_error(es, run_id):
     """user-taste before its first write: the histogram's range request and its buckets."""
     missing = Source("missing", "Missing", f"it-{run_id}-no-such-index", None)
     panels = [replace(p, source=missing) for p in PANELS if p.dashboard == "users"]
-    assert {r["status"] for r in data.fetch_panels(es, panels)} == {"empty"}
+    assert {r["status"] for r in panel_queries.fetch_panels(es, panels)} == {"empty"}
 
 
 @contextmanager
@@ -407,7 +408,7 @@ def _free_port() -> int:
 
 def test_report_charts_the_serving_model_and_throughput(pipeline_run, es, tmp_path):
     out = tmp_path / "report.html"
-    result = report.write(pipeline_run.settings, out, es)
+    result = html_report.write(pipeline_run.settings, out, es)
     html = out.read_text()
     assert result.model_problem is None and result.throughput_problem is None
     model = result.model

@@ -11,6 +11,7 @@ import uuid
 
 from data_loading.datasets import locate
 from data_loading.replay import replay
+from recommender.cassandra_schema import ensure_schema, wait_for_connector
 from recommender.clients import CASSANDRA_FORMAT as CASSANDRA
 from recommender.clients import (
     cassandra_session,
@@ -18,8 +19,7 @@ from recommender.clients import (
     kafka_consumer,
     kafka_producer,
 )
-from recommender.ingest import start_ingest
-from recommender.schema import ensure_schema, wait_for_connector
+from recommender.ingest_job import start_ingest
 from recommender.settings import Settings, as_env
 from recommender.topics import ensure_topics
 from tests.support.names import private

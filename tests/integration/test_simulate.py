@@ -13,8 +13,7 @@ import pytest
 from recommender.cli.simulate import show
 from recommender.model.registry import ModelRegistry
 from recommender.settings import Settings
-from recommender.simulate import ab
-from recommender.simulate import data as simdata
+from recommender.simulate import ab, simulated_users
 from tests.support.cli import run_cli
 
 
@@ -44,13 +43,13 @@ def test_responses_come_only_from_ratings_the_model_never_saw(spark, trained: Se
     """The re-cut split is the training split: per movie, the ratings on the known side are
     exactly the model's training counts; and no known rating is also a response."""
     art = ModelRegistry.from_settings(trained.model).load()
-    spec = simdata.SplitSpec.of(art.metadata)
-    ratings, _ = simdata.read_source(spark, trained, spec.source)
-    train, held_out = simdata.held_out_split(ratings, spec)
+    spec = simulated_users.SplitSpec.of(art.metadata)
+    ratings, _ = simulated_users.read_source(spark, trained, spec.source)
+    train, held_out = simulated_users.held_out_split(ratings, spec)
     counts = train.groupBy("movie_id").count().toPandas()
     assert dict(zip(counts["movie_id"].tolist(), counts["count"].tolist(), strict=True)) == \
         dict(zip(art.item_ids.tolist(), art.item_counts.tolist(), strict=True))
-    users = simdata.collect_users(train, held_out, max_users=10_000, seed=1)
+    users = simulated_users.collect_users(train, held_out, max_users=10_000, seed=1)
     assert len(users) >= 590 and all(u.held_out for u in users)
     assert all(not set(u.seen) & set(u.held_out) for u in users)
 

@@ -18,14 +18,14 @@ from fastapi.testclient import TestClient
 from bench.fixtures import install_index_templates
 from data_loading.datasets import Dataset, locate
 from data_loading.metadata import load_metadata
+from recommender.cassandra_schema import ensure_schema
 from recommender.clients import cassandra_session, elasticsearch_client, kafka_producer
-from recommender.ingest import start_ingest
+from recommender.ingest_job import start_ingest
 from recommender.model import snapshot
 from recommender.model.artifacts import ModelArtifacts
 from recommender.model.foldin import fold_in, recommend
 from recommender.model.registry import ModelRegistry
 from recommender.predict.job import Predictor
-from recommender.schema import ensure_schema
 from recommender.serve.main import create_app
 from recommender.settings import Settings
 from recommender.vectors import publish_movie_vectors

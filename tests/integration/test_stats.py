@@ -12,13 +12,13 @@ from dataclasses import asdict
 import pandas as pd
 import pytest
 
+from recommender.cassandra_schema import ensure_schema
 from recommender.clients import CASSANDRA_FORMAT, cassandra_session
 from recommender.contracts import PROFILE_TABLES
 from recommender.model import snapshot
 from recommender.model.registry import ModelRegistry
-from recommender.schema import ensure_schema
+from recommender.serving_stats import Distribution, list_profile, top_lists, unique_top1_share
 from recommender.settings import Settings
-from recommender.stats import Distribution, list_profile, top_lists, unique_top1_share
 from recommender.train import profiles
 from tests.support.cli import run_cli
 from tests.support.waiting import wait_for

@@ -65,9 +65,9 @@ def ml_small(spark, settings: Settings, data_dir) -> Ingested:
     from data_loading.datasets import locate
     from data_loading.metadata import load_metadata
     from data_loading.replay import replay
+    from recommender.cassandra_schema import ensure_schema
     from recommender.clients import cassandra_session
-    from recommender.ingest import start_ingest
-    from recommender.schema import ensure_schema
+    from recommender.ingest_job import start_ingest
     from recommender.topics import ensure_topics
 
     ensure_topics(settings, settings.kafka.ratings_topic, settings.kafka.ratings_dlq_topic)

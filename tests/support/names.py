@@ -39,7 +39,7 @@ def remember(settings: Settings) -> Settings:
 def drop_remembered() -> None:
     """Delete every remembered topic and keyspace that exists; a failure only warns, so an
     unreachable stack (a unit-test run) never fails the session."""
-    from recommender.schema import drop_keyspaces
+    from recommender.cassandra_schema import drop_keyspaces
     from recommender.topics import delete_topics
 
     if not _topics and not _keyspaces and not _index_prefixes:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from recommender.predict.job import Predictor
 from recommender.settings import Settings
-from recommender.ship import Shipper
+from recommender.shipper import Shipper
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

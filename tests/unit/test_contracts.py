@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import fields
 
 from recommender.contracts import Prediction, PredictionRequest, RatingEvent
-from recommender.ingest import RATING_EVENT_SCHEMA
+from recommender.ingest_job import RATING_EVENT_SCHEMA
 from recommender.predict.job import REQUEST_SCHEMA
 from recommender.predict.scoring import REQUEST_COLUMNS
 from recommender.serve.schemas import PredictionOut, PredictionRequestIn, RatingIn

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from recommender.dashboard import aggs, report
+from recommender.dashboard import aggs, html_report
 from recommender.dashboard.panels import PANELS, panel, relative_ms
 
 NOW = 1_700_000_000_000
@@ -91,7 +91,7 @@ METADATA = {
 
 
 def test_report_charts_metrics_against_baselines_without_external_assets():
-    html = report.render(report.Report(generated_at=NOW, model=METADATA,
+    html = html_report.render(html_report.Report(generated_at=NOW, model=METADATA,
                                        throughput_problem="Elasticsearch did not answer"))
     metrics = html.split('id="metrics"')[1].split("</div>")[0]
     assert metrics.count("<svg") == 2 and metrics.count('class="mark"') == 6
@@ -103,6 +103,7 @@ def test_report_charts_metrics_against_baselines_without_external_assets():
 
 
 def test_report_without_a_model_says_how_to_get_one():
-    html = report.render(report.Report(generated_at=NOW, model_problem="No model has been "
-                                       "promoted yet (run `recommender train`)."))
+    html = html_report.render(html_report.Report(
+        generated_at=NOW,
+        model_problem="No model has been promoted yet (run `recommender train`)."))
     assert "recommender train" in html

@@ -16,9 +16,14 @@ from recommender.model.foldin import recommend_for_user
 from recommender.model.registry import ModelRegistry
 from recommender.simulate import ab, confidence
 from recommender.simulate.chart import render
-from recommender.simulate.data import SplitSpec, group_users, ratings_by_user, sample_ids
 from recommender.simulate.policies import Policy, build, parse
 from recommender.simulate.session import Rules, SimUser, play
+from recommender.simulate.simulated_users import (
+    SplitSpec,
+    group_users,
+    ratings_by_user,
+    sample_ids,
+)
 from tests.support.models import random_artifacts
 
 N_ITEMS = 120

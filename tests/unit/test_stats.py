@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from recommender.model.foldin import recommend_for_user
-from recommender.stats import (
+from recommender.serving_stats import (
     Distribution,
     ListProfile,
     coverage,

@@ -221,7 +221,7 @@ def write_batch(batch: DataFrame, batch_id: int, settings: Settings, movies: Mov
 def start_ingest(spark: SparkSession, settings: Settings, *, available_now: bool = False,
                  query_name: str = "ingest") -> StreamingQuery:
     """Start the streaming query; ``available_now`` drains what is in the topic and stops."""
-    from recommender.schema import wait_for_connector
+    from recommender.cassandra_schema import wait_for_connector
 
     wait_for_connector(spark, settings.cassandra.keyspace, ("ratings", "tags", "movies"))
     movies = MoviesCache(spark, settings.cassandra.keyspace)
@@ -242,10 +242,10 @@ def start_ingest(spark: SparkSession, settings: Settings, *, available_now: bool
 def run_ingest(settings: Settings, *, available_now: bool = False,
                stop_when: Callable[[], bool] | None = None) -> None:
     """``recommender ingest``: prepare schema and topics, then run until stopped."""
+    from recommender.cassandra_schema import ensure_schema
     from recommender.clients import cassandra_session, elasticsearch_client, spark_session
     from recommender.indices import RATINGS_TEMPLATES
     from recommender.indices import setup as setup_indices
-    from recommender.schema import ensure_schema
     from recommender.topics import ensure_topics
 
     ensure_topics(settings, settings.kafka.ratings_topic, settings.kafka.ratings_dlq_topic)

@@ -21,7 +21,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from recommender.dashboard import data, svg
+from recommender.dashboard import panel_queries, svg
 from recommender.dashboard.panels import THROUGHPUT, THROUGHPUT_WINDOW
 from recommender.errors import ModelError
 from recommender.model.registry import ModelRegistry, higher_is_better
@@ -59,9 +59,9 @@ def collect(settings: Settings, es: Elasticsearch | None = None,
 
         es = elasticsearch_client(settings.elasticsearch, request_timeout=15)
     try:
-        report.throughput = data.fetch_panels(es, THROUGHPUT, now,
+        report.throughput = panel_queries.fetch_panels(es, THROUGHPUT, now,
                                              settings.elasticsearch.index_prefix)
-    except data.Unreachable as exc:
+    except panel_queries.Unreachable as exc:
         report.throughput_problem = str(exc)
     return report
 

@@ -1,7 +1,7 @@
 """The batch layer's entry point: read the ratings, run one training, write the profiles.
 
 ``recommender train`` only parses its flags and calls ``train_once`` (once, or on a
-schedule), as ``ingest`` and ``predict`` have ``run_ingest`` and ``predict.run``. What
+schedule), as ``ingest`` and ``predict`` have ``run_ingest`` and ``predict.service``. What
 happens after a promotion (publishing the movie vectors) is the registry's ``on_promoted``
 hooks, so the caller decides it: the CLI registers it, benchmarks and tests do not.
 """

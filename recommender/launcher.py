@@ -52,9 +52,9 @@ STACK_MARKER = "stack-started-by-demo"
 
 def prepare(settings: Settings, say: Callable[[str], None]) -> None:
     """Stack, Elasticsearch templates, topics and Cassandra schema: all idempotent."""
+    from recommender.cassandra_schema import ensure_schema
     from recommender.clients import cassandra_session, elasticsearch_client
     from recommender.indices import setup as setup_indices
-    from recommender.schema import ensure_schema
     from recommender.stack import manager
     from recommender.topics import ensure_topics
 

@@ -147,9 +147,9 @@ def collect(spark: SparkSession, settings: Settings, art: ModelArtifacts, k: int
     """All the statistics from Cassandra (keyspace ``cassandra.keyspace``) and ``art``."""
     from pyspark.sql import functions as F
 
+    from recommender.cassandra_schema import ensure_tables
     from recommender.model import snapshot
-    from recommender.schema import ensure_tables
-    from recommender.simulate.data import arrays, ratings_by_user, sample_ids
+    from recommender.simulate.simulated_users import arrays, ratings_by_user, sample_ids
 
     keyspace = settings.cassandra.keyspace
     spark.conf.set("spark.sql.execution.arrow.pyspark.enabled", "true")
