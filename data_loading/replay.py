@@ -253,7 +253,6 @@ def replay(settings: Settings, events: Iterable[RatingEvent], topic: str | None 
     if not resume:
         state.save(0, None)
     stream = _skip(chain([first] if first else [], stream), skipped, last_id, state.path)
-
     try:
         ensure_topics(settings, topic)
         own = producer is None
@@ -261,78 +260,108 @@ def replay(settings: Settings, events: Iterable[RatingEvent], topic: str | None 
     except BackendUnavailable as exc:
         raise BackendUnavailable(f"{exc}; 0 events sent in this run ({skipped} of {source} "
                                  f"acknowledged earlier, recorded in {state.path})") from exc
-    sent = 0
-    ledger = Ledger(state, skipped, last_id)
-    deliveries = ledger.current
-    last_sent_id = last_id
-    start = last_cut = time.monotonic()
-
-    def stopped(error: object) -> BackendUnavailable:
-        return BackendUnavailable(
-            f"Kafka stopped acknowledging on topic {topic!r} ({error}); "
-            f"{skipped + ledger.acked} events of {source} are acknowledged and recorded in "
-            f"{state.path}; rerun to resume")
-
-    def settle() -> None:
-        try:
-            ledger.settle()
-        except ChunkFailed as exc:
-            raise stopped(exc) from exc
-
-    def finish() -> None:
-        """Wait for every outstanding acknowledgement and record it."""
-        ledger.cut(sent, last_sent_id)
-        unsent = producer.flush(FLUSH_TIMEOUT_S)
-        settle()
-        if unsent:
-            raise stopped(f"{unsent} records not acknowledged within {FLUSH_TIMEOUT_S:.0f}s")
-
-    def send(value: bytes, key: bytes) -> None:
-        while True:
-            try:
-                producer.produce(topic, value, key, on_delivery=deliveries)
-                return
-            except BufferError:  # the local queue is full: let librdkafka drain it
-                producer.poll(0.05)
-                settle()
-
+    run = _Sender(producer, topic, source, Ledger(state, skipped, last_id), progress)
     try:
-        pacer = Pacer(rate, speedup)
-        dumps = orjson.dumps
-        for event in stream:
-            if pacer.active:
-                pacer.wait(event.event_time)
-            send(dumps(event), event.key())
-            sent += 1
-            last_sent_id = event.event_id
-            if sent - ledger.cut_at >= chunk or (pacer.active and
-                                                 time.monotonic() - last_cut > 1):
-                deliveries = ledger.cut(sent, last_sent_id)
-                last_cut = time.monotonic()
-            if sent % 1000 == 0:
-                producer.poll(0)  # serve delivery reports as they come
-                settle()
-                if progress is not None:
-                    progress(ReplayProgress(sent, skipped + ledger.acked, skipped,
-                                            time.monotonic() - start))
-            if sent == limit:
-                break
-        exhausted = sent != limit or next(stream, None) is None
-        finish()
+        exhausted = run.send_all(stream, Pacer(rate, speedup), chunk, limit)
+        run.finish()
     except KeyboardInterrupt:  # record what Kafka already has, so a rerun resends little
-        finish()
+        run.finish()
         raise
     except KafkaException as exc:
-        raise stopped(exc) from exc
+        raise run.stopped(exc) from exc
     finally:
         if own:
             producer.flush(5)
-    seconds = time.monotonic() - start
-    acked = ledger.acked
-    if progress is not None:
-        progress(ReplayProgress(sent, skipped + acked, skipped, seconds))
-    return ReplayResult(topic, source, sent, acked, skipped, skipped + acked, seconds,
-                        sent / seconds if seconds > 0 else 0.0, exhausted, str(state.path))
+    return run.result(exhausted)
+
+
+class _Sender:
+    """One run's producing side: sends events, cuts them into chunks, settles the chunks
+    Kafka acknowledged and reports progress."""
+
+    def __init__(self, producer: Producer, topic: str, source: str, ledger: Ledger,
+                 progress: Callable[[ReplayProgress], None] | None) -> None:
+        self.producer, self.topic, self.source, self.ledger = producer, topic, source, ledger
+        self.progress = progress
+        self.sent = 0
+        self.last_sent_id = ledger.last_id
+        self.deliveries = ledger.current
+        self.start = time.monotonic()
+
+    def send_all(self, stream: Iterator[RatingEvent], pacer: Pacer, chunk: int,
+                 limit: int | None) -> bool:
+        """Send until the stream or ``limit`` ends; whether the stream is exhausted. A chunk
+        closes every ``chunk`` events, or every second when paced (so progress is recorded
+        while a slow replay runs)."""
+        dumps, ledger, send, last_cut = orjson.dumps, self.ledger, self.send, time.monotonic()
+        sent = self.sent  # locals in the loop: it runs once per event
+        try:
+            for event in stream:
+                if pacer.active:
+                    pacer.wait(event.event_time)
+                send(dumps(event), event.key())
+                sent += 1
+                self.last_sent_id = event.event_id
+                if sent - ledger.cut_at >= chunk or (pacer.active and
+                                                     time.monotonic() - last_cut > 1):
+                    self.deliveries = ledger.cut(sent, self.last_sent_id)
+                    last_cut = time.monotonic()
+                if sent % 1000 == 0:
+                    self.sent = sent
+                    self.producer.poll(0)  # serve delivery reports as they come
+                    self.settle()
+                    self.report()
+                if sent == limit:
+                    break
+        finally:
+            self.sent = sent
+        return sent != limit or next(stream, None) is None
+
+    def send(self, value: bytes, key: bytes) -> None:
+        while True:
+            try:
+                self.producer.produce(self.topic, value, key, on_delivery=self.deliveries)
+                return
+            except BufferError:  # the local queue is full: let librdkafka drain it
+                self.producer.poll(0.05)
+                self.settle()
+
+    def settle(self) -> None:
+        try:
+            self.ledger.settle()
+        except ChunkFailed as exc:
+            raise self.stopped(exc) from exc
+
+    def finish(self) -> None:
+        """Wait for every outstanding acknowledgement and record it."""
+        self.ledger.cut(self.sent, self.last_sent_id)
+        unsent = self.producer.flush(FLUSH_TIMEOUT_S)
+        self.settle()
+        if unsent:
+            raise self.stopped(f"{unsent} records not acknowledged within "
+                               f"{FLUSH_TIMEOUT_S:.0f}s")
+
+    def stopped(self, error: object) -> BackendUnavailable:
+        ledger = self.ledger
+        return BackendUnavailable(
+            f"Kafka stopped acknowledging on topic {self.topic!r} ({error}); "
+            f"{ledger.skipped + ledger.acked} events of {self.source} are acknowledged and "
+            f"recorded in {ledger.state.path}; rerun to resume")
+
+    def report(self) -> None:
+        if self.progress is not None:
+            ledger = self.ledger
+            self.progress(ReplayProgress(self.sent, ledger.skipped + ledger.acked,
+                                         ledger.skipped, time.monotonic() - self.start))
+
+    def result(self, exhausted: bool) -> ReplayResult:
+        self.report()
+        seconds = time.monotonic() - self.start
+        ledger = self.ledger
+        return ReplayResult(self.topic, self.source, self.sent, ledger.acked, ledger.skipped,
+                            ledger.skipped + ledger.acked, seconds,
+                            self.sent / seconds if seconds > 0 else 0.0, exhausted,
+                            str(ledger.state.path))
 
 
 def _skip(stream: Iterator[RatingEvent], count: int, last_id: str | None,
