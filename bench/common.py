@@ -178,10 +178,13 @@ class Workspace:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def _delete_topics(self) -> None:
+        from data_loading.replay import forget_progress
         from recommender.topics import delete_topics
 
+        for topic in self.topics:
+            forget_progress(self.base, topic)
         deleted = delete_topics(self.base, *self.topics)
-        log(f"cleanup: deleted {len(deleted)} topics")
+        log(f"cleanup: deleted {len(deleted)} topics and their replay progress files")
 
     def _drop_keyspaces(self) -> None:
         from recommender.cassandra_schema import drop_keyspaces

@@ -78,8 +78,20 @@ class ReplayResult:
 
 def progress_path(settings: Settings, topic: str, source: str) -> Path:
     """``<state>/replay/<topic>-<source>.json``, one file per (topic, stream)."""
-    safe = re.sub(r"[^A-Za-z0-9._+-]", "_", f"{topic}-{source}")
-    return settings.stack.state_dir.parent / "replay" / f"{safe}.json"
+    return settings.stack.state_dir.parent / "replay" / f"{_safe(f'{topic}-{source}')}.json"
+
+
+def forget_progress(settings: Settings, topic: str) -> list[Path]:
+    """Delete the progress files of every stream replayed into ``topic`` (when the topic
+    itself is deleted: a new topic of the same name must start from its first event)."""
+    gone = list((settings.stack.state_dir.parent / "replay").glob(f"{_safe(topic)}-*.json"))
+    for path in gone:
+        path.unlink(missing_ok=True)
+    return gone
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._+-]", "_", name)
 
 
 class ProgressFile:

@@ -1,11 +1,12 @@
 """Private names for one test: its own topics, consumer groups, Spark checkpoints and, when
 asked, Cassandra keyspace, so it reads only what it wrote and a rerun starts from nothing.
 
-Every name handed out is remembered, and ``drop_remembered`` deletes them when the session
-ends: the development stack lives for weeks, and each run's topics, keyspaces and indices
-would otherwise pile up in it (every Cassandra table holds on to heap). Elasticsearch names
-are private through ``elasticsearch.index_prefix``: everything under a remembered prefix
-(indices, their aliases, index templates) is deleted.
+Every name handed out is remembered, and ``drop_remembered`` deletes them, with the replay
+progress files of the topics, when the session ends: the development stack lives for weeks,
+and each run's topics, keyspaces and indices would otherwise pile up in it (every Cassandra
+table holds on to heap). Elasticsearch names are private through
+``elasticsearch.index_prefix``: everything under a remembered prefix (indices, their
+aliases, index templates) is deleted.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def remember(settings: Settings) -> Settings:
 def drop_remembered() -> None:
     """Delete every remembered topic and keyspace that exists; a failure only warns, so an
     unreachable stack (a unit-test run) never fails the session."""
+    from data_loading.replay import forget_progress
     from recommender.cassandra_schema import drop_keyspaces
     from recommender.topics import delete_topics
 
@@ -50,6 +52,7 @@ def drop_remembered() -> None:
     _keyspaces.clear()
     _index_prefixes.clear()
     steps = {"topics": lambda: delete_topics(anyone, *topics),
+             "replay progress files": lambda: [forget_progress(anyone, t) for t in topics],
              "keyspaces": lambda: drop_keyspaces(anyone, *keyspaces),
              "indices": lambda: drop_indices(anyone, *prefixes)}
     for what, step in steps.items():  # each on its own: one failure must not skip the rest

@@ -16,7 +16,15 @@ import pytest
 
 from data_loading.datasets import REGISTRY, DatasetSpec, fetch, locate
 from data_loading.readers import parse_genres, parse_title, rating_line_problem
-from data_loading.replay import ChunkFailed, Ledger, Pacer, ProgressFile, _skip, progress_path
+from data_loading.replay import (
+    ChunkFailed,
+    Ledger,
+    Pacer,
+    ProgressFile,
+    _skip,
+    forget_progress,
+    progress_path,
+)
 from recommender.contracts import RatingEvent
 from recommender.errors import DatasetError
 from recommender.settings import Settings
@@ -278,6 +286,16 @@ def test_progress_file_round_trip(tmp_path):
     path.write_text("{oops")
     with pytest.raises(DatasetError, match="corrupt"):
         state.load()
+
+
+def test_forgetting_a_topic_deletes_its_progress_files_only(tmp_path):
+    settings = Settings(stack={"state_dir": tmp_path / "stack"})
+    mine = [progress_path(settings, "it-1-ratings", source) for source in ("a", "b")]
+    other = progress_path(settings, "it-2-ratings", "a")
+    for path in (*mine, other):
+        ProgressFile(path).save(1, "s:1:1:1")
+    assert sorted(forget_progress(settings, "it-1-ratings")) == sorted(mine)
+    assert [p.exists() for p in (*mine, other)] == [False, False, True]
 
 
 def _events(n: int) -> list[RatingEvent]:
