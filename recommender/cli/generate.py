@@ -7,13 +7,17 @@ import time
 from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from recommender.cli.common import JsonOption, console, exits_cleanly, print_json, progress_bar
 from recommender.contracts import RatingEvent
 from recommender.errors import InvalidRequest
-from recommender.settings import get_settings
+from recommender.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from data_loading.synthetic import Catalogue
 
 
 class Output(StrEnum):
@@ -65,45 +69,66 @@ def generate(
     Timestamps increase through the stream.
     """
     from data_loading.datasets import locate
-    from data_loading.replay import ReplayProgress, replay
-    from data_loading.synthetic import Catalogue, write_csv
+    from data_loading.synthetic import Catalogue
     from data_loading.synthetic import generate as synthesize
 
     mode = Output(output).value
     if mode == "csv" and directory is None:
         raise InvalidRequest("--output csv needs a DIRECTORY argument to write into")
     settings = get_settings()
-    ds = locate(catalogue or settings.data.dataset, data_dir)
-    cat = Catalogue.from_dataset(ds)
-    events = synthesize(cat, users, seed, first_user=first_user)
-    source = f"synthetic-seed{seed}-users{first_user}-{first_user + users - 1}"
+    dataset = locate(catalogue or settings.data.dataset, data_dir)
+    movies = Catalogue.from_dataset(dataset)
+    events = synthesize(movies, users, seed, first_user=first_user)
     with progress_bar() as bar:
         task = bar.add_task(f"{users:,} users -> {mode}", total=None, rate="")
         if mode == "kafka":
-            def show(p: ReplayProgress) -> None:
-                per_s = f"{p.sent / p.elapsed_s:,.0f} events/s" if p.elapsed_s > 0 else ""
-                bar.update(task, completed=p.sent, rate=per_s)
-
-            result = replay(settings, events, topic or settings.kafka.ratings_topic,
-                            source=source, rate=rate, progress=show)
-            summary: object = result
-            sent, seconds = result.sent, result.seconds
+            source = f"synthetic-seed{seed}-users{first_user}-{first_user + users - 1}"
+            summary, sent, seconds = _to_kafka(settings, events, topic, source, rate,
+                                               lambda n, per_s: bar.update(task, completed=n,
+                                                                           rate=per_s))
         else:
             assert directory is not None
-            counted = _counting(events, lambda n, s: bar.update(
-                task, completed=n, rate=f"{n / s:,.0f} events/s" if s > 0 else ""))
-            start = time.monotonic()
-            sent = write_csv(counted, directory, cat, {
-                "seed": seed, "users": users, "first_user": first_user, "catalogue": ds.name})
-            seconds = time.monotonic() - start
-            summary = {"directory": str(directory), "ratings": sent, "seconds": seconds,
-                       "events_per_s": sent / seconds if seconds else 0.0}
+            about = {"seed": seed, "users": users, "first_user": first_user,
+                     "catalogue": dataset.name}
+            summary, sent, seconds = _to_csv(events, directory, movies, about,
+                                             lambda n, per_s: bar.update(task, completed=n,
+                                                                         rate=per_s))
     if json:
         print_json(summary)
     else:
         console.print(f"{sent:,} ratings of {users:,} synthetic users -> "
                       f"{directory if mode == 'csv' else 'Kafka'} in {seconds:.1f} s "
                       f"({sent / seconds if seconds else 0:,.0f} events/s)")
+
+
+Shown = Callable[[int, str], None]  # events so far, and their rate as text
+
+
+def _rate(n: int, seconds: float) -> str:
+    return f"{n / seconds:,.0f} events/s" if seconds > 0 else ""
+
+
+def _to_kafka(settings: Settings, events: Iterator[RatingEvent], topic: str | None,
+              source: str, rate: float, show: Shown) -> tuple[object, int, float]:
+    """Replay the events into the ratings topic (resumable, like ``load ratings``)."""
+    from data_loading.replay import replay
+
+    result = replay(settings, events, topic or settings.kafka.ratings_topic, source=source,
+                    rate=rate, progress=lambda p: show(p.sent, _rate(p.sent, p.elapsed_s)))
+    return result, result.sent, result.seconds
+
+
+def _to_csv(events: Iterator[RatingEvent], directory: Path, movies: Catalogue,
+            about: dict[str, object], show: Shown) -> tuple[object, int, float]:
+    """Write the MovieLens-shaped CSV files and ``synthetic.json`` (``about``)."""
+    from data_loading.synthetic import write_csv
+
+    start = time.monotonic()
+    sent = write_csv(_counting(events, lambda n, s: show(n, _rate(n, s))), directory, movies,
+                     about)
+    seconds = time.monotonic() - start
+    return ({"directory": str(directory), "ratings": sent, "seconds": seconds,
+             "events_per_s": sent / seconds if seconds else 0.0}, sent, seconds)
 
 
 def _counting(events: Iterator[RatingEvent],
