@@ -425,17 +425,6 @@ def envelope(name: str, settings: Settings, quick: bool, clock: Clock, *,
     }
 
 
-def wait_until(check: Callable[[], bool], timeout_s: float, what: str,
-               poll_s: float = 0.5) -> float:
-    """Poll a real signal until it holds; seconds waited. ``TimeoutError`` naming ``what``."""
-    started = time.monotonic()
-    while not check():
-        if time.monotonic() - started > timeout_s:
-            raise TimeoutError(f"gave up after {timeout_s:.0f}s waiting for {what}")
-        time.sleep(poll_s)
-    return time.monotonic() - started
-
-
 def warm_until_steady(run_round: Callable[[], float | None], *, higher_is_better: bool,
                       max_rounds: int, min_gain: float = 0.05,
                       patience: int = 1) -> list[float | None]:

@@ -28,7 +28,6 @@ from bench.common import (
     percentiles,
     table,
     target,
-    wait_until,
     warm_until_steady,
     workspace,
 )
@@ -43,6 +42,7 @@ from bench.fixtures import (
 )
 from bench.monitor import RssMonitor
 from bench.serve import start_api
+from recommender.runtime import wait_for
 from recommender.settings import Settings
 
 TARGET_S = 5.0
@@ -145,8 +145,8 @@ def probe(url: str, producer: Any, settings: Settings, user: int,
             return (body["strategy"] == "fold-in"
                     and movie not in {int(i["movie_id"]) for i in body["items"]})
 
-        wait_until(reflected, timeout_s, f"user {user}'s rating of movie {movie} to show",
-                   poll_s=POLL_S)
+        wait_for(reflected, f"user {user}'s rating of movie {movie} to show", timeout_s,
+                 poll_s=POLL_S)
         return asked[0] - sent
 
 

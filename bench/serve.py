@@ -32,12 +32,12 @@ from bench.common import (
     log,
     table,
     target,
-    wait_until,
     warm_until_steady,
     workspace,
 )
 from bench.fixtures import ML_SMALL, ml_small, serving_ml_small
 from bench.monitor import RssMonitor, wait_for_quiet_stack
+from recommender.runtime import wait_for
 from recommender.settings import Settings
 
 TARGET_DOCS_PER_S = 20_000
@@ -348,7 +348,7 @@ def start_api(ws: Any, settings: Settings) -> dict[str, Any]:
         except httpx.HTTPError:
             return False
 
-    waited = wait_until(answers, 180, "the API to answer")
+    waited = wait_for(answers, "the API to answer", 180)
     log(f"API on {url} answered after {waited:.1f}s")
     return {"proc": proc, "url": url}
 

@@ -48,7 +48,6 @@ from bench.common import (
     log,
     table,
     target,
-    wait_until,
     workspace,
 )
 from bench.fixtures import (
@@ -62,7 +61,7 @@ from bench.fixtures import (
 from bench.monitor import MIB, RssMonitor
 from bench.predict import Pairs, Stream, create_group
 from recommender.offsets import checkpoint_offsets, group_offsets, lag, topic_end_offsets
-from recommender.runtime import tail
+from recommender.runtime import tail, wait_for
 from recommender.settings import Settings
 
 FULL_MINUTES = 30.0
@@ -145,7 +144,7 @@ def warm_up(jobs: dict[str, JobProcess], lags: LagSampler) -> float:
         return lags.ready()
 
     try:
-        first = wait_until(running, 900, "every consumer to commit its first offsets", poll_s=2)
+        first = wait_for(running, "every consumer to commit its first offsets", 900, poll_s=2)
     except TimeoutError as exc:
         logs = "\n".join(f"--- {name}:\n{tail(j.log_file, 15)}" for name, j in jobs.items())
         raise TimeoutError(f"{exc}\n{logs}") from None
@@ -225,8 +224,8 @@ def drain(lags: LagSampler) -> float | None:
         return sample is not None and not any(sample.values())
 
     try:
-        return round(wait_until(caught_up, DRAIN_TIMEOUT_S, "the consumers to catch up",
-                                poll_s=5), 1)
+        return round(wait_for(caught_up, "the consumers to catch up", DRAIN_TIMEOUT_S,
+                              poll_s=5), 1)
     except TimeoutError:
         return None
 

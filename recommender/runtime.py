@@ -1,4 +1,5 @@
-"""Process, JVM and jar helpers every layer may use (jobs, registry, stack, tests).
+"""Process, JVM, jar and waiting helpers every layer may use (jobs, registry, stack,
+benchmarks, tests).
 
 They started in the embedded stack, but the Spark jobs need the same Maven classpath and the
 registry and the rollover need the same liveness check; here none of them depends on
@@ -11,6 +12,8 @@ import os
 import re
 import shutil
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from recommender.errors import StackError
@@ -104,3 +107,15 @@ def tail(path: Path, lines: int = 30) -> str:
     if not path.exists():
         return f"(no log at {path})"
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 300,
+             poll_s: float = 1.0) -> float:
+    """Poll a real signal (a count, a topic, a process) until it holds, never a fixed sleep;
+    the seconds it took. ``TimeoutError`` naming ``what`` after ``timeout_s``."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout_s:
+            raise TimeoutError(f"gave up after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(poll_s)
+    return time.monotonic() - started

@@ -31,6 +31,7 @@ from bench.common import Clock, table, target
 from bench.fixtures import ml_small, prepare_keyspace
 from recommender.clients import cassandra_session, elasticsearch_client
 from recommender.offsets import topic_end_offsets
+from recommender.runtime import wait_for
 from recommender.settings import Settings
 from tests.support.elastic import count, delete_matching
 from tests.support.jobs import INGEST, PREDICT, SHIP, Jobs
@@ -39,7 +40,6 @@ from tests.support.names import private
 from tests.support.results import write_result
 from tests.support.servers import down
 from tests.support.topics import read_all
-from tests.support.waiting import wait_for
 
 RATINGS_PER_S = 50
 REQUESTS_PER_S = 20
@@ -101,7 +101,7 @@ class Pipeline:
 
         try:
             return wait_for(caught_up, what, RECOVERY_TIMEOUT_S, poll_s=2)
-        except AssertionError as exc:
+        except TimeoutError as exc:
             logs = "\n".join(f"--- {n}:\n{self.jobs.log_tail(n)}" for n in self.jobs.jobs)
             raise AssertionError(
                 f"{exc}: Cassandra {self.ratings_landed()}/{ratings} ratings, Elasticsearch "

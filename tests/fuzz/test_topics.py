@@ -34,12 +34,12 @@ from recommender.contracts import PredictionRequest, RatingEvent
 from recommender.ingest_job import start_ingest
 from recommender.offsets import checkpoint_offsets, group_offsets, lag, topic_end_offsets
 from recommender.predict.job import Predictor
+from recommender.runtime import wait_for
 from recommender.settings import Settings
 from tests.support.fuzzing import Fuzzer, Message, rating_row, request_id
 from tests.support.names import private, remember
 from tests.support.results import write_result
 from tests.support.topics import read_all
-from tests.support.waiting import wait_for
 
 MESSAGES = 10_000  # per topic, in make faults (fuzz.json)
 QUICK_MESSAGES = 2_000  # per topic, in make test (fuzz.quick.json)

@@ -58,13 +58,13 @@ from recommender.dashboard.routes import dashboard_settings, router
 from recommender.ingest_job import start_ingest
 from recommender.model import snapshot
 from recommender.model.registry import ModelRegistry
+from recommender.runtime import wait_for
 from recommender.serve.main import create_app
 from recommender.settings import Settings
 from recommender.train import pipeline, profiles
 from tests.support.elastic import documents
 from tests.support.names import private
 from tests.support.serving import serving
-from tests.support.waiting import wait_for
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 CHROMIUM = "/usr/bin/chromium"

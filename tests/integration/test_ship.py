@@ -13,12 +13,12 @@ from fastapi.testclient import TestClient
 from recommender.clients import elasticsearch_client, kafka_consumer, kafka_producer
 from recommender.contracts import PREDICTIONS_MAPPING
 from recommender.indices import delete_older_than, delete_predicted_before, predictions_index
+from recommender.runtime import wait_for
 from recommender.serve.main import create_app
 from tests.support.elastic import documents
 from tests.support.names import private
 from tests.support.servers import down
 from tests.support.serving import ShipperThread, serving
-from tests.support.waiting import wait_for
 
 
 def prediction(request_id: str, **fields) -> bytes:

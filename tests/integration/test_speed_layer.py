@@ -26,12 +26,12 @@ from recommender.model.artifacts import ModelArtifacts
 from recommender.model.foldin import fold_in, recommend
 from recommender.model.registry import ModelRegistry
 from recommender.predict.job import Predictor
+from recommender.runtime import wait_for
 from recommender.serve.main import create_app
 from recommender.settings import Settings
 from recommender.vectors import publish_movie_vectors
 from tests.support.names import private, remember
 from tests.support.topics import collect
-from tests.support.waiting import wait_for
 
 NEW_USER, KNOWN_USER = 900_301, 3
 FIRST, SECOND = "Horror", "Animation"

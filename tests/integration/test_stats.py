@@ -17,11 +17,11 @@ from recommender.clients import CASSANDRA_FORMAT, cassandra_session
 from recommender.contracts import PROFILE_TABLES
 from recommender.model import snapshot
 from recommender.model.registry import ModelRegistry
+from recommender.runtime import wait_for
 from recommender.serving_stats import Distribution, list_profile, top_lists, unique_top1_share
 from recommender.settings import Settings
 from recommender.train import profiles
 from tests.support.cli import run_cli
-from tests.support.waiting import wait_for
 
 
 @pytest.fixture(scope="module")
