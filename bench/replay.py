@@ -29,8 +29,11 @@ from bench.common import (
 )
 from bench.fixtures import ML_SMALL, ml_small
 from bench.monitor import RssMonitor, wait_for_quiet_stack
+from data_loading.replay import replay
+from recommender.clients import BULK_PRODUCER_TUNING
 from recommender.offsets import topic_end_offsets
 from recommender.settings import Settings
+from recommender.topics import ensure_topics
 
 TARGET_EVENTS_PER_S = 100_000
 PARTITIONS = 4
@@ -56,10 +59,6 @@ REPLAY_NOTES = [
 
 
 def run(settings: Settings, quick: bool) -> dict[str, Any]:
-    from data_loading.replay import replay
-    from recommender.clients import BULK_PRODUCER_TUNING
-    from recommender.topics import ensure_topics
-
     ws = workspace(settings)
     clock = Clock()
     own = ws.settings("replay", kafka={"num_partitions": PARTITIONS})

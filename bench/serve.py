@@ -25,16 +25,7 @@ import httpx
 import numpy as np
 import orjson
 
-from bench.common import (
-    Clock,
-    child_env,
-    envelope,
-    log,
-    table,
-    target,
-    warm_until_steady,
-    workspace,
-)
+from bench import common
 from bench.fixtures import ML_SMALL, ml_small, serving_ml_small
 from bench.monitor import RssMonitor, wait_for_quiet_stack
 from recommender.runtime import wait_for
@@ -67,8 +58,8 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     from recommender.topics import ensure_topics
     from recommender.vectors import movie_infos, publish_movie_vectors
 
-    ws = workspace(settings)
-    clock = Clock()
+    ws = common.workspace(settings)
+    clock = common.Clock()
     size = sizes(quick)
     own, _, version = serving_ml_small(ws, "serve")
     artifacts = ModelRegistry.from_settings(own.model).load(version)
@@ -101,7 +92,7 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
         remove_users(own, newcomers)
     es.close()
     by = {(r["name"], r["mode"]): r for r in loads}
-    return envelope(
+    return common.envelope(
         "serve", own, quick, clock,
         dataset={"predictions": n, "users": len(users),
                  "predictions_per_user": round(n / len(users)),
@@ -123,18 +114,18 @@ def serve_targets(shipped: dict[str, Any],
     live_fixed, live_closed = by[(LIVE, "fixed")], by[(LIVE, "closed")]
     new_fixed = by[(LIVE_NEW, "fixed")]
     return [
-        target("shipper documents/s into Elasticsearch (2 per prediction)",
+        common.target("shipper documents/s into Elasticsearch (2 per prediction)",
                shipped["documents_per_s"], TARGET_DOCS_PER_S, ">=", "docs/s"),
-        target(f"/users/{{id}}/predictions p99 at {RATE} req/s", api_p99, TARGET_P99_MS,
+        common.target(f"/users/{{id}}/predictions p99 at {RATE} req/s", api_p99, TARGET_P99_MS,
                "<=", "ms"),
-        target(f"{LIVE} p99 at {RATE} req/s", live_fixed["latency_ms"]["p99"],
+        common.target(f"{LIVE} p99 at {RATE} req/s", live_fixed["latency_ms"]["p99"],
                TARGET_P99_MS, "<=", "ms"),
-        target(f"{LIVE} closed-loop throughput", live_closed["achieved_rps"],
+        common.target(f"{LIVE} closed-loop throughput", live_closed["achieved_rps"],
                TARGET_LIVE_RPS, ">=", "req/s"),
-        target(f"{LIVE} CPU per request (API + Elasticsearch + Cassandra) at {RATE} req/s",
+        common.target(f"{LIVE} CPU per request (API + Elasticsearch + Cassandra) at {RATE} req/s",
                round(sum(live_fixed["cpu_ms_per_request"].values()), 2),
                TARGET_LIVE_CPU_MS, "<=", "ms"),
-        target(f"{LIVE_NEW} p99 at {RATE} req/s", new_fixed["latency_ms"]["p99"],
+        common.target(f"{LIVE_NEW} p99 at {RATE} req/s", new_fixed["latency_ms"]["p99"],
                TARGET_NEW_USER_P99_MS, "<=", "ms"),
     ]
 
@@ -157,7 +148,7 @@ def serve_tables(shipped: dict[str, Any], feed: PredictionFeed, loads: list[dict
                                  for p in ("p50", "p99")],
                          _ratio(api_run["achieved_rps"], raw["achieved_rps"])])
     return [
-        table("Shipper", ["measure", "value"], [
+        common.table("Shipper", ["measure", "value"], [
             ["predictions measured (after the warm-up ones)", shipped["predictions"]],
             ["predictions indexed", shipped["indexed"]],
             ["documents written (history + latest)", shipped["documents"]],
@@ -176,15 +167,15 @@ def serve_tables(shipped: dict[str, Any], feed: PredictionFeed, loads: list[dict
                        for r in shipped["warmup_rounds"])],
             ["history index count == every prediction shipped",
              shipped["history_index_count"] == feed.produced]]),
-        table("API and raw Elasticsearch under load (latency in ms, from the scheduled "
+        common.table("API and raw Elasticsearch under load (latency in ms, from the scheduled "
               "start)", ["endpoint", "load", "requests", "200 OK", "achieved req/s", "p50",
                          "p95", "p99", "max"], rows),
-        table("CPU per request (ms) while each run lasted, and the CPU-bound ceiling on an "
+        common.table("CPU per request (ms) while each run lasted, and the CPU-bound ceiling on an "
               "idle host (requests x cores / CPU s of API, Elasticsearch, Cassandra)",
               ["endpoint", "load", "API", "Elasticsearch", "Cassandra", "ceiling req/s",
                "warm-up rounds before (CPU ms per request, all three)"],
               cpu_rows),
-        table("What the API adds to the raw search", ["load", "p50 +ms", "p99 +ms",
+        common.table("What the API adds to the raw search", ["load", "p50 +ms", "p99 +ms",
                                                       "throughput API / raw"], overhead),
     ]
 
@@ -297,13 +288,14 @@ def measure_shipper(settings: Settings, warm: Settings, feed: PredictionFeed, n:
         es_us = 1e6 * rss.cpu().get("elasticsearch", 0.0) / max(stats.documents, 1)
         rounds.append({"documents_per_s": docs_per_s(stats),
                        "elasticsearch_cpu_us_per_document": round(es_us, 1)})
-        log(f"shipper warm-up round: {rounds[-1]}")
+        common.log(f"shipper warm-up round: {rounds[-1]}")
         return es_us or None
 
-    log(f"producing {n:,} predictions for the warm-up into {warm.kafka.predictions_topic}")
+    common.log(f"producing {n:,} predictions for the warm-up into {warm.kafka.predictions_topic}")
     feed.produce(warm, n)
-    warm_until_steady(warm_round, higher_is_better=False, max_rounds=size["max_warmup_rounds"])
-    log(f"producing {n:,} predictions into {settings.kafka.predictions_topic}")
+    common.warm_until_steady(warm_round, higher_is_better=False,
+                             max_rounds=size["max_warmup_rounds"])
+    common.log(f"producing {n:,} predictions into {settings.kafka.predictions_topic}")
     feed.produce(settings, n)
     settled["before shipper"] = wait_for_quiet_stack(settings)
     with RssMonitor() as rss:
@@ -320,7 +312,7 @@ def measure_shipper(settings: Settings, warm: Settings, feed: PredictionFeed, n:
               "documents_per_s": docs_per_s(stats),
               "documents_per_s_incl_start": round(stats.documents / since_start)
               if since_start > 0 else None}
-    log(f"shipper: {result}")
+    common.log(f"shipper: {result}")
     return result, rss
 
 
@@ -335,7 +327,7 @@ def start_api(ws: Any, settings: Settings) -> dict[str, Any]:
     port = free_port()
     log_file = ws.tmp / "serve" / "api.log"
     proc = ws.start([sys.executable, "-m", "recommender", "serve", "--port", str(port)],
-                    log_file, env=child_env(settings))
+                    log_file, env=common.child_env(settings))
     url = f"http://127.0.0.1:{port}"
 
     def answers() -> bool:
@@ -349,7 +341,7 @@ def start_api(ws: Any, settings: Settings) -> dict[str, Any]:
             return False
 
     waited = wait_for(answers, "the API to answer", 180)
-    log(f"API on {url} answered after {waited:.1f}s")
+    common.log(f"API on {url} answered after {waited:.1f}s")
     return {"proc": proc, "url": url}
 
 
@@ -411,16 +403,16 @@ def api_loads(ws: Any, settings: Settings, url: str, latest_index: str, users: l
             if mode == "fixed":  # the first run of this endpoint: warm the JITs first
                 def warm_round(spec: dict[str, Any] = spec, name: str = name) -> float:
                     _, cpu = measured({**spec, "duration_s": size["warmup_s"]}, [])
-                    log(f"{name} warm-up round: {cpu} CPU ms per request")
+                    common.log(f"{name} warm-up round: {cpu} CPU ms per request")
                     return round(sum(cpu.values()), 2)
 
-                warm = warm_until_steady(warm_round, higher_is_better=False,
+                warm = common.warm_until_steady(warm_round, higher_is_better=False,
                                          max_rounds=size["max_warmup_rounds"])
             settled[f"before {name} ({mode})"] = wait_for_quiet_stack(settings)
             result, cpu_ms = measured(spec, [rss])
             result.update(name=name, mode=mode, cpu_ms_per_request=cpu_ms,
                           warmup_cpu_ms_per_request=warm)
-            log(f"{name} [{mode}]: {result['achieved_rps']} req/s, {result['statuses']}, "
+            common.log(f"{name} [{mode}]: {result['achieved_rps']} req/s, {result['statuses']}, "
                 f"latency {result['latency_ms']}")
             out.append(result)
     return out
@@ -458,8 +450,8 @@ def loadgen(ws: Any, spec: dict[str, Any], monitors: list[RssMonitor]) -> dict[s
     work.mkdir(parents=True)
     (work / "spec.json").write_text(json.dumps(spec))
     proc = subprocess.Popen([sys.executable, "-m", "bench.loadgen", str(work / "spec.json"),
-                             str(work / "out.json")], env=child_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                             str(work / "out.json")], env=common.child_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     for rss in monitors:
         rss.track("load generator (asyncio)", proc.pid)
     out, _ = proc.communicate(timeout=spec["duration_s"] + 300)
