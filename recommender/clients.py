@@ -23,6 +23,7 @@ from recommender.settings import (
 
 if TYPE_CHECKING:
     from cassandra.cluster import Session
+    from confluent_kafka import Consumer as BulkConsumer
     from confluent_kafka import Producer as BulkProducer
     from elasticsearch import AsyncElasticsearch, Elasticsearch
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -85,10 +86,26 @@ def kafka_bulk_producer(kafka: KafkaSettings, **overrides: Any) -> BulkProducer:
     (acks=all, idempotent, lz4) and the same key -> partition mapping (murmur2, as Java)."""
     from confluent_kafka import Producer
 
-    security = {LIBRDKAFKA_NAMES[k]: v for k, v in kafka_security(kafka).items()
-                if k in LIBRDKAFKA_NAMES and v is not None}
-    conf = {"bootstrap.servers": kafka.bootstrap_servers, **BULK_PRODUCER_TUNING, **security}
+    conf = {"bootstrap.servers": kafka.bootstrap_servers, **BULK_PRODUCER_TUNING,
+            **_librdkafka_security(kafka)}
     return Producer({**conf, **overrides})
+
+
+def kafka_follower(kafka: KafkaSettings, **overrides: Any) -> BulkConsumer:
+    """librdkafka's consumer for a process that follows a topic without a consumer group
+    (it assigns partitions itself and never commits): decoding in C keeps up with bulk
+    loads, where kafka-python spends tens of microseconds of Python per record."""
+    from confluent_kafka import Consumer
+
+    conf = {"bootstrap.servers": kafka.bootstrap_servers, "group.id": "unused-no-commits",
+            "enable.auto.commit": False, "enable.auto.offset.store": False,
+            **_librdkafka_security(kafka)}
+    return Consumer({**conf, **overrides})
+
+
+def _librdkafka_security(kafka: KafkaSettings) -> dict[str, Any]:
+    return {LIBRDKAFKA_NAMES[k]: v for k, v in kafka_security(kafka).items()
+            if k in LIBRDKAFKA_NAMES and v is not None}
 
 
 def kafka_consumer(kafka: KafkaSettings, *topics: str, group_id: str | None,

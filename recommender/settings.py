@@ -266,6 +266,14 @@ class ApiSettings(SecretFiles):
         1_000_000, ge=0, description="/recommendations scores every movie in the API process "
         "while the model has at most this many (exact, no round trip); larger catalogues "
         "go through Elasticsearch kNN over movie-vectors.")
+    history_cache_users: int = Field(
+        100_000, ge=0, description="Users whose ratings (and last answers) the API keeps in "
+        "memory, current from the ratings topic, so /recommendations reads no Cassandra; 0 "
+        "reads Cassandra on every request.")
+    history_recent_s: float = Field(
+        120.0, gt=0, description="How far back the API starts following the ratings topic, "
+        "and how long it keeps each rating aside for users it reads from Cassandra later: "
+        "longer than ingest lags behind the topic.")
 
 
 class Settings(BaseSettings):

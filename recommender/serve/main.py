@@ -1,8 +1,9 @@
 """The API app, assembled: settings -> backends and services -> routers, handlers, middleware.
 
 Nothing connects here. Elasticsearch answers per request; Cassandra and Kafka connect on first
-use. The app therefore starts while a backend is down and ``/health`` says which one (503),
-instead of crash-looping; every route fails fast with a 503 naming the backend.
+use, and the follower of the ratings topic (``histories``) in the background. The app
+therefore starts while a backend is down and ``/health`` says which one (503), instead of
+crash-looping; every route fails fast with a 503 naming the backend.
 
     uvicorn --factory recommender.serve.main:create_app     # or: recommender serve
 """
@@ -18,10 +19,21 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from recommender.model.registry import ModelRegistry
-from recommender.serve import handlers, movies, ops, page, ratings, requests, sessions, users
+from recommender.serve import (
+    handlers,
+    movies,
+    ops,
+    page,
+    queries,
+    ratings,
+    requests,
+    sessions,
+    users,
+)
 from recommender.serve.backends import Backends
 from recommender.serve.deps import ApiContext
 from recommender.serve.feed_state import SessionStore
+from recommender.serve.histories import Follower, Histories
 from recommender.serve.metrics import Metrics, MetricsMiddleware
 from recommender.serve.model_cache import ModelCache
 from recommender.serve.recommend import Recommender
@@ -36,7 +48,12 @@ def build_context(settings: Settings) -> ApiContext:
     indices = settings.elasticsearch.indices
     backends = Backends(settings)
     models = ModelCache(ModelRegistry.from_settings(settings.model))
-    recommender = Recommender(backends, models, indices)
+    histories = None
+    if settings.api.history_cache_users:
+        histories = Histories(
+            lambda user: queries.user_ratings(backends.cassandra(), settings, user),
+            settings.api.history_cache_users, settings.api.history_recent_s)
+    recommender = Recommender(backends, models, indices, histories)
     return ApiContext(settings=settings, indices=indices, backends=backends, models=models,
                       recommender=recommender, sessions=SessionStore(recommender),
                       metrics=Metrics())
@@ -54,7 +71,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The asyncio Elasticsearch client is made first, so its imports are frozen too.
         ctx.backends.async_es  # noqa: B018 - made here for its side effect
         gc.freeze()
+        histories = ctx.recommender.histories
+        follower = Follower(settings, histories) if histories is not None else None
+        if follower is not None:
+            follower.start()
         yield
+        if follower is not None:
+            follower.close()
         await ctx.backends.close_async()
         ctx.backends.close()
 

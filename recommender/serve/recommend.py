@@ -41,6 +41,7 @@ from recommender.model.foldin import (
 )
 from recommender.serve import queries
 from recommender.serve.backends import Backends, es_errors
+from recommender.serve.histories import Histories, Ratings
 from recommender.serve.model_cache import ModelCache
 from recommender.vectors import (
     MovieInfo,
@@ -67,11 +68,15 @@ class Live:
 class Recommender:
     """Serving logic over the backends and the model cache; one per app, thread-safe."""
 
-    def __init__(self, backends: Backends, models: ModelCache, indices: IndexNames) -> None:
+    def __init__(self, backends: Backends, models: ModelCache, indices: IndexNames,
+                 histories: Histories | None = None) -> None:
         self.backends = backends
         self.models = models
         self.indices = indices
+        self.histories = histories
         self._lock = threading.Lock()
+        self._answers: OrderedDict[tuple[int, int, str | None], tuple[Ratings, Live]] = \
+            OrderedDict()
         self._published: tuple[float, PublishedVectors | None] | None = None
         self._catalogues: OrderedDict[str, dict[int, MovieInfo]] = OrderedDict()
         self._genre_masks: dict[tuple[str, str], np.ndarray] = {}
@@ -113,15 +118,33 @@ class Recommender:
 
     # --- recommendations ---------------------------------------------------------------
 
-    def user_ratings(self, user_id: int) -> dict[int, float]:
+    def user_ratings(self, user_id: int) -> Ratings:
+        """The user's ratings: from the histories the ratings topic keeps current, else
+        from Cassandra."""
+        if self.histories is not None:
+            return self.histories.get(user_id)
         return queries.user_ratings(self.backends.cassandra(), self.backends.settings, user_id)
 
     def for_user(self, user_id: int, k: int, exclude: Iterable[int] = (),
                  genre: str | None = None) -> Live:
-        """Top ``k`` for the user, best first, never a movie the user rated."""
-        self.serving()  # no model or vectors: say so before asking Cassandra anything
+        """Top ``k`` for the user, best first, never a movie the user rated. An answer
+        without ``exclude`` is kept and given again while the user's ratings and the
+        published model stay the same (what it was computed from)."""
+        published = self.serving()  # no model or vectors: say so before reading ratings
         ratings = self.user_ratings(user_id)
-        excluded = set(ratings) | {int(m) for m in exclude}
+        excluded = {int(m) for m in exclude}
+        key = (user_id, k, genre)
+        if not excluded:
+            kept = self._kept(key, ratings, published.version)
+            if kept is not None:
+                return kept
+        live = self._retried(user_id, k, ratings, excluded | set(ratings), genre)
+        if not excluded:
+            self._keep(key, ratings, live)
+        return live
+
+    def _retried(self, user_id: int, k: int, ratings: Ratings, excluded: set[int],
+                 genre: str | None) -> Live:
         try:
             return self._for_user(user_id, k, ratings, excluded, genre)
         except _Republished:  # the alias moved on between resolving and searching: once more
@@ -130,6 +153,24 @@ class Recommender:
             return self._for_user(user_id, k, ratings, excluded, genre)
         except _Republished as exc:
             raise ModelError("movie vectors are being republished: retry shortly") from exc
+
+    def _kept(self, key: tuple[int, int, str | None], ratings: Ratings,
+              version: str) -> Live | None:
+        with self._lock:
+            kept = self._answers.get(key)
+            if kept is None:
+                return None
+            self._answers.move_to_end(key)
+        from_ratings, live = kept
+        same = from_ratings is ratings or from_ratings == ratings
+        return live if same and live.model_version == version else None
+
+    def _keep(self, key: tuple[int, int, str | None], ratings: Ratings, live: Live) -> None:
+        limit = self.backends.settings.api.history_cache_users
+        with self._lock:
+            self._answers[key] = (ratings, live)
+            while len(self._answers) > limit:
+                self._answers.popitem(last=False)
 
     def _for_user(self, user_id: int, k: int, ratings: dict[int, float], excluded: set[int],
                   genre: str | None) -> Live:

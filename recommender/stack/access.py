@@ -44,20 +44,22 @@ SETUP_INDICES = ((_NAMES.movies, _NAMES.user_taste),
 @dataclass(frozen=True)
 class Component:
     """One account and its rights. ``topics`` maps a ``KafkaSettings`` topic field to the
-    operation allowed on it; ``indices`` pairs Elasticsearch index names with privileges."""
+    operation (or operations) allowed on it; ``indices`` pairs Elasticsearch index names
+    with privileges."""
 
     name: str
     runs: str
     tables: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    topics: dict[str, str] = field(default_factory=dict)
+    topics: dict[str, str | tuple[str, ...]] = field(default_factory=dict)
     groups: tuple[str, ...] = ()
     spark: bool = False  # reads Kafka through Spark, whose consumer groups are generated
     es_cluster: tuple[str, ...] = ()
     indices: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = ()
 
-    def kafka_topics(self, kafka: KafkaSettings) -> dict[str, str]:
-        """Topic name -> operation, with the names these settings give."""
-        return {getattr(kafka, name): operation for name, operation in self.topics.items()}
+    def kafka_topics(self, kafka: KafkaSettings) -> dict[str, tuple[str, ...]]:
+        """Topic name -> operations, with the names these settings give."""
+        return {getattr(kafka, name): (ops,) if isinstance(ops, str) else ops
+                for name, ops in self.topics.items()}
 
     def kafka_groups(self, kafka: KafkaSettings) -> list[str]:
         return [getattr(kafka, name) for name in self.groups]
@@ -108,7 +110,8 @@ COMPONENTS: tuple[Component, ...] = (
         "api", "recommender serve",
         tables={"ratings": (SELECT,), "movies": (SELECT,), "user_taste": (SELECT,),
                 "similar_users": (SELECT,)},
-        topics={"requests_topic": WRITE, "ratings_topic": WRITE},  # POST /ratings
+        topics={"requests_topic": WRITE, "ratings_topic": (WRITE, READ)},  # POST /ratings;
+        # it follows the ratings topic to keep the users' ratings it serves current
         es_cluster=("monitor",),
         indices=(((*PREDICTION_INDICES, *VECTOR_INDICES, _NAMES.movies,
                    _NAMES.user_taste, RATINGS_INDICES), ("read", "view_index_metadata")),),

@@ -109,8 +109,9 @@ def component_acls(names: KafkaSettings) -> list[ACL]:
     acls = []
     for c in COMPONENTS:
         principal = f"User:{c.name}"
-        for topic, operation in c.kafka_topics(names).items():
-            acls.append(allow(principal, operation, ResourceType.TOPIC, topic, Pattern.LITERAL))
+        for topic, operations in c.kafka_topics(names).items():
+            acls += [allow(principal, op, ResourceType.TOPIC, topic, Pattern.LITERAL)
+                     for op in operations]
         for group in c.kafka_groups(names):
             acls.append(allow(principal, "READ", ResourceType.GROUP, group, Pattern.LITERAL))
         if c.spark:

@@ -149,6 +149,15 @@ def client(api_settings: Settings, names: IndexNames, rated) -> Iterator[TestCli
 
 
 @pytest.fixture(scope="module")
+def uncached_client(api_settings: Settings, names: IndexNames, rated) -> Iterator[TestClient]:
+    """The API reading Cassandra on every request (``api.history_cache_users = 0``): what
+    it serves follows ratings written to Cassandra by any path, not only the topic."""
+    api = api_settings.api.model_copy(update={"history_cache_users": 0})
+    with TestClient(create_app(api_settings.model_copy(update={"api": api}))) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
 def knn_client(api_settings: Settings, names: IndexNames, rated) -> Iterator[TestClient]:
     """The API as it serves a catalogue too large to score in-process: Elasticsearch kNN."""
     api = api_settings.api.model_copy(update={"in_process_max_movies": 0})
@@ -191,10 +200,12 @@ def test_live_recommendations_equal_the_models_ranking(client, knn_client, model
     assert first["predicted_rating"] != pytest.approx(min(max(first["score"], 0.5), 5.0))
 
 
-def test_a_known_users_new_ratings_change_the_next_recommendations(client, model, rated,
-                                                                    api_settings):
+def test_a_known_users_new_ratings_change_the_next_recommendations(uncached_client, model,
+                                                                    rated, api_settings):
     """The speed layer: ratings stored after training fold the user in from their whole
-    history on the next request, without a retrain."""
+    history on the next request, without a retrain. (Through the ratings topic, with the
+    history cache on: ``test_speed_layer``.)"""
+    client = uncached_client
     horror = [m for m in (1997, 1387, 2710, 1258, 1982) if m not in rated[KNOWN]]
     before = client.get(f"/users/{KNOWN}/recommendations", params={"k": 10}).json()
     session = cassandra_session(api_settings.cassandra, api_settings.cassandra.keyspace)
