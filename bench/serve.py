@@ -201,10 +201,14 @@ SERVE_NOTES = [
     "own overhead is in both.",
     "At a fixed rate above what the server sustains, requests queue in the client "
     "and latency grows with the run's length: compare the achieved rate first.",
-    "/recommendations reads the user's ratings from Cassandra and scores every movie "
-    "in the API process (api.in_process_max_movies; Elasticsearch kNN beyond); "
-    "its raw reference is that Cassandra read plus the in-process scoring. New users "
-    f"have {NEW_USER_RATINGS} ratings each and are folded in on every request.",
+    "/recommendations reads a user's ratings from Cassandra once, keeps them current "
+    "from the ratings topic (api.history_cache_users) and scores every movie in the API "
+    "process (api.in_process_max_movies; Elasticsearch kNN beyond); an answer is given "
+    "again while the user's ratings and the model are unchanged. No rating arrives "
+    "during these runs, so after each user's first request the answers are the kept "
+    "ones: the path of page views between two ratings. Its raw reference is a Cassandra "
+    "read of the user's ratings plus the in-process scoring, what every request cost "
+    f"before the cache. New users have {NEW_USER_RATINGS} ratings each, folded in once.",
     "The API runs with uvicorn's access log at info level, as `recommender serve`."]
 
 
