@@ -33,7 +33,7 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     from recommender.launcher import run_dir
     from recommender.supervisor import Supervisor
 
-    ws = workspace(settings)
+    bench_run = workspace(settings)
     clock = Clock()
     demo_dir = run_dir(settings)
     if Supervisor(demo_dir).running():
@@ -41,7 +41,7 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
                            "`recommender demo --stop` first")
     duration = DURATION_S[quick]
     env = {**os.environ, **as_env(settings)}
-    output = ws.tmp / "demo-output.txt"
+    output = bench_run.tmp / "demo-output.txt"
     started_ms = int(time.time() * 1000)
     with RssMonitor(interval_s=1.0) as rss:
         rss.track_stack(settings)

@@ -53,12 +53,13 @@ def synthetic_events(dataset: Dataset, n: int) -> Iterator[Any]:
     return islice(generate(catalogue, users=10 * n, seed=SYNTHETIC_SEED), n)
 
 
-def write_ratings(ws: Workspace, settings: Settings, frame: pd.DataFrame, source: str) -> int:
+def write_ratings(bench_run: Workspace, settings: Settings, frame: pd.DataFrame,
+                  source: str) -> int:
     """Bulk-load a ratings frame (user_id, movie_id, rating, event_time ms) into the keyspace
     through the Spark Cassandra connector: the fast path for fixtures, not what is measured."""
     from pyspark.sql import functions as F
 
-    spark = ws.spark()
+    spark = bench_run.spark()
     df = spark.createDataFrame(frame[["user_id", "movie_id", "rating", "event_time"]])
     (df.select(F.col("user_id").cast("int"), F.col("movie_id").cast("int"),
                F.col("rating").cast("float"),
@@ -71,65 +72,65 @@ def write_ratings(ws: Workspace, settings: Settings, frame: pd.DataFrame, source
     return len(frame)
 
 
-def ml_small_keyspace(ws: Workspace) -> Settings:
+def ml_small_keyspace(bench_run: Workspace) -> Settings:
     """Settings whose keyspace holds ml-latest-small's ratings and movies."""
-    if "ml_small" in ws.shared:
-        return ws.shared["ml_small"]
-    settings = ws.settings("data")
+    if "ml_small" in bench_run.shared:
+        return bench_run.shared["ml_small"]
+    settings = bench_run.settings("data")
     dataset = ml_small(settings)
     log(f"fixture: loading {ML_SMALL} into {settings.cassandra.keyspace}")
     prepare_keyspace(settings, dataset)
-    write_ratings(ws, settings, dataset.ratings_frame, ML_SMALL)
-    ws.shared["ml_small"] = settings
+    write_ratings(bench_run, settings, dataset.ratings_frame, ML_SMALL)
+    bench_run.shared["ml_small"] = settings
     return settings
 
 
-def synthetic_keyspace(ws: Workspace, n: int) -> Settings:
+def synthetic_keyspace(bench_run: Workspace, n: int) -> Settings:
     """Settings whose keyspace holds ``n`` synthetic ratings (the ingest benchmark's full run
     leaves exactly this behind)."""
     key = f"synthetic_{n}"
-    if key in ws.shared:
-        return ws.shared[key]
-    settings = ws.settings("synthetic")
+    if key in bench_run.shared:
+        return bench_run.shared[key]
+    settings = bench_run.settings("synthetic")
     dataset = ml_small(settings)
     log(f"fixture: generating {n:,} synthetic ratings into {settings.cassandra.keyspace}")
     prepare_keyspace(settings, dataset)
     events = synthetic_events(dataset, n)
     frame = pd.DataFrame([(e.user_id, e.movie_id, e.rating, e.event_time) for e in events],
                          columns=["user_id", "movie_id", "rating", "event_time"])
-    write_ratings(ws, settings, frame, "synthetic")
-    ws.shared[key] = settings
+    write_ratings(bench_run, settings, frame, "synthetic")
+    bench_run.shared[key] = settings
     return settings
 
 
-def trained_model(ws: Workspace) -> tuple[Settings, str]:
+def trained_model(bench_run: Workspace) -> tuple[Settings, str]:
     """(settings of the registry, version) of a version trained on ml-latest-small with the
     product's defaults."""
-    if "model" in ws.shared:
-        return ws.shared["model"]
+    if "model" in bench_run.shared:
+        return bench_run.shared["model"]
     from recommender.model import snapshot
     from recommender.model.registry import ModelRegistry
     from recommender.train import pipeline
 
-    source = ml_small_keyspace(ws)
-    settings = ws.settings("model", cassandra={"keyspace": source.cassandra.keyspace})
+    source = ml_small_keyspace(bench_run)
+    settings = bench_run.settings("model", cassandra={"keyspace": source.cassandra.keyspace})
     log("fixture: training a model on ml-latest-small")
-    ratings = snapshot.read_cassandra(ws.spark(), settings.cassandra.keyspace)
+    ratings = snapshot.read_cassandra(bench_run.spark(), settings.cassandra.keyspace)
     result = pipeline.run(ratings, settings, pipeline.TrainOptions(),
                           source="cassandra", registry=ModelRegistry.from_settings(settings.model))
-    ws.shared["model"] = (settings, result.version)
-    return ws.shared["model"]
+    bench_run.shared["model"] = (settings, result.version)
+    return bench_run.shared["model"]
 
 
-def serving_ml_small(ws: Workspace, name: str,
+def serving_ml_small(bench_run: Workspace, name: str,
                      **sections: dict[str, Any]) -> tuple[Settings, tuple[Settings, str], str]:
     """What the serving benchmarks measure against: settings ``name`` on the ml-latest-small
     keyspace, the model trained on it, and that model's version copied into the settings'
     own registry as CURRENT."""
-    data = ml_small_keyspace(ws)
-    model = trained_model(ws)
-    own = ws.settings(name, cassandra={"keyspace": data.cassandra.keyspace}, **sections)
-    return own, model, copy_model(model, own)
+    data = ml_small_keyspace(bench_run)
+    model = trained_model(bench_run)
+    private = bench_run.settings(name, cassandra={"keyspace": data.cassandra.keyspace}, **sections)
+    return private, model, copy_model(model, private)
 
 
 def copy_model(model: tuple[Settings, str], settings: Settings, new_name: bool = False) -> str:

@@ -57,34 +57,34 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     from recommender.topics import ensure_topics
     from recommender.vectors import movie_infos, publish_movie_vectors
 
-    ws = workspace(settings)
+    bench_run = workspace(settings)
     clock = Clock()
     probes = 10 if quick else 40  # measured, each for a different user
-    own = ws.settings("freshness")
-    dataset = ml_small(own)
-    prepare_keyspace(own, dataset)
-    write_ratings(ws, own, dataset.ratings_frame, ML_SMALL)
-    version = copy_model(trained_model(ws), own)
-    artifacts = ModelRegistry.from_settings(own.model).load(version)
-    es = elasticsearch_client(own.elasticsearch)
-    install_index_templates(own)
+    private = bench_run.settings("freshness")
+    dataset = ml_small(private)
+    prepare_keyspace(private, dataset)
+    write_ratings(bench_run, private, dataset.ratings_frame, ML_SMALL)
+    version = copy_model(trained_model(bench_run), private)
+    artifacts = ModelRegistry.from_settings(private.model).load(version)
+    es = elasticsearch_client(private.elasticsearch)
+    install_index_templates(private)
     publish_movie_vectors(es, artifacts, movie_infos(dataset.movies()),
-                          alias=own.elasticsearch.indices.movie_vectors)
+                          alias=private.elasticsearch.indices.movie_vectors)
     es.close()
-    ensure_topics(own, own.kafka.ratings_topic, own.kafka.ratings_dlq_topic)
-    ingest = ws.start([sys.executable, "-m", "recommender", "ingest"],
-                      ws.tmp / "freshness" / "ingest.log", env=child_env(own))
-    api = start_api(ws, own)
-    producer = kafka_producer(own.kafka)
+    ensure_topics(private, private.kafka.ratings_topic, private.kafka.ratings_dlq_topic)
+    ingest = bench_run.start([sys.executable, "-m", "recommender", "ingest"],
+                             bench_run.tmp / "freshness" / "ingest.log", env=child_env(private))
+    api = start_api(bench_run, private)
+    producer = kafka_producer(private.kafka)
     users = iter(int(u) for u in np.random.default_rng(7).permutation(artifacts.user_ids))
     with RssMonitor() as rss:
         rss.track("ingest (Spark driver)", ingest.pid)
         rss.track("API (uvicorn, one process)", api["proc"].pid)
-        first = probe(api["url"], producer, own, next(users), timeout_s=300)
+        first = probe(api["url"], producer, private, next(users), timeout_s=300)
         log(f"freshness: first probe (ingest's first batch) reflected after {first:.1f}s")
 
         def warm_round() -> float:
-            median = float(np.median([probe(api["url"], producer, own, next(users))
+            median = float(np.median([probe(api["url"], producer, private, next(users))
                                       for _ in range(WARMUP_PROBES)]))
             log(f"freshness: warm-up round, median {median:.2f}s")
             return median
@@ -94,15 +94,15 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
         results = []
         for n in range(1, probes + 1):
             user = next(users)
-            results.append(probe(api["url"], producer, own, user))
+            results.append(probe(api["url"], producer, private, user))
             log(f"freshness: probe {n}/{probes}: user {user}, {results[-1]:.2f}s")
     producer.close()
     staleness = percentiles(results)
     return envelope(
-        "freshness", own, quick, clock,
+        "freshness", private, quick, clock,
         dataset={"name": ML_SMALL, "rows": len(dataset.ratings_frame), "probes": probes},
         config={"poll_s": POLL_S, "probe_timeout_s": PROBE_TIMEOUT_S,
-                "trigger_interval": own.spark.trigger_interval,
+                "trigger_interval": private.spark.trigger_interval,
                 "model_version": version},
         metrics={"staleness_s": staleness, "probes_s": [round(r, 3) for r in results],
                  "first_probe_s": round(first, 2),

@@ -63,7 +63,7 @@ def drain(spark: Any, settings: Settings, query_name: str) -> tuple[float, list[
     return wall, list(query.recentProgress)
 
 
-def warm_up(ws: Workspace, spark: Any, dataset: Any, events: Iterable[Any], n: int,
+def warm_up(bench_run: Workspace, spark: Any, dataset: Any, events: Iterable[Any], n: int,
             rounds: int) -> list[float | None]:
     """Drain the same ``n`` events again and again (a new checkpoint each round, into a
     keyspace and indices of their own) until the rate stops rising: the Spark JVM is new,
@@ -71,17 +71,18 @@ def warm_up(ws: Workspace, spark: Any, dataset: Any, events: Iterable[Any], n: i
     from data_loading.replay import replay
     from recommender.topics import ensure_topics
 
-    warm = ws.settings("ingest-warmup")
+    warm = bench_run.settings("ingest-warmup")
     ensure_topics(warm, warm.kafka.ratings_topic, warm.kafka.ratings_dlq_topic)
     prepare_keyspace(warm, dataset)
-    loaded = replay(warm, islice(events, n), resume=False, source=f"bench-{ws.run_id}-warmup")
-    ws.files.append(Path(loaded.progress_file))
+    loaded = replay(warm, islice(events, n), resume=False,
+                    source=f"bench-{bench_run.run_id}-warmup")
+    bench_run.files.append(Path(loaded.progress_file))
     done = 0
 
     def one_round() -> float:
         nonlocal done
         done += 1
-        wall, _ = drain(spark, warm, f"bench_ingest_warmup_{ws.run_id}_{done}")
+        wall, _ = drain(spark, warm, f"bench_ingest_warmup_{bench_run.run_id}_{done}")
         log(f"warm-up round {done}: {loaded.acked:,} rows in {wall:.1f}s = "
             f"{loaded.acked / wall:,.0f} rows/s")
         return round(loaded.acked / wall)
@@ -112,37 +113,37 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     from recommender.model.snapshot import count_cassandra
     from recommender.topics import ensure_topics
 
-    ws = workspace(settings)
+    bench_run = workspace(settings)
     clock = Clock()
     size = sizes(quick)
-    own = ws.settings("ingest")  # the product's defaults, maxOffsetsPerTrigger included
-    dataset = ml_small(own)
-    ensure_topics(own, own.kafka.ratings_topic, own.kafka.ratings_dlq_topic)
-    prepare_keyspace(own, dataset)
+    private = bench_run.settings("ingest")  # the product's defaults, maxOffsetsPerTrigger included
+    dataset = ml_small(private)
+    ensure_topics(private, private.kafka.ratings_topic, private.kafka.ratings_dlq_topic)
+    prepare_keyspace(private, dataset)
     if quick:
         name, events = ML_SMALL, dataset.ratings
     else:
         name, events = (f"synthetic {FULL_ROWS:,} (seed 7, {ML_SMALL} catalogue)",
                         lambda: synthetic_events(dataset, FULL_ROWS))
-    spark = ws.spark()
+    spark = bench_run.spark()
     log(f"warming up: {size['warmup_events']:,} events of {name}, drained until the rate "
         "stops rising")
-    warmup = warm_up(ws, spark, dataset, events(), size["warmup_events"],
+    warmup = warm_up(bench_run, spark, dataset, events(), size["warmup_events"],
                      size["max_warmup_rounds"])
-    log(f"pre-loading {name} into {own.kafka.ratings_topic}")
-    loaded = replay(own, events(), resume=False, source=f"bench-{ws.run_id}")
-    ws.files.append(Path(loaded.progress_file))
+    log(f"pre-loading {name} into {private.kafka.ratings_topic}")
+    loaded = replay(private, events(), resume=False, source=f"bench-{bench_run.run_id}")
+    bench_run.files.append(Path(loaded.progress_file))
     n = loaded.acked
-    install_index_templates(own)
-    index_prefix = own.elasticsearch.indices.ratings_prefix
+    install_index_templates(private)
+    index_prefix = private.elasticsearch.indices.ratings_prefix
     with RssMonitor() as rss:
         rss.track("bench process (driver, Spark JVM, Python workers)", os.getpid())
-        rss.track_stack(own)
+        rss.track_stack(private)
         log(f"draining {n:,} events with maxOffsetsPerTrigger="
-            f"{own.spark.ingest_max_offsets_per_trigger:,}")
-        wall, progress = drain(spark, own, f"bench_ingest_{ws.run_id}")
-    landed = count_cassandra(spark, own.cassandra.keyspace)
-    es = elasticsearch_client(own.elasticsearch)
+            f"{private.spark.ingest_max_offsets_per_trigger:,}")
+        wall, progress = drain(spark, private, f"bench_ingest_{bench_run.run_id}")
+    landed = count_cassandra(spark, private.cassandra.keyspace)
+    es = elasticsearch_client(private.elasticsearch)
     es.indices.refresh(index=f"{index_prefix}*")
     indexed = es.count(index=f"{index_prefix}*")["count"]
     es.close()
@@ -155,16 +156,16 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     steady_rate = (sum(b["rows"] for b in steady) / sum(b["seconds"] for b in steady)
                    if steady and sum(b["seconds"] for b in steady) else None)
     if landed == n:  # the train, predict and serve benchmarks read this keyspace
-        ws.shared["ml_small" if quick else f"synthetic_{FULL_ROWS}"] = own
+        bench_run.shared["ml_small" if quick else f"synthetic_{FULL_ROWS}"] = private
     log(f"ingest: {n:,} rows in {wall:.1f}s = {rate:,.0f} rows/s; Cassandra {landed:,}, "
         f"Elasticsearch {indexed:,}")
     return envelope(
-        "ingest", own, quick, clock,
+        "ingest", private, quick, clock,
         dataset={"name": name, "events": n},
-        config={"max_offsets_per_trigger": own.spark.ingest_max_offsets_per_trigger,
-                "spark_master": own.spark.master,
-                "shuffle_partitions": own.spark.sql_shuffle_partitions,
-                "topic_partitions": own.kafka.num_partitions, **size},
+        config={"max_offsets_per_trigger": private.spark.ingest_max_offsets_per_trigger,
+                "spark_master": private.spark.master,
+                "shuffle_partitions": private.spark.sql_shuffle_partitions,
+                "topic_partitions": private.kafka.num_partitions, **size},
         metrics={"rows": n, "wall_s": round(wall, 2), "rows_per_s": round(rate),
                  "rows_per_s_after_first_batch": round(steady_rate) if steady_rate else None,
                  "cpu_bound_ceiling_rows_per_s": ceiling,

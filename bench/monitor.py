@@ -100,13 +100,13 @@ class RssMonitor:
             trees[label] = tree
         total = 0
         for label, tree in trees.items():
-            own = set(tree)
+            private = set(tree)
             for other, other_tree in trees.items():
                 other_root = roots[other][0]
                 if other != label and other_root in tree and other_root != roots[label][0]:
-                    own -= other_tree
+                    private -= other_tree
             rss = 0
-            for pid in own:
+            for pid in private:
                 with contextlib.suppress(psutil.Error):
                     proc = self._procs.get(pid)
                     if proc is None or not proc.is_running():

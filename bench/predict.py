@@ -57,56 +57,57 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     from recommender.predict.rollover import running_instances, stop_instance
     from recommender.topics import ensure_topics
 
-    ws = workspace(settings)
+    bench_run = workspace(settings)
     clock = Clock()
     size = sizes(quick)
-    own, model, version = serving_ml_small(
-        ws, "predict", spark={"max_offsets_per_trigger": MAX_OFFSETS_PER_TRIGGER})
-    kafka = own.kafka
-    ensure_topics(own, kafka.requests_topic, kafka.requests_dlq_topic, kafka.predictions_topic)
-    artifacts = ModelRegistry.from_settings(own.model).load(version)
+    private, model, version = serving_ml_small(
+        bench_run, "predict", spark={"max_offsets_per_trigger": MAX_OFFSETS_PER_TRIGGER})
+    kafka = private.kafka
+    ensure_topics(private, kafka.requests_topic, kafka.requests_dlq_topic, kafka.predictions_topic)
+    artifacts = ModelRegistry.from_settings(private.model).load(version)
     pairs = Pairs(artifacts.user_ids, artifacts.item_ids)
     n = size["throughput_requests"]
     log(f"pre-loading {n:,} pair requests into {kafka.requests_topic}")
-    send_requests(own, pairs, "tp", n)
-    create_group(own)
-    ws.on_close.append(lambda: [stop_instance(s) for s in running_instances(own)])
-    log_file = ws.tmp / "predict" / "predictor-old.log"
+    send_requests(private, pairs, "tp", n)
+    create_group(private)
+    bench_run.on_close.append(lambda: [stop_instance(s) for s in running_instances(private)])
+    log_file = bench_run.tmp / "predict" / "predictor-old.log"
     started = time.monotonic()
-    proc = ws.start([sys.executable, "-m", "recommender", "predict", "--instance", "old"],
-                    log_file, env=as_env(own))
+    proc = bench_run.start([sys.executable, "-m", "recommender", "predict", "--instance", "old"],
+                           log_file, env=as_env(private))
     monitors: dict[str, RssMonitor] = {}
 
     def monitor(phase: str) -> RssMonitor:
         rss = monitors[phase] = RssMonitor()
         rss.track("predictor (python, Spark JVM, workers)", proc.pid)
         rss.track("bench process (request sender, consumer)", os.getpid(), children=False)
-        rss.track_stack(own)
+        rss.track_stack(private)
         rss.discover = lambda: {f"rollover successor predictor ({s.instance})": s.pid
-                                for s in running_instances(own) if s.instance != "old"}
+                                for s in running_instances(private) if s.instance != "old"}
         return rss
 
     with monitor("throughput"):
-        throughput = measure_throughput(own, proc, log_file, n, started)
+        throughput = measure_throughput(private, proc, log_file, n, started)
     with monitor("latency"):
-        latency = measure_latency(own, pairs, size["latency_rate"], size["latency_s"])
+        latency = measure_latency(private, pairs, size["latency_rate"], size["latency_s"])
     with monitor("rollover"):
-        roll = measure_rollover(own, model, pairs, size, proc)
+        roll = measure_rollover(private, model, pairs, size, proc)
     predictor_cpu = monitors["throughput"].cpu().get("predictor (python, Spark JVM, workers)")
     throughput["requests_per_predictor_cpu_s"] = (round(n / predictor_cpu)
                                                   if predictor_cpu else None)
     throughput["cpu_bound_ceiling_rps"] = monitors["throughput"].ceiling(
         n, ["predictor (python, Spark JVM, workers)", "cassandra", "kafka"])
-    for state in running_instances(own):
+    for state in running_instances(private):
         stop_instance(state)
-    trigger_s = trigger_seconds(own.spark.trigger_interval)
+    trigger_s = trigger_seconds(private.spark.trigger_interval)
     lat = latency["latency_ms"]
     return envelope(
-        "predict", own, quick, clock,
+        "predict", private, quick, clock,
         dataset={"model": f"explicit ALS on {ML_SMALL}", "users": len(artifacts.user_ids),
                  "movies": len(artifacts.item_ids)},
         config={**size, "max_offsets_per_trigger": MAX_OFFSETS_PER_TRIGGER,
-                "trigger_interval": own.spark.trigger_interval, "spark_master": own.spark.master,
+                "trigger_interval": private.spark.trigger_interval,
+                "spark_master": private.spark.master,
                 "topic_partitions": kafka.num_partitions},
         metrics={"throughput": throughput, "latency": latency, "rollover": roll},
         targets=[
@@ -118,7 +119,7 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
         ],
         tables=predict_tables(n, size, throughput, latency, roll),
         rss=monitors,
-        notes=predict_notes(own, trigger_s),
+        notes=predict_notes(private, trigger_s),
     )
 
 
@@ -161,12 +162,12 @@ def predict_tables(n: int, size: dict[str, Any], throughput: dict[str, Any],
     ]
 
 
-def predict_notes(own: Settings, trigger_s: float) -> list[str]:
+def predict_notes(private: Settings, trigger_s: float) -> list[str]:
     return [
-        f"Predictor settings: trigger {own.spark.trigger_interval}, at most "
+        f"Predictor settings: trigger {private.spark.trigger_interval}, at most "
         f"{MAX_OFFSETS_PER_TRIGGER:,} requests per micro-batch (the default is "
         f"{Settings().spark.max_offsets_per_trigger:,}), Spark master "
-        f"{own.spark.master}.",
+        f"{private.spark.master}.",
         "Latency includes the producer's linger (20 ms) and waiting for the next trigger "
         f"(up to {trigger_s:g} s): a micro-batch predictor's floor is the trigger "
         "interval, whatever its speed.",

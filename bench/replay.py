@@ -59,40 +59,40 @@ REPLAY_NOTES = [
 
 
 def run(settings: Settings, quick: bool) -> dict[str, Any]:
-    ws = workspace(settings)
+    bench_run = workspace(settings)
     clock = Clock()
-    own = ws.settings("replay", kafka={"num_partitions": PARTITIONS})
-    dataset = ml_small(own)
+    private = bench_run.settings("replay", kafka={"num_partitions": PARTITIONS})
+    dataset = ml_small(private)
     events = dataset.ratings()
     payloads = [orjson.dumps(e) for e in events]
     avg_size = sum(map(len, payloads)) / len(payloads)
-    payload_file = ws.tmp / "replay-payloads.jsonl"
+    payload_file = bench_run.tmp / "replay-payloads.jsonl"
     payload_file.write_bytes(b"\n".join(payloads))
     repeats = 2 if quick else 5
     runs: list[dict[str, Any]] = []
     waited: list[float] = []
     with RssMonitor(interval_s=0.2) as rss:
         rss.track("replay process (python)", os.getpid(), children=False)
-        rss.track_stack(own)
+        rss.track_stack(private)
         for i in range(repeats):
-            topic = ws.topic("replay", f"run{i}")
-            ensure_topics(own, topic, partitions=PARTITIONS)
-            waited.append(wait_for_quiet_stack(own))
+            topic = bench_run.topic("replay", f"run{i}")
+            ensure_topics(private, topic, partitions=PARTITIONS)
+            waited.append(wait_for_quiet_stack(private))
             cpu0 = resource.getrusage(resource.RUSAGE_SELF)
-            result = replay(own, events, topic, resume=False)
+            result = replay(private, events, topic, resume=False)
             cpu1 = resource.getrusage(resource.RUSAGE_SELF)
             cpu_s = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
-            ws.files.append(Path(result.progress_file))
-            in_topic = sum(topic_end_offsets(own, topic).values())
+            bench_run.files.append(Path(result.progress_file))
+            in_topic = sum(topic_end_offsets(private, topic).values())
             runs.append({"run": i + 1, "events": result.acked, "seconds": round(result.seconds, 3),
                          "events_per_s": round(result.events_per_s), "in_topic": in_topic,
                          "cpu_s": round(cpu_s, 2),
                          "events_per_cpu_s": round(result.acked / cpu_s) if cpu_s else None})
             log(f"replay run {i + 1}: {result.acked:,} events in {result.seconds:.2f}s "
                 f"= {result.events_per_s:,.0f}/s ({in_topic:,} in the topic)")
-        perf_size = producer_performance(ws, own, rss, "random", ["--record-size",
-                                                                  str(round(avg_size))])
-        perf_json = producer_performance(ws, own, rss, "json", [
+        perf_size = producer_performance(bench_run, private, rss, "random", ["--record-size",
+                                                                             str(round(avg_size))])
+        perf_json = producer_performance(bench_run, private, rss, "json", [
             "--payload-file", str(payload_file), "--payload-delimiter", "\n"])
     median = statistics.median(r["events_per_s"] for r in runs)
     best = max(r["events_per_s"] for r in runs)
@@ -107,12 +107,12 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
             rows.append([label, f"{perf['records_per_s']:,.0f}", perf["seconds"], perf["records"],
                          None, None])
     return envelope(
-        "replay", own, quick, clock,
+        "replay", private, quick, clock,
         dataset={"name": ML_SMALL, "events": len(events), "avg_message_bytes": round(avg_size, 1),
                  "partitions": PARTITIONS},
         config={"repeats": repeats, "seconds_waited_for_a_quiet_host": waited,
                 "producer": {"library": "confluent-kafka (librdkafka)",
-                                                 **BULK_PRODUCER_TUNING},
+                             **BULK_PRODUCER_TUNING},
                 "producer_performance": {"records": PERF_RECORDS, "props": PERF_PROPS}},
         metrics={"events_per_s_median": median, "events_per_s_best": best, "runs": runs,
                  "all_events_in_topic": complete, "producer_performance": perf_size,
@@ -131,13 +131,13 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     )
 
 
-def producer_performance(ws: Any, settings: Settings, rss: RssMonitor, label: str,
+def producer_performance(bench_run: Any, settings: Settings, rss: RssMonitor, label: str,
                          payload_args: list[str]) -> dict[str, Any] | None:
     """Kafka's producer benchmark into a fresh topic; its final summary line, parsed."""
     from recommender.runtime import find_java, maven_classpath
     from recommender.topics import ensure_topics
 
-    topic = ws.topic("replay", f"perf-{label}")
+    topic = bench_run.topic("replay", f"perf-{label}")
     ensure_topics(settings, topic, partitions=PARTITIONS)
     classpath = os.pathsep.join(str(p) for p in maven_classpath("kafka", settings.stack.cache_dir))
     cmd = [str(find_java(settings.stack)), "-Xmx256m", "-cp", classpath,

@@ -125,27 +125,28 @@ class Stages:
 def run(settings: Settings, quick: bool) -> dict[str, Any]:
     from recommender.topics import ensure_topics
 
-    ws = workspace(settings)
+    bench_run = workspace(settings)
     users = QUICK_USERS if quick else FULL_USERS
-    own = ws.settings("scale", spark={"ingest_max_offsets_per_trigger": MAX_OFFSETS_PER_TRIGGER})
-    dataset = ml_small(own)
-    ensure_topics(own, own.kafka.ratings_topic, own.kafka.ratings_dlq_topic)
-    prepare_keyspace(own, dataset)
-    stages = Stages(own, quick, users)
+    private = bench_run.settings(
+        "scale", spark={"ingest_max_offsets_per_trigger": MAX_OFFSETS_PER_TRIGGER})
+    dataset = ml_small(private)
+    ensure_topics(private, private.kafka.ratings_topic, private.kafka.ratings_dlq_topic)
+    prepare_keyspace(private, dataset)
+    stages = Stages(private, quick, users)
     try:
         with stages.monitor("generate", {}):
-            stages.metrics["generate"] = generate(ws, own, dataset, users)
+            stages.metrics["generate"] = generate(bench_run, private, dataset, users)
         stages.save()
-        stages.metrics["ingest"] = ingest(ws, own, stages)
+        stages.metrics["ingest"] = ingest(bench_run, private, stages)
         stages.save()
-        stages.metrics["train"] = train(ws, own, stages)
+        stages.metrics["train"] = train(bench_run, private, stages)
     except Exception:  # noqa: BLE001 - the stages that finished are still reported
         return {**stages.result(), "error": traceback.format_exc()}
     log(f"scale: peak RSS of all processes {stages.peak_gib()} GiB")
     return stages.result()
 
 
-def generate(ws: Any, settings: Settings, dataset: Any, users: int) -> dict[str, Any]:
+def generate(bench_run: Any, settings: Settings, dataset: Any, users: int) -> dict[str, Any]:
     from data_loading.replay import replay
     from data_loading.synthetic import Catalogue
     from data_loading.synthetic import generate as synthetic
@@ -161,22 +162,22 @@ def generate(ws: Any, settings: Settings, dataset: Any, users: int) -> dict[str,
 
     log(f"generate: {users:,} users into {settings.kafka.ratings_topic}")
     started = time.perf_counter()
-    loaded = replay(settings, events, resume=False, source=f"bench-scale-{ws.run_id}",
+    loaded = replay(settings, events, resume=False, source=f"bench-scale-{bench_run.run_id}",
                     progress=progress)
     wall = time.perf_counter() - started
-    ws.files.append(Path(loaded.progress_file))
+    bench_run.files.append(Path(loaded.progress_file))
     log(f"generate: {loaded.acked:,} events in {wall:.0f} s")
     return {"events": loaded.acked, "wall_s": round(wall, 1),
             "per_s": round(loaded.acked / wall)}
 
 
-def ingest(ws: Any, settings: Settings, stages: Stages) -> dict[str, Any]:
+def ingest(bench_run: Any, settings: Settings, stages: Stages) -> dict[str, Any]:
     from recommender.clients import elasticsearch_client
 
-    log_file = ws.tmp / "scale" / "ingest.log"
+    log_file = bench_run.tmp / "scale" / "ingest.log"
     started = time.perf_counter()
-    proc = ws.start([sys.executable, "-m", "bench.jobs", "ingest", "--once"],
-                    log_file, env=child_env(settings))
+    proc = bench_run.start([sys.executable, "-m", "bench.jobs", "ingest", "--once"],
+                           log_file, env=child_env(settings))
     with stages.monitor("ingest", {"ingest job (driver, Spark JVM, Python workers)": proc.pid}):
         code = wait_for(proc, log_file, "ingest")
     wall = time.perf_counter() - started
@@ -197,12 +198,12 @@ def ingest(ws: Any, settings: Settings, stages: Stages) -> dict[str, Any]:
             "elasticsearch_docs": indexed}
 
 
-def train(ws: Any, settings: Settings, stages: Stages) -> dict[str, Any]:
-    log_file = ws.tmp / "scale" / "train.log"
+def train(bench_run: Any, settings: Settings, stages: Stages) -> dict[str, Any]:
+    log_file = bench_run.tmp / "scale" / "train.log"
     spark = settings.spark.model_copy(update={"driver_memory": TRAIN_DRIVER_MEMORY})
     env = child_env(settings.model_copy(update={"spark": spark}))
     started = time.perf_counter()
-    proc = ws.start([sys.executable, "-m", "bench.jobs", "train"], log_file, env=env)
+    proc = bench_run.start([sys.executable, "-m", "bench.jobs", "train"], log_file, env=env)
     with stages.monitor("train", {"training job (driver, Spark JVM, Python workers)": proc.pid}):
         code = wait_for(proc, log_file, "train")
     wall = time.perf_counter() - started

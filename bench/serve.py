@@ -58,42 +58,42 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     from recommender.topics import ensure_topics
     from recommender.vectors import movie_infos, publish_movie_vectors
 
-    ws = common.workspace(settings)
+    bench_run = common.workspace(settings)
     clock = common.Clock()
     size = sizes(quick)
-    own, _, version = serving_ml_small(ws, "serve")
-    artifacts = ModelRegistry.from_settings(own.model).load(version)
-    movies = movie_infos(ml_small(own).movies())
+    private, _, version = serving_ml_small(bench_run, "serve")
+    artifacts = ModelRegistry.from_settings(private.model).load(version)
+    movies = movie_infos(ml_small(private).movies())
     # The warm-up ships into the measured indices: the point is a warm index, not a new one.
-    warm = ws.settings("serve-warmup", cassandra={"keyspace": own.cassandra.keyspace},
-                       elasticsearch={"index_prefix": own.elasticsearch.index_prefix})
-    for topics in (own, warm):
+    warm = bench_run.settings("serve-warmup", cassandra={"keyspace": private.cassandra.keyspace},
+                              elasticsearch={"index_prefix": private.elasticsearch.index_prefix})
+    for topics in (private, warm):
         ensure_topics(topics, topics.kafka.predictions_topic, topics.kafka.predictions_dlq_topic)
     n = size["predictions"]
-    es = elasticsearch_client(own.elasticsearch)
+    es = elasticsearch_client(private.elasticsearch)
     settled: dict[str, float] = {}
-    names = own.elasticsearch.indices
+    names = private.elasticsearch.indices
     feed = PredictionFeed(artifacts, movies)
-    shipped, ship_rss = measure_shipper(own, warm, feed, n, size, settled)
+    shipped, ship_rss = measure_shipper(private, warm, feed, n, size, settled)
     shipped["cpu_bound_ceiling_documents_per_s"] = ship_rss.ceiling(shipped["documents"])
     es.indices.refresh(index=[names.predictions_alias, names.latest_predictions])
     shipped["history_index_count"] = es.count(index=names.predictions_alias)["count"]
     publish_movie_vectors(es, artifacts, movies, alias=names.movie_vectors)
-    api = start_api(ws, own)
+    api = start_api(bench_run, private)
     users = [int(u) for u in artifacts.user_ids]
-    newcomers = add_new_users(own, artifacts, NEW_USERS)
+    newcomers = add_new_users(private, artifacts, NEW_USERS)
     try:
         with RssMonitor() as api_rss:
             api_rss.track("API (uvicorn, one process)", api["proc"].pid)
-            api_rss.track_stack(own)
-            loads = api_loads(ws, own, api["url"], names.latest_predictions, users, newcomers,
-                              size, api_rss, api["proc"].pid, settled)
+            api_rss.track_stack(private)
+            loads = api_loads(bench_run, private, api["url"], names.latest_predictions, users,
+                              newcomers, size, api_rss, api["proc"].pid, settled)
     finally:
-        remove_users(own, newcomers)
+        remove_users(private, newcomers)
     es.close()
     by = {(r["name"], r["mode"]): r for r in loads}
     return common.envelope(
-        "serve", own, quick, clock,
+        "serve", private, quick, clock,
         dataset={"predictions": n, "users": len(users),
                  "predictions_per_user": round(n / len(users)),
                  "model": f"explicit ALS on {ML_SMALL}"},
@@ -115,18 +115,18 @@ def serve_targets(shipped: dict[str, Any],
     new_fixed = by[(LIVE_NEW, "fixed")]
     return [
         common.target("shipper documents/s into Elasticsearch (2 per prediction)",
-               shipped["documents_per_s"], TARGET_DOCS_PER_S, ">=", "docs/s"),
+                      shipped["documents_per_s"], TARGET_DOCS_PER_S, ">=", "docs/s"),
         common.target(f"/users/{{id}}/predictions p99 at {RATE} req/s", api_p99, TARGET_P99_MS,
-               "<=", "ms"),
+                      "<=", "ms"),
         common.target(f"{LIVE} p99 at {RATE} req/s", live_fixed["latency_ms"]["p99"],
-               TARGET_P99_MS, "<=", "ms"),
+                      TARGET_P99_MS, "<=", "ms"),
         common.target(f"{LIVE} closed-loop throughput", live_closed["achieved_rps"],
-               TARGET_LIVE_RPS, ">=", "req/s"),
+                      TARGET_LIVE_RPS, ">=", "req/s"),
         common.target(f"{LIVE} CPU per request (API + Elasticsearch + Cassandra) at {RATE} req/s",
-               round(sum(live_fixed["cpu_ms_per_request"].values()), 2),
-               TARGET_LIVE_CPU_MS, "<=", "ms"),
+                      round(sum(live_fixed["cpu_ms_per_request"].values()), 2),
+                      TARGET_LIVE_CPU_MS, "<=", "ms"),
         common.target(f"{LIVE_NEW} p99 at {RATE} req/s", new_fixed["latency_ms"]["p99"],
-               TARGET_NEW_USER_P99_MS, "<=", "ms"),
+                      TARGET_NEW_USER_P99_MS, "<=", "ms"),
     ]
 
 
@@ -168,15 +168,15 @@ def serve_tables(shipped: dict[str, Any], feed: PredictionFeed, loads: list[dict
             ["history index count == every prediction shipped",
              shipped["history_index_count"] == feed.produced]]),
         common.table("API and raw Elasticsearch under load (latency in ms, from the scheduled "
-              "start)", ["endpoint", "load", "requests", "200 OK", "achieved req/s", "p50",
-                         "p95", "p99", "max"], rows),
+                     "start)", ["endpoint", "load", "requests", "200 OK", "achieved req/s", "p50",
+                                "p95", "p99", "max"], rows),
         common.table("CPU per request (ms) while each run lasted, and the CPU-bound ceiling on an "
-              "idle host (requests x cores / CPU s of API, Elasticsearch, Cassandra)",
-              ["endpoint", "load", "API", "Elasticsearch", "Cassandra", "ceiling req/s",
-               "warm-up rounds before (CPU ms per request, all three)"],
-              cpu_rows),
+                     "idle host (requests x cores / CPU s of API, Elasticsearch, Cassandra)",
+                     ["endpoint", "load", "API", "Elasticsearch", "Cassandra", "ceiling req/s",
+                      "warm-up rounds before (CPU ms per request, all three)"],
+                     cpu_rows),
         common.table("What the API adds to the raw search", ["load", "p50 +ms", "p99 +ms",
-                                                      "throughput API / raw"], overhead),
+                                                             "throughput API / raw"], overhead),
     ]
 
 
@@ -326,12 +326,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_api(ws: Any, settings: Settings) -> dict[str, Any]:
+def start_api(bench_run: Any, settings: Settings) -> dict[str, Any]:
     """``recommender serve`` in its own process, on the settings' private names."""
     port = free_port()
-    log_file = ws.tmp / "serve" / "api.log"
-    proc = ws.start([sys.executable, "-m", "recommender", "serve", "--port", str(port)],
-                    log_file, env=common.child_env(settings))
+    log_file = bench_run.tmp / "serve" / "api.log"
+    proc = bench_run.start([sys.executable, "-m", "recommender", "serve", "--port", str(port)],
+                           log_file, env=common.child_env(settings))
     url = f"http://127.0.0.1:{port}"
 
     def answers() -> bool:
@@ -370,7 +370,7 @@ def es_search(settings: Settings, index: str) -> dict[str, Any]:
                      "size": DEFAULT_K}}
 
 
-def api_loads(ws: Any, settings: Settings, url: str, latest_index: str, users: list[int],
+def api_loads(bench_run: Any, settings: Settings, url: str, latest_index: str, users: list[int],
               newcomers: list[int], size: dict[str, Any], rss: RssMonitor, api_pid: int,
               settled: dict[str, float]) -> list[dict[str, Any]]:
     """Every endpoint at the fixed rate, then in a closed loop, each once the stack is quiet;
@@ -386,7 +386,7 @@ def api_loads(ws: Any, settings: Settings, url: str, latest_index: str, users: l
         with RssMonitor() as run_rss:
             run_rss.track("API", api_pid)
             run_rss.track_stack(settings)
-            result = loadgen(ws, spec, [*monitors, run_rss])
+            result = loadgen(bench_run, spec, [*monitors, run_rss])
         cpu, served = run_rss.cpu(), max(result["requests"], 1)
         result["cpu_bound_ceiling_rps"] = run_rss.ceiling(result["requests"], served_by)
         return result, {label: round(1000 * cpu.get(label, 0.0) / served, 2)
@@ -411,13 +411,13 @@ def api_loads(ws: Any, settings: Settings, url: str, latest_index: str, users: l
                     return round(sum(cpu.values()), 2)
 
                 warm = common.warm_until_steady(warm_round, higher_is_better=False,
-                                         max_rounds=size["max_warmup_rounds"])
+                                                max_rounds=size["max_warmup_rounds"])
             settled[f"before {name} ({mode})"] = wait_for_quiet_stack(settings)
             result, cpu_ms = measured(spec, [rss])
             result.update(name=name, mode=mode, cpu_ms_per_request=cpu_ms,
                           warmup_cpu_ms_per_request=warm)
             common.log(f"{name} [{mode}]: {result['achieved_rps']} req/s, {result['statuses']}, "
-                f"latency {result['latency_ms']}")
+                       f"latency {result['latency_ms']}")
             out.append(result)
     return out
 
@@ -448,9 +448,9 @@ def remove_users(settings: Settings, ids: list[int]) -> None:
     session.cluster.shutdown()
 
 
-def loadgen(ws: Any, spec: dict[str, Any], monitors: list[RssMonitor]) -> dict[str, Any]:
+def loadgen(bench_run: Any, spec: dict[str, Any], monitors: list[RssMonitor]) -> dict[str, Any]:
     """One ``bench.loadgen`` process; its JSON summary."""
-    work = ws.tmp / "serve" / f"load-{time.monotonic_ns()}"
+    work = bench_run.tmp / "serve" / f"load-{time.monotonic_ns()}"
     work.mkdir(parents=True)
     (work / "spec.json").write_text(json.dumps(spec))
     proc = subprocess.Popen([sys.executable, "-m", "bench.loadgen", str(work / "spec.json"),

@@ -80,43 +80,43 @@ def run(settings: Settings, minutes: float) -> dict[str, Any]:
     from recommender.model.registry import ModelRegistry
     from recommender.topics import ensure_topics
 
-    ws = workspace(settings)
+    bench_run = workspace(settings)
     clock = Clock()
-    data = ml_small_keyspace(ws)
-    model = trained_model(ws)
-    own = ws.settings("soak", cassandra={"keyspace": data.cassandra.keyspace},
-                      spark={"max_offsets_per_trigger": MAX_OFFSETS_PER_TRIGGER})
-    kafka = own.kafka
-    ensure_topics(own, kafka.ratings_topic, kafka.ratings_dlq_topic, kafka.requests_topic,
+    data = ml_small_keyspace(bench_run)
+    model = trained_model(bench_run)
+    private = bench_run.settings("soak", cassandra={"keyspace": data.cassandra.keyspace},
+                                 spark={"max_offsets_per_trigger": MAX_OFFSETS_PER_TRIGGER})
+    kafka = private.kafka
+    ensure_topics(private, kafka.ratings_topic, kafka.ratings_dlq_topic, kafka.requests_topic,
                   kafka.requests_dlq_topic, kafka.predictions_topic, kafka.predictions_dlq_topic)
-    artifacts = ModelRegistry.from_settings(own.model).load(copy_model(model, own))
-    create_group(own)
-    jobs = start_jobs(ws, own)
-    lags = LagSampler(own)
+    artifacts = ModelRegistry.from_settings(private.model).load(copy_model(model, private))
+    create_group(private)
+    jobs = start_jobs(bench_run, private)
+    lags = LagSampler(private)
     stop_replay = threading.Event()
-    replay_thread = threading.Thread(target=replay_ratings, args=(ws, own, stop_replay),
+    replay_thread = threading.Thread(target=replay_ratings, args=(bench_run, private, stop_replay),
                                      name="replay", daemon=True)
     pairs = Pairs(artifacts.user_ids, artifacts.item_ids)
     try:
-        with Stream(own, pairs, "soak", REQUESTS_PER_S) as requests:
+        with Stream(private, pairs, "soak", REQUESTS_PER_S) as requests:
             replay_thread.start()
             warmup_s = warm_up(jobs, lags)
-            answered_before = sum(topic_end_offsets(own, kafka.predictions_topic).values())
+            answered_before = sum(topic_end_offsets(private, kafka.predictions_topic).values())
             started = time.monotonic()
             with RssMonitor(interval_s=RSS_EVERY_S, keep_series=True) as rss, lags:
                 for name, job_process in jobs.items():
                     rss.track(name, job_process.proc.pid)
                 rss.discover = spark_parts(jobs)
                 rss.track("bench process (load, python only)", os.getpid(), children=False)
-                rss.track_stack(own)
+                rss.track_stack(private)
                 measure(minutes, jobs, lags)
-            answered = sum(topic_end_offsets(own, kafka.predictions_topic).values())
+            answered = sum(topic_end_offsets(private, kafka.predictions_topic).values())
             window_s = time.monotonic() - started
     finally:
         stop_replay.set()
         replay_thread.join(timeout=120)
     drained_s = drain(lags)
-    return report(own, clock, minutes, {
+    return report(private, clock, minutes, {
         "warmup_s": round(warmup_s, 1), "drained_after_s": drained_s,
         "requests_sent": requests.sent,
         "answered_per_s_measured": round((answered - answered_before) / window_s, 1),
@@ -153,7 +153,7 @@ def warm_up(jobs: dict[str, JobProcess], lags: LagSampler) -> float:
     return first + WARMUP_S
 
 
-def start_jobs(ws: Any, settings: Settings) -> dict[str, JobProcess]:
+def start_jobs(bench_run: Any, settings: Settings) -> dict[str, JobProcess]:
     """The three jobs as the product's commands, on the settings' private names."""
     env = child_env(settings)
     commands = {
@@ -163,8 +163,9 @@ def start_jobs(ws: Any, settings: Settings) -> dict[str, JobProcess]:
     }
     out = {}
     for name, args in commands.items():
-        log_file = ws.tmp / "soak" / f"{job_name(name)}.log"
-        out[name] = JobProcess(ws.start([sys.executable, *args], log_file, env=env), log_file)
+        log_file = bench_run.tmp / "soak" / f"{job_name(name)}.log"
+        process = bench_run.start([sys.executable, *args], log_file, env=env)
+        out[name] = JobProcess(process, log_file)
     return out
 
 
@@ -194,14 +195,14 @@ def spark_parts(jobs: dict[str, JobProcess]) -> Callable[[], dict[str, int]]:
     return discover
 
 
-def replay_ratings(ws: Any, settings: Settings, stop: threading.Event) -> None:
+def replay_ratings(bench_run: Any, settings: Settings, stop: threading.Event) -> None:
     """Synthetic ratings over the ml-latest-small catalogue at a fixed rate until ``stop``."""
     from data_loading.replay import replay
 
     events = synthetic_events(ml_small(settings), 10**8)
     result = replay(settings, itertools.takewhile(lambda _: not stop.is_set(), events),
-                    rate=RATINGS_PER_S, resume=False, source=f"soak-{ws.run_id}")
-    ws.files.append(Path(result.progress_file))
+                    rate=RATINGS_PER_S, resume=False, source=f"soak-{bench_run.run_id}")
+    bench_run.files.append(Path(result.progress_file))
     log(f"soak: replayed {result.acked:,} ratings")
 
 

@@ -47,22 +47,22 @@ RATING_METRICS = ("rmse", "mae", "rmse_scorable", "mae_scorable", "rated_pairs",
 
 
 def run(settings: Settings, quick: bool) -> dict[str, Any]:
-    ws = workspace(settings)
+    bench_run = workspace(settings)
     clock = Clock()
-    source = ml_small_keyspace(ws)
-    own = ws.settings("train", cassandra={"keyspace": source.cassandra.keyspace})
+    source = ml_small_keyspace(bench_run)
+    private = bench_run.settings("train", cassandra={"keyspace": source.cassandra.keyspace})
     with RssMonitor() as rss:
         rss.track("bench process (driver, Spark JVM, Python workers)", os.getpid())
-        rss.track_stack(own)
-        small = train_once(ws, own)
-        refs = references(ws, own, small["metadata"])
-        ab = simulate_ab(ws, own)
+        rss.track_stack(private)
+        small = train_once(bench_run, private)
+        refs = references(bench_run, private, small["metadata"])
+        ab = simulate_ab(bench_run, private)
         big = None
         if not quick:
-            synthetic = synthetic_keyspace(ws, SYNTHETIC_ROWS)
-            big = train_once(ws, ws.settings(
+            synthetic = synthetic_keyspace(bench_run, SYNTHETIC_ROWS)
+            big = train_once(bench_run, bench_run.settings(
                 "train1m", cassandra={"keyspace": synthetic.cassandra.keyspace}))
-    ws.shared.setdefault("model", (own, small["version"]))
+    bench_run.shared.setdefault("model", (private, small["version"]))
     meta = small["metadata"]
     metrics, baselines = meta["metrics"], meta["baseline_metrics"]
     ratios = {name: _ratio(metrics.get(NDCG), ref["metrics"].get(NDCG))
@@ -84,7 +84,7 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
                note=None if big else "measured by the full run only"),
     ]
     return envelope(
-        "train", own, quick, clock,
+        "train", private, quick, clock,
         dataset={"name": ML_SMALL, **{k: meta["data"].get(k) for k in ("rows", "users", "items")},
                  **({"synthetic_rows": big["metadata"]["data"].get("rows")} if big else {})},
         config={"params": meta["params"], "evaluation": meta["evaluation"],
@@ -100,7 +100,7 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
         notes=["Wall time starts at the Cassandra read (the Spark session is already up) and "
                "ends when the version is registered.",
                "`implicit` uses all cores (its own threads, BLAS pinned to one thread); Spark "
-               f"runs with master {own.spark.master}. EASE^R is numpy (one {len(EASE_LAMBDAS)}"
+               f"runs with master {private.spark.master}. EASE^R is numpy (one {len(EASE_LAMBDAS)}"
                "-value search of λ on the validation split, then one fit)."],
     )
 
@@ -141,11 +141,11 @@ def _tables(small: dict[str, Any], refs: list[dict[str, Any]], ratios: dict[str,
     return out
 
 
-def simulate_ab(ws: Any, settings: Settings) -> dict[str, Any]:
+def simulate_ab(bench_run: Any, settings: Settings) -> dict[str, Any]:
     """``simulate ab`` on the version just trained (CURRENT of the private registry)."""
     from recommender.simulate import ab
 
-    report = ab.run(ws.spark(), settings, ab.Options(max_users=100_000))
+    report = ab.run(bench_run.spark(), settings, ab.Options(max_users=100_000))
     out = {"version": report.current_version, "users": report.users,
            "ci_method": report.ci_method, "policies": []}
     for p in report.policies:
@@ -170,13 +170,13 @@ def _ab_table(ab: dict[str, Any]) -> dict[str, Any]:
                  ["policy", *metrics], rows)
 
 
-def train_once(ws: Any, settings: Settings) -> dict[str, Any]:
+def train_once(bench_run: Any, settings: Settings) -> dict[str, Any]:
     """One default ``pipeline.run`` from Cassandra into the settings' private registry."""
     from recommender.model import snapshot
     from recommender.model.registry import ModelRegistry
     from recommender.train import pipeline
 
-    spark = ws.spark()
+    spark = bench_run.spark()
     log(f"training from {settings.cassandra.keyspace}")
     started = time.perf_counter()
     ratings = snapshot.read_cassandra(spark, settings.cassandra.keyspace)
@@ -188,7 +188,7 @@ def train_once(ws: Any, settings: Settings) -> dict[str, Any]:
     return {"version": result.version, "wall_s": wall, "metadata": result.metadata}
 
 
-def references(ws: Any, settings: Settings, meta: dict[str, Any]) -> list[dict[str, Any]]:
+def references(bench_run: Any, settings: Settings, meta: dict[str, Any]) -> list[dict[str, Any]]:
     """EASE^R and ``implicit``'s ALS, fitted on the pipeline's training split and scored on
     its held-out rows with its evaluator."""
     from recommender.model import snapshot
@@ -197,7 +197,7 @@ def references(ws: Any, settings: Settings, meta: dict[str, Any]) -> list[dict[s
     opts = pipeline.TrainOptions()
     seed, users = meta["evaluation"]["seed"], meta["data"]["users"]
     ranking = meta["params"]["ranking"]
-    ratings = snapshot.read_cassandra(ws.spark(), settings.cassandra.keyspace).persist()
+    ratings = snapshot.read_cassandra(bench_run.spark(), settings.cassandra.keyspace).persist()
     try:
         train, test = snapshot.split(ratings, opts.split, opts.test_fraction, seed)
         holdout = evaluate.collect_holdout(train, test, opts.max_eval_users, seed, users)

@@ -88,18 +88,18 @@ class Validation:
 
 
 def run(settings: Settings, quick: bool) -> dict[str, Any]:
-    ws = workspace(settings)
+    bench_run = workspace(settings)
     clock = Clock()
-    own = ws.settings("tune")
-    spark = ws.spark()
+    private = bench_run.settings("tune")
+    spark = bench_run.spark()
     spaces = {kind: SPACES[kind][quick] for kind in KINDS}
-    frames = [(ML_SMALL, ml_small(own).ratings_frame)]
-    frames += [(s.name, synthetic_frame(own, s)) for s in SYNTHETIC[:1 if quick else None]]
+    frames = [(ML_SMALL, ml_small(private).ratings_frame)]
+    frames += [(s.name, synthetic_frame(private, s)) for s in SYNTHETIC[:1 if quick else None]]
     with RssMonitor() as rss:
         rss.track("bench process (driver, Spark JVM, Python workers)", os.getpid())
         splits = [validation(spark, name, frame) for name, frame in frames]
         try:
-            results, chosen = select(splits, own, spaces)
+            results, chosen = select(splits, private, spaces)
         finally:
             for split in splits:
                 split.sub.unpersist()
@@ -110,7 +110,7 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
                       note=f"shipped {shipped[kind]}, chosen {chosen[kind]['params']}")
                for kind in KINDS]
     return envelope(
-        "tune", own, quick, clock,
+        "tune", private, quick, clock,
         dataset={"datasets": [{"name": s.name, "rows": s.rows} for s in splits],
                  "split": f"training side of the random 80/20 split, seed {SPLIT_SEED}; "
                           f"validation: the same split of it again, seed {SPLIT_SEED + 1}"},

@@ -267,7 +267,7 @@ def replay(settings: Settings, events: Iterable[RatingEvent], topic: str | None 
     stream = _skip(chain([first] if first else [], stream), skipped, last_id, state.path)
     try:
         ensure_topics(settings, topic)
-        own = producer is None
+        owns_producer = producer is None
         producer = producer or connect(settings)
     except BackendUnavailable as exc:
         raise BackendUnavailable(f"{exc}; 0 events sent in this run ({skipped} of {source} "
@@ -282,7 +282,7 @@ def replay(settings: Settings, events: Iterable[RatingEvent], topic: str | None 
     except KafkaException as exc:
         raise run.stopped(exc) from exc
     finally:
-        if own:
+        if owns_producer:
             producer.flush(5)
     return run.result(exhausted)
 

@@ -92,18 +92,18 @@ def _pick(state: FeedState, rng: random.Random, popular: Popular) -> tuple[Score
     raise NotFound("this session has served every movie the model knows")
 
 
-def popular_movies(art: ModelArtifacts, catalogue: Mapping[int, MovieInfo], k: int,
+def popular_movies(artifacts: ModelArtifacts, catalogue: Mapping[int, MovieInfo], k: int,
                    excluded: set[int], genre: str | None = None) -> list[Scored]:
-    """The ``k`` most-rated movies of ``art``'s training data not in ``excluded``, optionally
+    """The ``k`` most-rated movies of ``artifacts``' training data not in ``excluded``, optionally
     only those whose ``catalogue`` genres include ``genre``."""
     if genre is None:
-        ranked = recommend_popular(art, k, excluded)
+        ranked = recommend_popular(artifacts, k, excluded)
     else:
         ranked = []
-        for row in art.popularity_order:
-            movie = int(art.item_ids[row])
+        for row in artifacts.popularity_order:
+            movie = int(artifacts.item_ids[row])
             if movie not in excluded and genre in catalogue.get(movie, NO_INFO)[2]:
-                ranked.append((movie, float(art.item_counts[row])))
+                ranked.append((movie, float(artifacts.item_counts[row])))
                 if len(ranked) == k:
                     break
     return [Scored(m, s, catalogue.get(m, NO_INFO)) for m, s in ranked]

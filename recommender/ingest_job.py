@@ -185,7 +185,7 @@ def write_batch(batch: DataFrame, batch_id: int, settings: Settings, movies: Mov
         counts = {r["kind"]: r["count"] for r in
                   events.groupBy(kind.alias("kind")).count().collect()}
         good = events.where(F.col("error").isNull())
-        ks = settings.cassandra.keyspace
+        keyspace = settings.cassandra.keyspace
         if counts.get("rating"):
             ratings = good.where(F.col("event_type") == "rating")
             (ratings.select("user_id", "movie_id", F.col("rating").cast("float").alias("rating"),
@@ -193,7 +193,7 @@ def write_batch(batch: DataFrame, batch_id: int, settings: Settings, movies: Mov
                             F.current_timestamp().alias("ingested_at"))
              # a user's ratings side by side: the connector batches them into one mutation
              .sortWithinPartitions("user_id", "event_time")
-             .write.format(CASSANDRA).mode("append").options(keyspace=ks, table="ratings")
+             .write.format(CASSANDRA).mode("append").options(keyspace=keyspace, table="ratings")
              .save())
             prefix = settings.elasticsearch.indices.ratings_prefix
             indexed = index_ratings(rating_documents(ratings, movies.get(), prefix),
@@ -205,7 +205,8 @@ def write_batch(batch: DataFrame, batch_id: int, settings: Settings, movies: Mov
             (good.where(F.col("event_type") == "tag")
              .select("user_id", "movie_id", F.trim("tag").alias("tag"),
                      F.timestamp_millis("event_time").alias("event_time"))
-             .write.format(CASSANDRA).mode("append").options(keyspace=ks, table="tags").save())
+             .write.format(CASSANDRA).mode("append").options(keyspace=keyspace, table="tags")
+             .save())
         if counts.get("bad"):
             write_dead_letters(events.where(F.col("error").isNotNull()), settings.kafka,
                                settings.kafka.ratings_dlq_topic)

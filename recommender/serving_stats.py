@@ -100,10 +100,10 @@ class Stats:
 # --- pure pieces --------------------------------------------------------------------------
 
 
-def top_lists(art: ModelArtifacts, users: Sequence[int], ratings: Sequence[dict[int, float]],
+def top_lists(artifacts: ModelArtifacts, users: Sequence[int], ratings: Sequence[dict[int, float]],
               k: int) -> list[list[int]]:
     """Each user's top-k movie ids as the API would serve them (rated movies excluded)."""
-    return [[m for m, _ in recommend_for_user(art, user, k, ratings=rated).items]
+    return [[m for m, _ in recommend_for_user(artifacts, user, k, ratings=rated).items]
             for user, rated in zip(users, ratings, strict=True)]
 
 
@@ -142,9 +142,9 @@ def share_of(users: Iterable[int], having: Iterable[int]) -> float:
 # --- reading ------------------------------------------------------------------------------
 
 
-def collect(spark: SparkSession, settings: Settings, art: ModelArtifacts, k: int = 10,
+def collect(spark: SparkSession, settings: Settings, artifacts: ModelArtifacts, k: int = 10,
             max_users: int = 20_000, seed: int = 42) -> Stats:
-    """All the statistics from Cassandra (keyspace ``cassandra.keyspace``) and ``art``."""
+    """All the statistics from Cassandra (keyspace ``cassandra.keyspace``) and ``artifacts``."""
     from pyspark.sql import functions as F
 
     from recommender.cassandra_schema import ensure_tables
@@ -165,23 +165,23 @@ def collect(spark: SparkSession, settings: Settings, art: ModelArtifacts, k: int
                                                  F.avg("rating").alias("mean")).toPandas()
     finally:
         ratings.unpersist()
-    lists = top_lists(art, sample.tolist(), ratings_by_user(sample, rows), k)
+    lists = top_lists(artifacts, sample.tolist(), ratings_by_user(sample, rows), k)
     ensure_tables(settings, PROFILE_TABLES)  # before the first promotion they may not exist yet
     neighbours = (_table(spark, keyspace, "similar_users").where(F.col("neighbour_id").isNotNull())
                   .select("user_id").toPandas()["user_id"])
     taste = _table(spark, keyspace, "user_taste").select("user_id", "genre", "score")
     strongest = taste.groupBy("user_id").agg(F.max("score").alias("score")).toPandas()["score"]
     return Stats(
-        model_version=art.version, keyspace=keyspace, users=len(users),
+        model_version=artifacts.version, keyspace=keyspace, users=len(users),
         ratings=int(counts["count"].sum()),
         ratings_per_user=Distribution.of(counts["count"]),
-        users_with_factors=sum(1 for u in users.tolist() if u in art.user_index),
-        catalogue=len(art.item_ids), k=k, list_users=len(sample),
-        coverage_at_k=coverage(lists, len(art.item_ids)),
+        users_with_factors=sum(1 for u in users.tolist() if u in artifacts.user_index),
+        catalogue=len(artifacts.item_ids), k=k, list_users=len(sample),
+        coverage_at_k=coverage(lists, len(artifacts.item_ids)),
         lists=list_profile(lists, dict(zip(movies["movie_id"].tolist(), movies["n"].tolist(),
                                            strict=True)),
                            dict(zip(movies["movie_id"].tolist(), movies["mean"].tolist(),
-                                    strict=True)), art.item_ids.tolist()),
+                                    strict=True)), artifacts.item_ids.tolist()),
         unique_top1_share=unique_top1_share(lists),
         neighbour_share=share_of(users.tolist(), neighbours.tolist()),
         taste_users=len(strongest), top_genre_score=Distribution.of(strongest),

@@ -68,11 +68,11 @@ def ratings(
     from data_loading.replay import ReplayProgress, replay
 
     settings = get_settings()
-    ds = locate(dataset or settings.data.dataset, data_dir)
-    stream = ds.events(include_tags=include_tags)
+    located = locate(dataset or settings.data.dataset, data_dir)
+    stream = located.events(include_tags=include_tags)
     topic = topic or settings.kafka.ratings_topic
     with progress_bar() as bar:
-        task = bar.add_task(f"{ds.name} -> {topic}", total=None, rate="")
+        task = bar.add_task(f"{located.name} -> {topic}", total=None, rate="")
         sized = False
 
         def show(p: ReplayProgress) -> None:
@@ -84,14 +84,14 @@ def ratings(
             per_s = f"{p.sent / p.elapsed_s:,.0f} events/s" if p.elapsed_s > 0 else ""
             bar.update(task, completed=p.sent, rate=per_s)
 
-        result = replay(settings, stream, topic, source=ds.name + ("+tags" if include_tags
-                                                                   else ""),
+        result = replay(settings, stream, topic, source=located.name + ("+tags" if include_tags
+                                                                        else ""),
                         rate=rate, speedup=speedup, limit=limit, resume=not no_resume,
                         progress=show)
     if json:
         print_json(result)
         return
-    console.print(f"sent {result.sent:,} events of {ds.name} to {topic} in "
+    console.print(f"sent {result.sent:,} events of {located.name} to {topic} in "
                   f"{result.seconds:.1f} s ({result.events_per_s:,.0f} events/s)")
     if result.skipped:
         console.print(f"skipped {result.skipped:,} events an earlier run already delivered "
@@ -121,12 +121,13 @@ def metadata(
     from data_loading.metadata import load_metadata
 
     settings = get_settings()
-    ds = locate(dataset or settings.data.dataset, data_dir)
-    with console.status(f"loading {ds.name} metadata"):
-        result = load_metadata(settings, ds, index=index or settings.elasticsearch.indices.movies,
+    located = locate(dataset or settings.data.dataset, data_dir)
+    with console.status(f"loading {located.name} metadata"):
+        result = load_metadata(settings, located,
+                               index=index or settings.elasticsearch.indices.movies,
                                on_event=lambda msg: console.print(msg))
     if json:
         print_json(result)
     else:
-        console.print(f"{result.movies:,} movies and {result.tags:,} tags of {ds.name} loaded "
+        console.print(f"{result.movies:,} movies and {result.tags:,} tags of {located.name} loaded "
                       f"in {result.seconds:.1f} s")

@@ -42,10 +42,10 @@ def stats(
     from recommender.serving_stats import collect
 
     settings = get_settings()
-    art = ModelRegistry.from_settings(settings.model).load()
+    artifacts = ModelRegistry.from_settings(settings.model).load()
     spark = spark_session(settings, app_name="recommender-stats")
     with console.status("reading ratings and profiles"):
-        result = collect(spark, settings, art, k=k, max_users=users, seed=seed)
+        result = collect(spark, settings, artifacts, k=k, max_users=users, seed=seed)
     if json:
         print_json(result)
     else:
@@ -82,4 +82,4 @@ def _num(value: float | None, digits: int = 0) -> str:
 
 def _row(table: Table, label: str, d: Distribution) -> None:
     table.add_row(label, f"{d.count:,}", *("-" if v is None else f"{v:.3g}"
-                                          for v in (d.min, d.p50, d.p90, d.max, d.mean)))
+                                           for v in (d.min, d.p50, d.p90, d.max, d.mean)))

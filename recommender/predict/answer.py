@@ -39,6 +39,7 @@ from recommender.settings import CassandraSettings
 if TYPE_CHECKING:
     from cassandra.cluster import Session
     from cassandra.query import PreparedStatement
+    from pyspark import Broadcast
 
 # What the job hands to the workers: the request, where it came from, and for a bad one the
 # reason and its original bytes (``raw`` is null for a good request: no need to ship it).
@@ -89,15 +90,15 @@ class Destinations:
 Histories = Callable[[list[int]], Mapping[int, Mapping[int, float]]]
 
 
-def answer_partitions(bundle_ref: Any, histories: Histories, to: Destinations,
+def answer_partitions(broadcast: Broadcast[ServingBundle], histories: Histories, to: Destinations,
                       tally: Any) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """A ``mapInPandas`` function from ``ANSWER_INPUT`` rows to Kafka records
-    (``ANSWER_SCHEMA``); ``bundle_ref`` is a Spark broadcast, ``histories`` reads users'
+    (``ANSWER_SCHEMA``); ``broadcast`` holds the model, ``histories`` reads users'
     ratings (``cassandra_histories``: it travels to the executors, so it must pickle),
     ``tally`` an accumulator of ``BatchTally``."""
 
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        bundle: ServingBundle = bundle_ref.value
+        bundle = broadcast.value
         for frame in frames:
             tally.add(BatchTally.of(frame))
             bad = frame["error"].notna()

@@ -20,7 +20,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
@@ -50,6 +50,8 @@ from recommender.streaming import (
 )
 
 if TYPE_CHECKING:
+    from kafka import KafkaAdminClient
+    from pyspark import Broadcast
     from pyspark.sql import SparkSession
     from pyspark.sql.streaming import StreamingQuery
 
@@ -132,8 +134,9 @@ class Predictor:
         wait_for_connector(spark, settings.cassandra.keyspace, ("ratings", "movies"))
         self.registry = ModelRegistry(settings.model.models_dir)
         self.allow_no_model = allow_no_model
-        self.bundle_ref: Any = None
-        self.admin: Any = None  # kept between batches: a new admin client costs a bootstrap
+        self.bundle: Broadcast[ServingBundle] | None = None  # what every worker scores with
+        # kept between batches: a new admin client costs a bootstrap
+        self.admin: KafkaAdminClient | None = None
         self.state = InstanceState(instance, os.getpid(), None, pinned_version)
         self.tally = spark.sparkContext.accumulator(BatchTally(), TallyParam())
         self.refresh_model()
@@ -152,7 +155,7 @@ class Predictor:
         if wanted is not None and wanted == self.state.model_version:
             return
         if wanted is None:
-            if self.bundle_ref is not None:
+            if self.bundle is not None:
                 return
             if not self.allow_no_model:
                 raise ModelError(
@@ -164,8 +167,8 @@ class Predictor:
 
             artifacts = ModelArtifacts.load(self.registry.version_dir(wanted))
             bundle = ServingBundle(artifacts, self.movies())
-        old = self.bundle_ref
-        self.bundle_ref = self.spark.sparkContext.broadcast(bundle)
+        old = self.bundle
+        self.bundle = self.spark.sparkContext.broadcast(bundle)
         if old is not None:
             old.unpersist()
         log.info("predictor %s: serving model %s", self.instance, bundle.version)
@@ -200,7 +203,7 @@ class Predictor:
         self.tally.value = BatchTally()
         kafka = self.settings.kafka
         to = Destinations(kafka.predictions_topic, kafka.requests_dlq_topic)
-        answer = answer_partitions(self.bundle_ref, cassandra_histories(self.settings.cassandra),
+        answer = answer_partitions(self.bundle, cassandra_histories(self.settings.cassandra),
                                    to, self.tally)
         # one task per core: each task carries a fixed cost (Python runner, Kafka producer
         # flush) that matters more than spreading a small batch over every partition

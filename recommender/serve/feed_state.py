@@ -83,8 +83,8 @@ class SessionStore:
 
     def _popular(self, k: int, excluded: set[int], genre: str | None) -> list[Scored]:
         """The feed's fallback ranking, from the model whose vectors are being served."""
-        published, art = self.recommender.serving()
-        return self.recommender.popular(published, art, k, excluded, genre)
+        published, artifacts = self.recommender.serving()
+        return self.recommender.popular(published, artifacts, k, excluded, genre)
 
     def _start(self, session_id: str, user_id: int) -> SessionState:
         live = self.recommender.for_user(user_id, TOP_N)

@@ -121,29 +121,30 @@ def _prepared(session: Session, query: str) -> Any:
 
 def user_ratings(session: Session, settings: Settings, user_id: int) -> dict[int, float]:
     """``{movie_id: rating}`` of the user: fold-in input and the movies never to recommend."""
-    ks = settings.cassandra.keyspace
+    keyspace = settings.cassandra.keyspace
     with cassandra_errors(settings):
         rows = session.execute(_prepared(
-            session, f"SELECT movie_id, rating FROM {ks}.ratings WHERE user_id = ?"), (user_id,))
+            session, f"SELECT movie_id, rating FROM {keyspace}.ratings WHERE user_id = ?"),
+            (user_id,))
         return {int(movie): float(rating) for movie, rating in rows if rating is not None}
 
 
 def movie_exists(session: Session, settings: Settings, movie_id: int) -> bool:
     """Whether the catalogue (Cassandra's ``movies``, what ``recommender load-movies`` wrote)
     has the movie."""
-    ks = settings.cassandra.keyspace
+    keyspace = settings.cassandra.keyspace
     with cassandra_errors(settings):
         return session.execute(_prepared(
-            session, f"SELECT movie_id FROM {ks}.movies WHERE movie_id = ?"),
+            session, f"SELECT movie_id FROM {keyspace}.movies WHERE movie_id = ?"),
             (movie_id,)).one() is not None
 
 
 def similar_user(session: Session, settings: Settings, user_id: int) -> dict[str, Any]:
-    ks = settings.cassandra.keyspace
+    keyspace = settings.cassandra.keyspace
     with cassandra_errors(settings):
         row = session.execute(
             f"SELECT user_id, neighbour_id, similarity, suggested_movie_id, model_version "
-            f"FROM {ks}.similar_users WHERE user_id = %s", (user_id,)).one()
+            f"FROM {keyspace}.similar_users WHERE user_id = %s", (user_id,)).one()
     if row is None:
         raise NotFound(f"no similar user known for user {user_id}: profiles are written "
                        "after training, for users the model knows")
@@ -151,10 +152,10 @@ def similar_user(session: Session, settings: Settings, user_id: int) -> dict[str
 
 
 def user_taste(session: Session, settings: Settings, user_id: int) -> list[dict[str, Any]]:
-    ks = settings.cassandra.keyspace
+    keyspace = settings.cassandra.keyspace
     with cassandra_errors(settings):
         rows = [r._asdict() for r in session.execute(
-            f"SELECT genre, score, percentile, ratings FROM {ks}.user_taste "
+            f"SELECT genre, score, percentile, ratings FROM {keyspace}.user_taste "
             "WHERE user_id = %s", (user_id,))]
     if not rows:
         raise NotFound(f"no taste profile for user {user_id}: profiles are written after "

@@ -174,47 +174,50 @@ class Recommender:
 
     def _for_user(self, user_id: int, k: int, ratings: dict[int, float], excluded: set[int],
                   genre: str | None) -> Live:
-        published, art = self.serving()
-        vectors, strategy = user_vectors(art, user_id, ratings)
+        published, artifacts = self.serving()
+        vectors, strategy = user_vectors(artifacts, user_id, ratings)
         if vectors is None:
-            items = self.popular(published, art, k, excluded, genre)
-        elif len(art.item_ids) <= self.backends.settings.api.in_process_max_movies:
-            items = self._in_process(published, art, vectors, k, excluded, genre)
+            items = self.popular(published, artifacts, k, excluded, genre)
+        elif len(artifacts.item_ids) <= self.backends.settings.api.in_process_max_movies:
+            items = self._in_process(published, artifacts, vectors, k, excluded, genre)
         else:
-            items = self._knn(published, art, ordering_vector(art, vectors), k, excluded, genre)
-        stars = predicted_ratings(art, vectors, [s.movie_id for s in items])
-        return Live(strategy, art.version, items, [float(r) for r in stars], frozenset(ratings))
+            items = self._knn(published, artifacts, ordering_vector(artifacts, vectors), k,
+                              excluded, genre)
+        stars = predicted_ratings(artifacts, vectors, [s.movie_id for s in items])
+        return Live(strategy, artifacts.version, items, [float(r) for r in stars],
+                    frozenset(ratings))
 
-    def popular(self, published: PublishedVectors, art: ModelArtifacts, k: int,
+    def popular(self, published: PublishedVectors, artifacts: ModelArtifacts, k: int,
                 excluded: set[int], genre: str | None = None) -> list[Scored]:
         """Most-rated movies in training, optionally only those of ``genre``."""
-        return popular_movies(art, self.catalogue(published.index), k, excluded, genre)
+        return popular_movies(artifacts, self.catalogue(published.index), k, excluded, genre)
 
     def similar(self, movie_id: int, k: int) -> tuple[str, list[Scored]]:
         """Movies closest by cosine of item factors, with the catalogue's details."""
         published = self.published()
         if published is None:
-            art, catalogue = self.models.current(), {}
+            artifacts, catalogue = self.models.current(), {}
         else:
-            art, catalogue = self.models.get(published.version), self.catalogue(published.index)
-        if movie_id not in art.item_index:
-            raise NotFound(f"movie {movie_id} is not in model {art.version} (unknown movie, "
+            artifacts = self.models.get(published.version)
+            catalogue = self.catalogue(published.index)
+        if movie_id not in artifacts.item_index:
+            raise NotFound(f"movie {movie_id} is not in model {artifacts.version} (unknown movie, "
                            "or it had no ratings when the model was trained)")
-        return art.version, [Scored(m, s, catalogue.get(m, NO_INFO))
-                             for m, s in similar_items(art, movie_id, k)]
+        return artifacts.version, [Scored(m, s, catalogue.get(m, NO_INFO))
+                                   for m, s in similar_items(artifacts, movie_id, k)]
 
-    def _in_process(self, published: PublishedVectors, art: ModelArtifacts,
+    def _in_process(self, published: PublishedVectors, artifacts: ModelArtifacts,
                     vectors: UserVectors, k: int, excluded: set[int],
                     genre: str | None) -> list[Scored]:
         """Every movie scored here, the excluded and (with ``genre``) the other genres'
         masked: exactly ``foldin.recommend`` with the catalogue's details."""
         catalogue = self.catalogue(published.index)
-        scores = masked_scores(art, vectors, excluded)
+        scores = masked_scores(artifacts, vectors, excluded)
         if genre is not None:
-            scores[~self._genre_mask(published.index, art, genre)] = -np.inf
-        return [Scored(m, s, catalogue.get(m, NO_INFO)) for m, s in best_of(art, scores, k)]
+            scores[~self._genre_mask(published.index, artifacts, genre)] = -np.inf
+        return [Scored(m, s, catalogue.get(m, NO_INFO)) for m, s in best_of(artifacts, scores, k)]
 
-    def _genre_mask(self, index: str, art: ModelArtifacts, genre: str) -> np.ndarray:
+    def _genre_mask(self, index: str, artifacts: ModelArtifacts, genre: str) -> np.ndarray:
         """Which of the model's movies the catalogue files under ``genre``, once per index."""
         key = (index, genre)
         with self._lock:
@@ -222,18 +225,18 @@ class Recommender:
         if mask is None:
             catalogue = self.catalogue(index)
             mask = np.fromiter((genre in catalogue.get(int(m), NO_INFO)[2]
-                                for m in art.item_ids), bool, len(art.item_ids))
+                                for m in artifacts.item_ids), bool, len(artifacts.item_ids))
             with self._lock:
                 self._genre_masks = {k: v for k, v in self._genre_masks.items()
                                      if k[0] == index}
                 self._genre_masks[key] = mask
         return mask
 
-    def _knn(self, published: PublishedVectors, art: ModelArtifacts, vector: np.ndarray,
+    def _knn(self, published: PublishedVectors, artifacts: ModelArtifacts, vector: np.ndarray,
              k: int, excluded: set[int], genre: str | None) -> list[Scored]:
         from elasticsearch import NotFoundError
 
-        fetch = min(len(art.item_ids), k + max(10, k // 2))
+        fetch = min(len(artifacts.item_ids), k + max(10, k // 2))
         vector = np.asarray(vector, dtype=np.float32)
         with es_errors(self.backends.settings):
             try:
@@ -245,17 +248,17 @@ class Recommender:
         for hit in hits:
             src = hit["_source"]
             movie = int(src["movie_id"])
-            row = art.item_index.get(movie)
+            row = artifacts.item_index.get(movie)
             if row is not None:
                 rows.append(row)
                 infos[movie] = (src.get("title"), src.get("year"), list(src.get("genres") or []))
         if not rows:
             return []
         index = np.asarray(rows, dtype=np.int64)
-        scores = (art.ordering_items[index] @ vector).astype(np.float64)
+        scores = (artifacts.ordering_items[index] @ vector).astype(np.float64)
         order = np.lexsort((index, -scores))[:k]  # as foldin._top_k: score desc, then row
-        return [Scored(int(art.item_ids[index[i]]), float(scores[i]),
-                       infos[int(art.item_ids[index[i]])]) for i in order]
+        return [Scored(int(artifacts.item_ids[index[i]]), float(scores[i]),
+                       infos[int(artifacts.item_ids[index[i]])]) for i in order]
 
 
 class _Republished(Exception):

@@ -123,12 +123,12 @@ def _models(registry: ModelRegistry, current: ModelArtifacts, spec: simulated_us
     for _, version in kinds:
         if version is None or version in models:
             continue
-        art = registry.load(version)
-        if not simulated_users.SplitSpec.of(art.metadata).same_held_out(spec):
+        artifacts = registry.load(version)
+        if not simulated_users.SplitSpec.of(artifacts.metadata).same_held_out(spec):
             raise InvalidRequest(f"model {version} was trained on a different train/held-out "
                                  f"split than CURRENT {current.version}: one simulation cannot "
                                  "judge both honestly")
-        models[version] = art
+        models[version] = artifacts
     return models
 
 

@@ -51,14 +51,15 @@ def parse(names: Iterable[str]) -> list[tuple[str, str | None]]:
     return out
 
 
-def build(kind: str, name: str, art: ModelArtifacts,
+def build(kind: str, name: str, artifacts: ModelArtifacts,
           catalogue: Mapping[int, MovieInfo]) -> Policy:
-    """The policy ``kind`` over ``art`` (the model, or for baselines CURRENT's training
+    """The policy ``kind`` over ``artifacts`` (the model, or for baselines CURRENT's training
     counts), named ``name`` in the report."""
     rankers = {MODEL: _model_ranker, "popularity": _popularity_ranker,
                REFERENCE: _random_ranker}
-    return Policy(name, art.version, rankers[kind](art, catalogue),
-                  lambda k, excluded, genre: popular_movies(art, catalogue, k, excluded, genre))
+    return Policy(name, artifacts.version, rankers[kind](artifacts, catalogue),
+                  lambda k, excluded, genre: popular_movies(artifacts, catalogue, k, excluded,
+                                                            genre))
 
 
 def _scored(pairs: Iterable[tuple[int, float]],
@@ -66,24 +67,24 @@ def _scored(pairs: Iterable[tuple[int, float]],
     return [Scored(m, s, catalogue.get(m, NO_INFO)) for m, s in pairs]
 
 
-def _model_ranker(art: ModelArtifacts, catalogue: Mapping[int, MovieInfo]) -> Ranker:
+def _model_ranker(artifacts: ModelArtifacts, catalogue: Mapping[int, MovieInfo]) -> Ranker:
     def rank(user: SimUser, _rng: random.Random) -> list[Scored]:
-        recs = recommend_for_user(art, user.user_id, TOP_N, ratings=user.seen)
+        recs = recommend_for_user(artifacts, user.user_id, TOP_N, ratings=user.seen)
         return _scored(recs.items, catalogue)
     return rank
 
 
-def _popularity_ranker(art: ModelArtifacts, catalogue: Mapping[int, MovieInfo]) -> Ranker:
+def _popularity_ranker(artifacts: ModelArtifacts, catalogue: Mapping[int, MovieInfo]) -> Ranker:
     def rank(user: SimUser, _rng: random.Random) -> list[Scored]:
-        return _scored(recommend_popular(art, TOP_N, user.seen), catalogue)
+        return _scored(recommend_popular(artifacts, TOP_N, user.seen), catalogue)
     return rank
 
 
-def _random_ranker(art: ModelArtifacts, catalogue: Mapping[int, MovieInfo]) -> Ranker:
+def _random_ranker(artifacts: ModelArtifacts, catalogue: Mapping[int, MovieInfo]) -> Ranker:
     def rank(user: SimUser, rng: random.Random) -> list[Scored]:
-        n = len(art.item_ids)
+        n = len(artifacts.item_ids)
         # TOP_N + |seen| distinct draws leave at least TOP_N unseen movies when there are any.
         rows = rng.sample(range(n), min(n, TOP_N + len(user.seen)))
-        movies = [int(art.item_ids[r]) for r in rows]
+        movies = [int(artifacts.item_ids[r]) for r in rows]
         return _scored(((m, 0.0) for m in movies if m not in user.seen), catalogue)[:TOP_N]
     return rank

@@ -34,8 +34,8 @@ def read(session: SparkSession, settings: Settings,
     """The ratings to train on (Cassandra, or a MovieLens CSV) and a name for the source."""
     if ratings_csv is not None:
         return snapshot.read_csv(session, ratings_csv), f"csv:{ratings_csv}"
-    ks = settings.cassandra.keyspace
-    return snapshot.read_cassandra(session, ks), f"cassandra:{ks}.ratings"
+    keyspace = settings.cassandra.keyspace
+    return snapshot.read_cassandra(session, keyspace), f"cassandra:{keyspace}.ratings"
 
 
 def train_once(session: SparkSession, settings: Settings, opts: pipeline.TrainOptions,

@@ -64,7 +64,7 @@ def save_model(registry: ModelRegistry, dataset: Dataset, seed: int) -> ModelArt
     users = users[users != NEW]
     rng = np.random.default_rng(seed)
     version = registry.new_version()
-    art = make_artifacts(
+    artifacts = make_artifacts(
         items, users, rng.normal(0, 0.6, (len(items), RANK)),
         rng.normal(0.2, 0.6, (len(users), RANK)),
         rating_items=rating_rows(rng.normal(0, 0.3, (len(items), RANK)), np.ones(len(items)),
@@ -73,11 +73,11 @@ def save_model(registry: ModelRegistry, dataset: Dataset, seed: int) -> ModelArt
                                  3.5 + rng.normal(0, 0.3, len(users)), np.ones(len(users))),
         item_counts=counts, version=version, ranking_params={"rating_weight": 0.1})
     fitted = frame.groupby("user_id").size().reindex(users).to_numpy(np.int64)
-    art = replace(art, user_counts=fitted)
+    artifacts = replace(artifacts, user_counts=fitted)
     with registry.staging(version) as tmp:
-        art.save(tmp, {"metrics": {"ndcg_at_10": 0.1, "rmse": 0.9}, "created_at": version})
+        artifacts.save(tmp, {"metrics": {"ndcg_at_10": 0.1, "rmse": 0.9}, "created_at": version})
     registry.publish(version, force=True)
-    return art
+    return artifacts
 
 
 @pytest.fixture(scope="module")
@@ -201,7 +201,7 @@ def test_live_recommendations_equal_the_models_ranking(client, knn_client, model
 
 
 def test_a_known_users_new_ratings_change_the_next_recommendations(uncached_client, model,
-                                                                    rated, api_settings):
+                                                                   rated, api_settings):
     """The speed layer: ratings stored after training fold the user in from their whole
     history on the next request, without a retrain. (Through the ratings topic, with the
     history cache on: ``test_speed_layer``.)"""
@@ -304,7 +304,7 @@ def test_prediction_requests_reach_the_topic(client, api_settings):
     given = uuid.uuid4().hex
     response = client.post("/prediction-requests", json=[
         {"user_id": 7, "k": 5, "exclude": [1, 2]}, {"user_id": 8, "movie_id": 260,
-                                                      "request_id": given}])
+                                                    "request_id": given}])
     assert response.status_code == 202, response.text
     request_ids = response.json()["request_ids"]
     assert request_ids[1] == given and len(request_ids[0]) == 32

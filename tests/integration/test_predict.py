@@ -79,13 +79,13 @@ def test_pair_and_top_k_requests_are_answered_with_enrichment(live, version):
     [pair] = [r for r in records if r["request_id"] == "pair"]
     assert (pair["title"], pair["year"]) == ("Toy Story", 1995)
     assert "Animation" in pair["genres"]
-    art = ModelRegistry(settings.model.models_dir).load(version)
+    artifacts = ModelRegistry(settings.model.models_dir).load(version)
     history = user_history(settings, 1)
     # a fifth of user 1's ratings were held out of fitting: the speed layer folds them in
-    vectors, strategy = user_vectors(art, 1, history)
+    vectors, strategy = user_vectors(artifacts, 1, history)
     assert strategy == "fold-in"
     # the pair is the rating model's prediction (mu + b_u + b_i + x . y, clipped)
-    assert pair["predicted_rating"] == pytest.approx(predict_pair(art, vectors, TOY_STORY),
+    assert pair["predicted_rating"] == pytest.approx(predict_pair(artifacts, vectors, TOY_STORY),
                                                      abs=1e-4)
     assert (pair["strategy"], pair["model_version"], pair["rank"]) == (strategy, version, None)
     assert pair["requested_at"] <= pair["predicted_at"]
@@ -97,11 +97,11 @@ def test_pair_and_top_k_requests_are_answered_with_enrichment(live, version):
     assert not {r["movie_id"] for r in top} & seen
     assert all(r["title"] and r["model_version"] == version for r in top)
     # ordered by the ranking model, each row carrying the rating model's stars
-    want = recommend(art, vectors, 5, exclude=seen)
+    want = recommend(artifacts, vectors, 5, exclude=seen)
     assert [r["movie_id"] for r in top] == [m for m, _ in want]
     assert scores == pytest.approx([score for _, score in want], abs=1e-4)
     assert [r["predicted_rating"] for r in top] == pytest.approx(
-        predicted_ratings(art, vectors, [m for m, _ in want]).tolist(), abs=1e-4)
+        predicted_ratings(artifacts, vectors, [m for m, _ in want]).tolist(), abs=1e-4)
 
 
 def user_history(settings: Settings, user_id: int) -> dict[int, float]:
@@ -121,8 +121,8 @@ def test_a_known_users_new_ratings_change_their_answers_in_the_next_batch(live, 
     history, for top-k and pair requests alike; nothing waits for a retrain."""
     settings, _ = live
     user = 3
-    art = ModelRegistry(settings.model.models_dir).load(version)
-    assert art.user_row(user) is not None
+    artifacts = ModelRegistry(settings.model.models_dir).load(version)
+    assert artifacts.user_row(user) is not None
     send(settings, [{"request_id": "before", "user_id": user, "k": 10}])
     before = collect(settings, settings.kafka.predictions_topic, answered({"before"}))
     session = cassandra_session(settings.cassandra, keyspace=settings.cassandra.keyspace)
@@ -141,16 +141,16 @@ def test_a_known_users_new_ratings_change_their_answers_in_the_next_batch(live, 
             session.execute("DELETE FROM ratings WHERE user_id = %s AND movie_id = %s",
                             (user, movie))
         session.cluster.shutdown()
-    folded = fold_in(art, history)
+    folded = fold_in(artifacts, history)
     top = sorted((r for r in records if r["request_id"] == "after"), key=lambda r: r["rank"])
     assert {r["strategy"] for r in top} == {"fold-in"}
-    assert [r["movie_id"] for r in top] == [m for m, _ in recommend(art, folded, 10, history)]
+    assert [r["movie_id"] for r in top] == [m for m, _ in recommend(artifacts, folded, 10, history)]
     assert not {r["movie_id"] for r in top} & set(new)
     assert [r["movie_id"] for r in top] != [
         r["movie_id"] for r in sorted((r for r in before if r["request_id"] == "before"),
                                       key=lambda r: r["rank"])]
     [pair] = [r for r in records if r["request_id"] == "after-pair"]
-    assert pair["predicted_rating"] == pytest.approx(predict_pair(art, folded, TOY_STORY),
+    assert pair["predicted_rating"] == pytest.approx(predict_pair(artifacts, folded, TOY_STORY),
                                                      abs=1e-4)
 
 

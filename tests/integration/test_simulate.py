@@ -42,13 +42,13 @@ def test_the_model_beats_popularity_and_random_with_non_overlapping_intervals(
 def test_responses_come_only_from_ratings_the_model_never_saw(spark, trained: Settings):
     """The re-cut split is the training split: per movie, the ratings on the known side are
     exactly the model's training counts; and no known rating is also a response."""
-    art = ModelRegistry.from_settings(trained.model).load()
-    spec = simulated_users.SplitSpec.of(art.metadata)
+    artifacts = ModelRegistry.from_settings(trained.model).load()
+    spec = simulated_users.SplitSpec.of(artifacts.metadata)
     ratings, _ = simulated_users.read_source(spark, trained, spec.source)
     train, held_out = simulated_users.held_out_split(ratings, spec)
     counts = train.groupBy("movie_id").count().toPandas()
     assert dict(zip(counts["movie_id"].tolist(), counts["count"].tolist(), strict=True)) == \
-        dict(zip(art.item_ids.tolist(), art.item_counts.tolist(), strict=True))
+        dict(zip(artifacts.item_ids.tolist(), artifacts.item_counts.tolist(), strict=True))
     users = simulated_users.collect_users(train, held_out, max_users=10_000, seed=1)
     assert len(users) >= 590 and all(u.held_out for u in users)
     assert all(not set(u.seen) & set(u.held_out) for u in users)
@@ -59,7 +59,7 @@ def test_the_cli_prints_json_writes_a_chart_and_names_a_version(
     version = ModelRegistry.from_settings(trained.model).current_version()
     chart = tmp_path / "ab.svg"
     result = run_cli(trained, ["simulate", "ab", "-p", "model", "-p", f"model:{version}",
-                                "--resamples", "200", "--chart", str(chart), "--json"],
+                               "--resamples", "200", "--chart", str(chart), "--json"],
                      monkeypatch)
     assert result.exit_code == 0, result.output
     body = json.loads(result.stdout)

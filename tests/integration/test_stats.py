@@ -37,10 +37,10 @@ def profiled(spark, trained: Settings, data_dir) -> Iterator[Settings]:
     folder = data_dir / "ml-latest-small"
     ratings = snapshot.read_csv(spark, folder / "ratings.csv").persist()
     profiles.write(ratings, ks, "ratings")
-    art = ModelRegistry.from_settings(own.model).load()
+    artifacts = ModelRegistry.from_settings(own.model).load()
     movies = snapshot.read_movies_csv(spark, folder / "movies.csv")
     profiles.write(profiles.taste_profiles(ratings, movies), ks, "user_taste")
-    profiles.write(profiles.similar_users(ratings, art), ks, "similar_users")
+    profiles.write(profiles.similar_users(ratings, artifacts), ks, "similar_users")
     ratings.unpersist()
     yield own
     session.execute(f"DROP KEYSPACE IF EXISTS {ks}")
@@ -69,19 +69,19 @@ def test_stats_agree_with_the_dataset(profiled: Settings, data_dir, monkeypatch)
     assert s["ratings_per_user"] == pytest.approx(asdict(Distribution.of(per_user)))
     assert s["ratings_per_user"]["min"] == 20 and s["ratings_per_user"]["max"] == 2698
     assert s["users_with_factors"] == 610 and s["list_users"] == 610 and s["k"] == 10
-    art = ModelRegistry.from_settings(profiled.model).load()
-    assert s["catalogue"] == len(art.item_ids) and s["model_version"] == art.version
+    artifacts = ModelRegistry.from_settings(profiled.model).load()
+    assert s["catalogue"] == len(artifacts.item_ids) and s["model_version"] == artifacts.version
     # the top lists as serving computes them, from the dataset itself
     users = sorted(per_user.index.tolist())
     rated = [dict(zip(g.movieId.tolist(), g.rating.tolist(), strict=True))
              for _, g in frame.sort_values("userId").groupby("userId")]
-    lists = top_lists(art, users, rated, 10)
+    lists = top_lists(artifacts, users, rated, 10)
     assert s["coverage_at_k"] == pytest.approx(len({m for ms in lists for m in ms})
-                                               / len(art.item_ids))
+                                               / len(artifacts.item_ids))
     assert s["unique_top1_share"] == pytest.approx(unique_top1_share(lists))
     by_movie = frame.groupby("movieId").rating.agg(["count", "mean"])
     profile = list_profile(lists, by_movie["count"].to_dict(), by_movie["mean"].to_dict(),
-                           art.item_ids.tolist())
+                           artifacts.item_ids.tolist())
     assert s["lists"] == pytest.approx(asdict(profile))
     # the ranking model recommends movies many people watched, not the obscure tail
     assert s["lists"]["rec_median_count"] > 10 * s["lists"]["catalogue_median_count"]

@@ -31,9 +31,9 @@ def test_one_train_run_produces_both_models(trained: Settings):
     assert not meta["params"]["rating"]["implicit_prefs"]
     assert meta["evaluation"]["split"] == "random" and meta["evaluation"]["test_fraction"] == 0.2
     assert meta["data"]["rows"] == 100_836
-    art = registry.load(version)
-    assert art.ranking.rank == trained.model.ranking.rank
-    assert art.rating.rank == trained.model.rating.rank
+    artifacts = registry.load(version)
+    assert artifacts.ranking.rank == trained.model.ranking.rank
+    assert artifacts.rating.rank == trained.model.rating.rank
 
 
 def test_the_rating_model_predicts_every_held_out_pair_within_0_90_rmse(trained: Settings):
@@ -78,17 +78,17 @@ def test_fold_in_ranks_a_new_users_later_movies_better_than_popularity(without_s
     """Users the model never saw: fold in their first half (by time) and rank the catalogue;
     their later well-rated movies must come up more often than with the popularity list."""
     settings, version, ratings = without_some_users
-    art = ModelArtifacts.load(ModelRegistry(settings.model.models_dir).version_dir(version))
-    assert not set(ratings["user_id"]) & {int(u) for u in art.user_ids}
+    artifacts = ModelArtifacts.load(ModelRegistry(settings.model.models_dir).version_dir(version))
+    assert not set(ratings["user_id"]) & {int(u) for u in artifacts.user_ids}
     fold_hits = popular_hits = 0
     for _, rows in ratings.sort_values("event_time").groupby("user_id"):
         half = len(rows) // 2
         known = dict(zip(rows.movie_id[:half], rows.rating[:half], strict=True))
         later = set(rows.movie_id[half:][rows.rating[half:] >= 4.0])
-        vector = fold_in(art, known)
+        vector = fold_in(artifacts, known)
         assert vector is not None
-        fold_hits += len(later & {m for m, _ in recommend(art, vector, 50, known)})
-        popular_hits += len(later & {m for m, _ in recommend_popular(art, 50, known)})
+        fold_hits += len(later & {m for m, _ in recommend(artifacts, vector, 50, known)})
+        popular_hits += len(later & {m for m, _ in recommend_popular(artifacts, 50, known)})
     assert fold_hits > popular_hits, (fold_hits, popular_hits)
 
 

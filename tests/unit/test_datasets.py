@@ -101,7 +101,7 @@ def test_ratings_stream_in_timestamp_order_with_stable_ids(small):
     # ties keep file order (user, then movie), so every replay is the same sequence
     tied = [e for e in events if e.event_time == first.event_time]
     assert [(e.user_id, e.movie_id) for e in tied] == sorted((e.user_id, e.movie_id)
-                                                              for e in tied)
+                                                             for e in tied)
 
 
 def test_tags_interleave_in_time_order_with_unique_ids(small):
@@ -142,10 +142,10 @@ def test_parse_genres():
 @pytest.mark.parametrize("newline", ["\r\n", "\n"])
 def test_csv_release_reads_with_either_line_ending(tmp_path, newline):
     root = tiny_csv_release(tmp_path / "r", ["2,1,4.5,20", "1,2,3.0,10", "1,1,5.0,20"], newline)
-    ds = locate(str(root))
-    assert [(e.user_id, e.movie_id, e.rating, e.event_time) for e in ds.ratings()] == [
+    dataset = locate(str(root))
+    assert [(e.user_id, e.movie_id, e.rating, e.event_time) for e in dataset.ratings()] == [
         (1, 2, 3.0, 10_000), (2, 1, 4.5, 20_000), (1, 1, 5.0, 20_000)]
-    heat, babylon = ds.movies()
+    heat, babylon = dataset.movies()
     assert (heat.title, heat.year, heat.genres) == ("Heat, The", 1995, ("Action", "Crime"))
     assert (babylon.year, babylon.genres) == (None, ())
 
@@ -179,9 +179,9 @@ def test_ml_1m_layout(tmp_path, monkeypatch):
     root = tmp_path / "ml-1m"
     write(root / "ratings.dat", ["1::10::5::978300760", "2::10::3::978300000"], "\n")
     write(root / "movies.dat", ["10::Amélie (2001)::Comedy|Romance"], "\n", "latin-1")
-    ds = locate("ml-1m", tmp_path, download=False, cache_dir=tmp_path / "cache")
-    assert [(e.user_id, e.rating) for e in ds.ratings()] == [(2, 3.0), (1, 5.0)]
-    [movie] = ds.movies()
+    dataset = locate("ml-1m", tmp_path, download=False, cache_dir=tmp_path / "cache")
+    assert [(e.user_id, e.rating) for e in dataset.ratings()] == [(2, 3.0), (1, 5.0)]
+    [movie] = dataset.movies()
     assert (movie.title, movie.year, movie.genres) == ("Amélie", 2001, ("Comedy", "Romance"))
     write(root / "ratings.dat", ["1::10::5::978300760", "1:10::5::1"], "\n")
     with pytest.raises(DatasetError, match=r"ratings\.dat, line 2"):

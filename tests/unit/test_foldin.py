@@ -41,183 +41,187 @@ def _objective_implicit(x: np.ndarray, y_all: np.ndarray, rows: np.ndarray, r: n
     return float((c * (p - y_all @ x) ** 2).sum() + lam * int((r > 0).sum()) * (x @ x))
 
 
-def _rows(art: ModelArtifacts, ratings: dict[int, float]) -> np.ndarray:
-    return np.array([art.item_index[m] for m in ratings])
+def _rows(artifacts: ModelArtifacts, ratings: dict[int, float]) -> np.ndarray:
+    return np.array([artifacts.item_index[m] for m in ratings])
 
 
 def test_ranking_fold_in_minimises_the_hu_koren_volinsky_objective() -> None:
-    art = random_artifacts(ranking_params={"alpha": 2.0, "reg_param": 0.1})
+    artifacts = random_artifacts(ranking_params={"alpha": 2.0, "reg_param": 0.1})
     ratings = {101: 5.0, 110: 2.0, 140: 4.0}
-    x = fold_in(art, ratings).ranking.astype(np.float64)
+    x = fold_in(artifacts, ratings).ranking.astype(np.float64)
     r = np.array(list(ratings.values()))
-    y_all = art.ranking.item_factors.astype(np.float64)
-    best = _objective_implicit(x, y_all, _rows(art, ratings), r, 0.1, 2.0)
+    y_all = artifacts.ranking.item_factors.astype(np.float64)
+    best = _objective_implicit(x, y_all, _rows(artifacts, ratings), r, 0.1, 2.0)
     for _ in range(20):  # any perturbation is worse: x is the minimiser
         moved = x + RNG.normal(scale=1e-2, size=x.shape)
-        assert _objective_implicit(moved, y_all, _rows(art, ratings), r, 0.1, 2.0) > best
+        assert _objective_implicit(moved, y_all, _rows(artifacts, ratings), r, 0.1, 2.0) > best
 
 
 def test_rating_fold_in_is_the_shrunk_user_bias_then_the_als_wr_step_on_residuals() -> None:
-    art = random_artifacts(rating_params={"reg_param": 0.1, "user_bias_reg": 5.0,
-                                          "global_mean": 3.5})
+    artifacts = random_artifacts(rating_params={"reg_param": 0.1, "user_bias_reg": 5.0,
+                                                "global_mean": 3.5})
     ratings = {100: 5.0, 107: 5.0, 120: 4.0}
-    vec = fold_in(art, ratings).rating
-    rows = _rows(art, ratings)
-    item_bias = art.rating.item_factors[rows, -1].astype(np.float64)
+    vec = fold_in(artifacts, ratings).rating
+    rows = _rows(artifacts, ratings)
+    item_bias = artifacts.rating.item_factors[rows, -1].astype(np.float64)
     r = np.array(list(ratings.values()))
     user_bias = float((r - 3.5 - item_bias).sum() / (5.0 + 3))
-    assert vec.shape == (art.rating.item_factors.shape[1],)
+    assert vec.shape == (artifacts.rating.item_factors.shape[1],)
     assert vec[-2] == pytest.approx(3.5 + user_bias, abs=1e-5) and vec[-1] == 1.0
     x = vec[:-2].astype(np.float64)
-    y = art.rating.latent_item_factors[rows].astype(np.float64)
+    y = artifacts.rating.latent_item_factors[rows].astype(np.float64)
     residual = r - 3.5 - user_bias - item_bias
     best = _objective_explicit(x, y, residual, 0.1)
     for _ in range(20):
         assert _objective_explicit(x + RNG.normal(scale=1e-2, size=x.shape), y, residual,
                                    0.1) > best
     # a predicted rating is mu + b_u + b_i + x . y
-    expected = 3.5 + user_bias + art.rating.item_factors[5, -1] + float(
-        art.rating.latent_item_factors[5] @ x)
-    assert predict_pair(art, fold_in(art, ratings), 105) == pytest.approx(
+    expected = 3.5 + user_bias + artifacts.rating.item_factors[5, -1] + float(
+        artifacts.rating.latent_item_factors[5] @ x)
+    assert predict_pair(artifacts, fold_in(artifacts, ratings), 105) == pytest.approx(
         min(max(expected, 0.5), 5.0), abs=1e-4)
 
 
 def test_rating_fold_in_recovers_a_user_the_model_can_express() -> None:
     items = RNG.normal(size=(200, 4))
     items[:30] -= items[:30].mean(axis=0)  # the rated movies' taste averages out ...
-    art = make_artifacts(np.arange(100, 300), [1], items, RNG.normal(size=(1, 4)),
-                         rating_items=rating_rows(items, np.ones(200), np.zeros(200)),
-                         rating_params={"reg_param": 1e-6, "user_bias_reg": 0.0},
-                         global_mean=0.0)
+    artifacts = make_artifacts(np.arange(100, 300), [1], items, RNG.normal(size=(1, 4)),
+                               rating_items=rating_rows(items, np.ones(200), np.zeros(200)),
+                               rating_params={"reg_param": 1e-6, "user_bias_reg": 0.0},
+                               global_mean=0.0)
     truth = np.array([0.5, -1.0, 0.3, 2.0])
-    ratings = {int(m): float(v) for m, v in zip(art.item_ids[:30], 3.0 + items[:30] @ truth,
+    ratings = {int(m): float(v) for m, v in zip(artifacts.item_ids[:30], 3.0 + items[:30] @ truth,
                                                 strict=True)}
-    vec = fold_in(art, ratings).rating
+    vec = fold_in(artifacts, ratings).rating
     assert vec[-2] == pytest.approx(3.0, abs=1e-4)  # ... so the bias is the user's offset
     np.testing.assert_allclose(vec[:-2], truth, atol=1e-3)
 
 
 def test_unknown_movies_are_ignored_and_none_known_gives_none() -> None:
-    art = random_artifacts()
-    assert fold_in(art, {999_999: 5.0}) is None
-    with_unknown, alone = fold_in(art, {100: 4.0, 999_999: 1.0}), fold_in(art, {100: 4.0})
+    artifacts = random_artifacts()
+    assert fold_in(artifacts, {999_999: 5.0}) is None
+    with_unknown = fold_in(artifacts, {100: 4.0, 999_999: 1.0})
+    alone = fold_in(artifacts, {100: 4.0})
     np.testing.assert_allclose(with_unknown.ranking, alone.ranking)
     np.testing.assert_allclose(with_unknown.rating, alone.rating)
 
 
 def test_recommend_follows_the_ranking_model_and_excludes_sorts_and_limits() -> None:
-    art = random_artifacts()
-    vectors = trained_vectors(art, 1)
-    top = recommend(art, vectors, k=5, exclude={100, 101})
+    artifacts = random_artifacts()
+    vectors = trained_vectors(artifacts, 1)
+    top = recommend(artifacts, vectors, k=5, exclude={100, 101})
     assert len(top) == 5 and {m for m, _ in top}.isdisjoint({100, 101})
     scores = [s for _, s in top]
     assert scores == sorted(scores, reverse=True)
-    ranking = art.ranking.item_factors @ vectors.ranking
-    allowed = [i for i in range(len(ranking)) if art.item_ids[i] not in (100, 101)]
+    ranking = artifacts.ranking.item_factors @ vectors.ranking
+    allowed = [i for i in range(len(ranking)) if artifacts.item_ids[i] not in (100, 101)]
     expected = sorted(allowed, key=lambda i: -ranking[i])[:5]
-    assert [m for m, _ in top] == [int(art.item_ids[i]) for i in expected]
-    assert len(recommend(art, vectors, k=500)) == 50
+    assert [m for m, _ in top] == [int(artifacts.item_ids[i]) for i in expected]
+    assert len(recommend(artifacts, vectors, k=500)) == 50
 
 
 def test_lists_are_ordered_by_ranking_and_carry_the_rating_models_stars() -> None:
     # two models that disagree: the ranking model prefers movie 100, the rating model 101
-    art = make_artifacts([100, 101], [1], np.array([[1.0], [0.1]]), np.array([[1.0]]),
-                         rating_items=rating_rows(np.array([[0.1], [1.0]]), [1, 1], [0, 0]),
-                         rating_users=rating_rows(np.array([[1.0]]), [3.0], [1]))
-    result = recommend_for_user(art, 1, 2)
+    artifacts = make_artifacts([100, 101], [1], np.array([[1.0], [0.1]]), np.array([[1.0]]),
+                               rating_items=rating_rows(np.array([[0.1], [1.0]]), [1, 1], [0, 0]),
+                               rating_users=rating_rows(np.array([[1.0]]), [3.0], [1]))
+    result = recommend_for_user(artifacts, 1, 2)
     assert result.strategy == "als"
     assert [m for m, _ in result.items] == [100, 101]
     assert result.ratings == pytest.approx([3.1, 4.0])
-    assert predict_pair(art, trained_vectors(art, 1), 101) == pytest.approx(4.0)
+    assert predict_pair(artifacts, trained_vectors(artifacts, 1), 101) == pytest.approx(4.0)
 
 
 def test_rating_weight_mixes_the_predicted_rating_into_the_order() -> None:
     # the same two disagreeing models; at rating_weight 2 the rating model's 0.9 lead in
     # predicted rating (x 2) outweighs the ranking model's 0.9 lead in score
-    art = make_artifacts([100, 101], [1], np.array([[1.0], [0.1]]), np.array([[1.0]]),
-                         rating_items=rating_rows(np.array([[0.1], [1.0]]), [1, 1], [0, 0]),
-                         rating_users=rating_rows(np.array([[1.0]]), [3.0], [1]),
-                         ranking_params={"rating_weight": 2.0})
-    result = recommend_for_user(art, 1, 2)
+    artifacts = make_artifacts([100, 101], [1], np.array([[1.0], [0.1]]), np.array([[1.0]]),
+                               rating_items=rating_rows(np.array([[0.1], [1.0]]), [1, 1], [0, 0]),
+                               rating_users=rating_rows(np.array([[1.0]]), [3.0], [1]),
+                               ranking_params={"rating_weight": 2.0})
+    result = recommend_for_user(artifacts, 1, 2)
     assert [m for m, _ in result.items] == [101, 100]
     assert [s for _, s in result.items] == pytest.approx([0.1 + 2 * 4.0, 1.0 + 2 * 3.1])
     assert result.ratings == pytest.approx([4.0, 3.1])  # stars stay the rating model's
 
 
 def test_a_movie_the_model_never_saw_gets_the_new_movie_bias() -> None:
-    art = make_artifacts([100], [1], np.array([[1.0]]), np.array([[1.0]]),
-                         rating_users=rating_rows(np.array([[1.0]]), [3.0], [1]),
-                         rating_params={"new_movie_bias": -0.4})
-    assert predict_pair(art, trained_vectors(art, 1), 999) == pytest.approx(3.0 - 0.4)
+    artifacts = make_artifacts([100], [1], np.array([[1.0]]), np.array([[1.0]]),
+                               rating_users=rating_rows(np.array([[1.0]]), [3.0], [1]),
+                               rating_params={"new_movie_bias": -0.4})
+    assert predict_pair(artifacts, trained_vectors(artifacts, 1), 999) == pytest.approx(3.0 - 0.4)
 
 
 def test_a_known_user_with_ratings_the_models_were_not_fitted_on_is_folded_in() -> None:
-    art = random_artifacts()
+    artifacts = random_artifacts()
     fitted = {100: 5.0, 101: 4.0}
-    art = replace(art, user_counts=np.full(len(art.user_ids), len(fitted), np.int64))
-    vectors, strategy = user_vectors(art, 1, fitted)
+    artifacts = replace(artifacts,
+                        user_counts=np.full(len(artifacts.user_ids), len(fitted), np.int64))
+    vectors, strategy = user_vectors(artifacts, 1, fitted)
     assert strategy == "als"
-    np.testing.assert_array_equal(vectors.ranking, trained_vectors(art, 1).ranking)
+    np.testing.assert_array_equal(vectors.ranking, trained_vectors(artifacts, 1).ranking)
     newer = {**fitted, 110: 5.0, 111: 5.0, 112: 4.5}
-    vectors, strategy = user_vectors(art, 1, newer)
+    vectors, strategy = user_vectors(artifacts, 1, newer)
     assert strategy == "fold-in"
-    np.testing.assert_allclose(vectors.ranking, fold_in(art, newer).ranking)
-    np.testing.assert_allclose(vectors.rating, fold_in(art, newer).rating)
-    assert recommend_for_user(art, 1, 5, ratings=newer).items == recommend(
-        art, fold_in(art, newer), 5, exclude=newer)
+    np.testing.assert_allclose(vectors.ranking, fold_in(artifacts, newer).ranking)
+    np.testing.assert_allclose(vectors.rating, fold_in(artifacts, newer).rating)
+    assert recommend_for_user(artifacts, 1, 5, ratings=newer).items == recommend(
+        artifacts, fold_in(artifacts, newer), 5, exclude=newer)
     # a version that does not record what it was fitted on serves trained vectors
-    assert user_vectors(replace(art, user_counts=None), 1, newer)[1] == "als"
+    assert user_vectors(replace(artifacts, user_counts=None), 1, newer)[1] == "als"
 
 
 def test_strategy_falls_back_from_als_to_fold_in_to_popular() -> None:
-    art = random_artifacts()
-    assert recommend_for_user(art, 1, 3).strategy == "als"
-    folded = recommend_for_user(art, 77, 3, ratings={100: 5.0})
+    artifacts = random_artifacts()
+    assert recommend_for_user(artifacts, 1, 3).strategy == "als"
+    folded = recommend_for_user(artifacts, 77, 3, ratings={100: 5.0})
     assert folded.strategy == "fold-in" and 100 not in {m for m, _ in folded.items}
-    popular = recommend_for_user(art, 77, 3, exclude=[100])
+    popular = recommend_for_user(artifacts, 77, 3, exclude=[100])
     assert popular.strategy == "popular"
     assert [m for m, _ in popular.items] == [101, 102, 103]  # highest counts, 100 excluded
-    assert recommend_popular(art, 2) == [(100, 50.0), (101, 49.0)]
+    assert recommend_popular(artifacts, 2) == [(100, 50.0), (101, 49.0)]
     # stars without a user vector: mu + b_i
-    mu_b = 3.5 + art.rating.item_factors[[1, 2, 3], -1]
+    mu_b = 3.5 + artifacts.rating.item_factors[[1, 2, 3], -1]
     np.testing.assert_allclose(popular.ratings, mu_b.clip(0.5, 5.0), atol=1e-5)
 
 
 def test_predicted_ratings_clip_and_fall_back_to_the_biases() -> None:
-    art = random_artifacts()
-    big = UserVectors(art.ranking.user_factors[0], art.rating.item_factors[0] * 100)
-    assert predict_pair(art, big, 100) == 5.0
-    small = UserVectors(art.ranking.user_factors[0], -art.rating.item_factors[0] * 100)
-    assert predict_pair(art, small, 100) == 0.5
-    user = trained_vectors(art, 1)
+    artifacts = random_artifacts()
+    big = UserVectors(artifacts.ranking.user_factors[0], artifacts.rating.item_factors[0] * 100)
+    assert predict_pair(artifacts, big, 100) == 5.0
+    small = UserVectors(artifacts.ranking.user_factors[0], -artifacts.rating.item_factors[0] * 100)
+    assert predict_pair(artifacts, small, 100) == 0.5
+    user = trained_vectors(artifacts, 1)
     # a movie the model never saw: mu + b_u, the user row's bias column
-    assert predict_pair(art, user, 999_999) == pytest.approx(
-        float(np.clip(art.rating.user_factors[0, -2], 0.5, 5.0)), abs=1e-5)
-    both = predicted_ratings(art, None, [999_999])
+    assert predict_pair(artifacts, user, 999_999) == pytest.approx(
+        float(np.clip(artifacts.rating.user_factors[0, -2], 0.5, 5.0)), abs=1e-5)
+    both = predicted_ratings(artifacts, None, [999_999])
     assert both[0] == pytest.approx(3.5)  # neither known: mu
 
 
 def test_similar_items_use_the_ranking_models_latent_factors() -> None:
-    art = random_artifacts()
-    art.ranking.item_factors[10] = art.ranking.item_factors[3] * 2  # same direction as 103
-    art.ranking.item_factors[11] = -art.ranking.item_factors[3]  # opposite taste
-    art.rating.item_factors[12, :-2] = art.rating.item_factors[3, :-2]  # the rating model's twin
-    ranked = similar_items(art, 103, 49)
+    artifacts = random_artifacts()
+    # same direction as 103
+    artifacts.ranking.item_factors[10] = artifacts.ranking.item_factors[3] * 2
+    artifacts.ranking.item_factors[11] = -artifacts.ranking.item_factors[3]  # opposite taste
+    # the rating model's twin
+    artifacts.rating.item_factors[12, :-2] = artifacts.rating.item_factors[3, :-2]
+    ranked = similar_items(artifacts, 103, 49)
     assert ranked[0][0] == 110 and ranked[-1][0] == 111
     assert ranked[0][1] == pytest.approx(1.0, abs=1e-5)
 
 
 def test_save_load_round_trip_without_pickle(tmp_path: Path) -> None:
-    art = random_artifacts()
-    art.save(tmp_path / "v1", {"created_at": "now"})
+    artifacts = random_artifacts()
+    artifacts.save(tmp_path / "v1", {"created_at": "now"})
     loaded = ModelArtifacts.load(tmp_path / "v1")
     for kind in ("ranking", "rating"):
         np.testing.assert_array_equal(getattr(loaded, kind).item_factors,
-                                      getattr(art, kind).item_factors)
+                                      getattr(artifacts, kind).item_factors)
         np.testing.assert_array_equal(getattr(loaded, kind).user_factors,
-                                      getattr(art, kind).user_factors)
-    np.testing.assert_array_equal(loaded.user_ids, art.user_ids)
-    assert loaded.params == art.params and loaded.metadata["format"] == 2
+                                      getattr(artifacts, kind).user_factors)
+    np.testing.assert_array_equal(loaded.user_ids, artifacts.user_ids)
+    assert loaded.params == artifacts.params and loaded.metadata["format"] == 2
 
 
 def test_corrupt_or_missing_files_raise_model_error_naming_the_version(tmp_path: Path) -> None:

@@ -24,9 +24,9 @@ from tests.support.models import random_artifacts
 def _save(reg: ModelRegistry, ndcg: float, rmse: float = 0.9, name: str | None = None) -> str:
     """A saved version whose ranking model scored ``ndcg`` and rating model ``rmse``."""
     version = name or reg.new_version()
-    art = random_artifacts(n_items=3, n_users=2, rank=2, version=version)
+    artifacts = random_artifacts(n_items=3, n_users=2, rank=2, version=version)
     with reg.staging(version) as tmp:
-        art.save(tmp, {"metrics": {"ndcg_at_10": ndcg, "rmse": rmse},
+        artifacts.save(tmp, {"metrics": {"ndcg_at_10": ndcg, "rmse": rmse},
                        "data": {"rows_total": 1000, "rows": 900}})
     return version
 
@@ -136,14 +136,14 @@ def test_an_old_single_model_version_is_refused_and_current_keeps_serving(
 
 def test_fitted_counts_travel_with_the_version_and_older_versions_load_without(
         reg: ModelRegistry) -> None:
-    art = random_artifacts(n_items=3, n_users=2, rank=2, version=reg.new_version())
-    counted = replace(art, user_counts=np.array([7, 3], np.int64))
+    artifacts = random_artifacts(n_items=3, n_users=2, rank=2, version=reg.new_version())
+    counted = replace(artifacts, user_counts=np.array([7, 3], np.int64))
     with reg.staging(counted.version) as tmp:
         counted.save(tmp, {"metrics": {"ndcg_at_10": 0.2, "rmse": 0.9}})
     assert reg.load(counted.version).user_counts.tolist() == [7, 3]
     older = reg.new_version()
     with reg.staging(older) as tmp:
-        replace(art, version=older).save(tmp, {"metrics": {"ndcg_at_10": 0.2, "rmse": 0.9}})
+        replace(artifacts, version=older).save(tmp, {"metrics": {"ndcg_at_10": 0.2, "rmse": 0.9}})
     assert reg.load(older).user_counts is None  # serves trained vectors, as before
 
 

@@ -42,11 +42,11 @@ def test_share_of_is_over_the_population_only():
 
 
 def test_top_lists_are_what_serving_answers_and_never_hold_rated_movies():
-    art = random_artifacts(30, 1, 3, seed=2, first_item=10)
+    artifacts = random_artifacts(30, 1, 3, seed=2, first_item=10)
     ratings = [{10: 5.0, 11: 1.0}, {12: 4.0}, {}]  # a known user, a fold-in, a cold start
-    lists = top_lists(art, [1, 2, 3], ratings, 5)
+    lists = top_lists(artifacts, [1, 2, 3], ratings, 5)
     for user, rated, movies in zip([1, 2, 3], ratings, lists, strict=True):
-        assert movies == [m for m, _ in recommend_for_user(art, user, 5, ratings=rated).items]
+        assert movies == [m for m, _ in recommend_for_user(artifacts, user, 5, ratings=rated).items]
         assert len(movies) == 5 and not set(movies) & set(rated)
     assert lists[2] == list(range(10, 15))  # cold start: the most-rated movies
 
