@@ -3,8 +3,8 @@ around on Python 3.10 and 3.11.
 
 Before each task a PySpark worker calls ``importlib.invalidate_caches()``. On those Python
 versions that re-reads, in pure Python, the directory of every zip archive on ``sys.path``,
-and Spark always puts ``pyspark.zip`` and py4j's archive there: about half a second per
-task on this machine, longer than the work of a predictor micro-batch. Python 3.12 made the
+and Spark always puts ``pyspark.zip`` and py4j's archive there: a cost per task that can
+exceed the work of a predictor micro-batch. Python 3.12 made the
 invalidation lazy. Here an archive is re-read only when it changed on disk, which is what
 the invalidation exists for. The workers inherit the fix: the daemon forks them.
 """

@@ -156,12 +156,12 @@ class SparkSettings(BaseModel):
         "requests is answered in batches this size, so it bounds their latency.")
     ingest_max_offsets_per_trigger: int = Field(
         500000, ge=1, description="maxOffsetsPerTrigger of the ingest job. Each batch pays a "
-        "fixed cost (planning, job start-up: about 1 s on this 2-core host), so bigger batches "
+        "fixed cost (planning, job start-up), so bigger batches "
         "drain a backlog of ratings faster; live traffic stays far below it.")
     trigger_interval: str = Field(
         "1 second", description="Micro-batch trigger (processingTime) of ingest and predict: a "
         "request waits up to one interval before its batch starts, so it bounds latency; each "
-        "batch also pays a fixed ~0.5 s on this 2-core host, so shorter intervals cost CPU.")
+        "batch also pays a fixed cost, so shorter intervals cost CPU.")
     python: str | None = Field(
         None, description="Python of the executors (spark.pyspark.python); default: this one. "
         "On a cluster, point it at an environment that has this package installed.")
