@@ -17,6 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 from bench.output import log
+from recommender.monitor import process_trees
 from recommender.settings import Settings
 
 MIB = 1024 * 1024
@@ -85,19 +86,9 @@ class RssMonitor:
                     self.track(label, pid)
         with self._lock:
             roots = dict(self.roots)
-        kids: dict[int, list[int]] = {}
-        if any(children for _, children in roots.values()):
-            for proc in psutil.process_iter(["ppid"]):  # one pass over /proc per sample
-                kids.setdefault(proc.info["ppid"], []).append(proc.pid)
-        trees: dict[str, set[int]] = {}
-        for label, (pid, children) in roots.items():
-            tree, todo = set(), [pid]
-            while todo:
-                current = todo.pop()
-                tree.add(current)
-                if children:
-                    todo.extend(kids.get(current, []))
-            trees[label] = tree
+        walked = process_trees([pid for pid, children in roots.values() if children])
+        trees = {label: walked[pid] if children else {pid}
+                 for label, (pid, children) in roots.items()}
         total = 0
         for label, tree in trees.items():
             private = set(tree)

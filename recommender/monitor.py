@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,23 +112,37 @@ class MemoryWatch:
     peak_bytes: int = 0
 
     def sample(self) -> int:
-        total = sum(_rss(proc) for proc in _trees([os.getpid(), *self.roots()]))
+        trees = process_trees([os.getpid(), *self.roots()])
+        total = resident_bytes(set().union(*trees.values()))
         self.peak_bytes = max(self.peak_bytes, total)
         return total
 
 
-def _trees(roots: list[int]) -> list[psutil.Process]:
-    """Every process under the roots once, even when one root is another's descendant."""
-    seen: dict[int, psutil.Process] = {}
-    for pid in roots:
+def process_trees(roots: Iterable[int]) -> dict[int, set[int]]:
+    """Each root's pid with those of all its descendants, from one pass over the process
+    table (walking each root's children would read it once per process)."""
+    roots = list(roots)
+    if not roots:
+        return {}
+    children: dict[int, list[int]] = {}
+    for proc in psutil.process_iter(["ppid"]):
+        children.setdefault(proc.info["ppid"], []).append(proc.pid)
+    trees = {}
+    for root in roots:
+        tree, todo = set(), [root]
+        while todo:
+            pid = todo.pop()
+            if pid not in tree:
+                tree.add(pid)
+                todo.extend(children.get(pid, []))
+        trees[root] = tree
+    return trees
+
+
+def resident_bytes(pids: Iterable[int]) -> int:
+    """The resident set size of these processes together (0 for one that is gone)."""
+    total = 0
+    for pid in pids:
         with contextlib.suppress(psutil.Error):
-            root = psutil.Process(pid)
-            for proc in [root, *root.children(recursive=True)]:
-                seen.setdefault(proc.pid, proc)
-    return list(seen.values())
-
-
-def _rss(proc: psutil.Process) -> int:
-    with contextlib.suppress(psutil.Error):
-        return proc.memory_info().rss
-    return 0
+            total += psutil.Process(pid).memory_info().rss
+    return total
