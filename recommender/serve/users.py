@@ -17,7 +17,6 @@ from recommender.serve.schemas import (
     GenreTaste,
     PositiveId,
     Recommendations,
-    RecommendedMovie,
     SimilarUser,
     UserPredictions,
     UserTaste,
@@ -53,20 +52,25 @@ def recommendations(
     )] = None,
     genre: Annotated[Genre | None, Query(description="Only movies of this genre, exact "
                                                      "MovieLens spelling, e.g. Sci-Fi.")] = None,
-) -> Recommendations:
-    """Live top-k from the current model through Elasticsearch kNN over the movie vectors.
+) -> Response:
+    """Live top-k from the model whose movie vectors are published, reflecting the user's
+    ratings up to the last one Kafka has.
 
-    ``strategy`` says how the user was scored: ``als`` (the model knows the user),
-    ``fold-in`` (new to the model, scored from their Cassandra ratings) or ``popular`` (no
-    history). Movies the user rated are never recommended.
+    ``strategy`` says how the user was scored: ``als`` (the models were fitted on all the
+    user's ratings), ``fold-in`` (a new user, or ratings the models were not fitted on:
+    folded in from the whole history) or ``popular`` (no history). Movies the user rated
+    are never recommended.
     """
+    # A hot path too (kept answers cost well under a millisecond): encoded as the response
+    # model lays it out, without validating what the model produced.
     live = recommender.for_user(user_id, k, exclude or (), genre)
-    items = [RecommendedMovie(rank=i, movie_id=s.movie_id, title=s.info[0], year=s.info[1],
-                              genres=s.info[2], score=s.score,
-                              predicted_rating=stars)
+    items = [{"movie_id": int(s.movie_id), "title": s.info[0], "year": s.info[1],
+              "genres": list(s.info[2]), "rank": i, "score": float(s.score),
+              "predicted_rating": stars}
              for i, (s, stars) in enumerate(zip(live.items, live.ratings, strict=True), start=1)]
-    return Recommendations(user_id=user_id, strategy=live.strategy,
-                           model_version=live.model_version, genre=genre, items=items)
+    return Response(orjson.dumps({"user_id": user_id, "strategy": live.strategy,
+                                  "model_version": live.model_version, "genre": genre,
+                                  "items": items}), media_type="application/json")
 
 
 @router.get("/{user_id}/similar-users", response_model=SimilarUser)
