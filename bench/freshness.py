@@ -8,7 +8,9 @@ the model knows and the movie at the top of their current list; a 5-star rating 
 produced to the ratings topic at t0, and the API is asked every ``POLL_S`` until an answer
 reflects it: the movie is gone from the list and the user is folded in (``fold-in``) from
 their whole history, new rating included. Staleness is the start of the first reflecting
-request minus t0: Kafka, the ingest micro-batch, the Cassandra write and the request.
+request minus t0: Kafka, the API's follower of the ratings topic (``serve/histories``) and the
+request. Ingest stores the same rating in Cassandra meanwhile, which is what the predictor
+reads.
 """
 
 from __future__ import annotations
