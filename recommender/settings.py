@@ -267,7 +267,7 @@ class ApiSettings(SecretFiles):
         "while the model has at most this many (exact, no round trip); larger catalogues "
         "go through Elasticsearch kNN over movie-vectors.")
     history_cache_users: int = Field(
-        100_000, ge=0, description="Users whose ratings (and last answers) the API keeps in "
+        10_000, ge=0, description="Users whose ratings (and last answers) the API keeps in "
         "memory, current from the ratings topic, so /recommendations reads no Cassandra; 0 "
         "reads Cassandra on every request.")
     history_recent_s: float = Field(
