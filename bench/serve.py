@@ -40,6 +40,7 @@ LIVE = "/users/{id}/recommendations"
 LIVE_NEW = "/users/{id}/recommendations, new users (fold-in)"
 NEW_USERS, NEW_USER_RATINGS, NEW_USER_BASE = 200, 5, 2_000_000_000
 RATE = 200
+RATINGS_PER_S = 20  # ratings produced while /recommendations is loaded: answers must change
 OPEN_CONCURRENCY = 32  # connections for the fixed-rate runs: enough that none waits for one
 CLOSED_CONCURRENCY = 8
 
@@ -69,6 +70,7 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
                               elasticsearch={"index_prefix": private.elasticsearch.index_prefix})
     for topics in (private, warm):
         ensure_topics(topics, topics.kafka.predictions_topic, topics.kafka.predictions_dlq_topic)
+    ensure_topics(private, private.kafka.ratings_topic)  # the API follows it (RatingStream)
     n = size["predictions"]
     es = elasticsearch_client(private.elasticsearch)
     settled: dict[str, float] = {}
@@ -204,11 +206,13 @@ SERVE_NOTES = [
     "/recommendations reads a user's ratings from Cassandra once, keeps them current "
     "from the ratings topic (api.history_cache_users) and scores every movie in the API "
     "process (api.in_process_max_movies; Elasticsearch kNN beyond); an answer is given "
-    "again while the user's ratings and the model are unchanged. No rating arrives "
-    "during these runs, so after each user's first request the answers are the kept "
-    "ones: the path of page views between two ratings. Its raw reference is a Cassandra "
-    "read of the user's ratings plus the in-process scoring, what every request cost "
-    f"before the cache. New users have {NEW_USER_RATINGS} ratings each, folded in once.",
+    "again while the user's ratings and the model are unchanged. During every "
+    f"/recommendations run {RATINGS_PER_S} ratings/s of the run's users go to the ratings "
+    "topic (ratings_produced_during_run): each makes its user's next answer a new "
+    "fold-in, the rest are kept answers, as page views between two ratings. Its raw "
+    "reference is a Cassandra read of the user's ratings plus the in-process scoring, "
+    f"what every request cost before the cache. New users have {NEW_USER_RATINGS} "
+    "ratings each in Cassandra.",
     "The API runs with uvicorn's access log at info level, as `recommender serve`."]
 
 
@@ -383,10 +387,12 @@ def api_loads(bench_run: Any, settings: Settings, url: str, latest_index: str, u
 
     def measured(spec: dict[str, Any], monitors: list[RssMonitor]
                  ) -> tuple[dict[str, Any], dict[str, float]]:
-        with RssMonitor() as run_rss:
+        rate = RATINGS_PER_S if spec["url"] == live else 0
+        with RssMonitor() as run_rss, RatingStream(settings, spec["users"], rate) as stream:
             run_rss.track("API", api_pid)
             run_rss.track_stack(settings)
             result = loadgen(bench_run, spec, [*monitors, run_rss])
+        result["ratings_produced_during_run"] = stream.sent
         cpu, served = run_rss.cpu(), max(result["requests"], 1)
         result["cpu_bound_ceiling_rps"] = run_rss.ceiling(result["requests"], served_by)
         return result, {label: round(1000 * cpu.get(label, 0.0) / served, 2)
@@ -420,6 +426,52 @@ def api_loads(bench_run: Any, settings: Settings, url: str, latest_index: str, u
                        f"latency {result['latency_ms']}")
             out.append(result)
     return out
+
+
+class RatingStream:
+    """Ratings of random users produced to the ratings topic at ``rate`` per second while
+    the block runs, as a site's users go on rating: each invalidates the API's kept answer
+    for its user, so the next request folds the user in again (0: none)."""
+
+    def __init__(self, settings: Settings, users: list[int], rate: float) -> None:
+        import threading
+
+        self.settings, self.users, self.rate, self.sent = settings, users, rate, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> RatingStream:
+        if self.rate:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        if self.rate:
+            self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        from recommender.clients import kafka_producer
+        from recommender.contracts import RatingEvent
+
+        rng = np.random.default_rng(13)
+        topic = self.settings.kafka.ratings_topic
+        producer = kafka_producer(self.settings.kafka)
+        started = time.monotonic()
+        try:
+            while not self._stop.wait(0.05):
+                due = int((time.monotonic() - started) * self.rate)
+                for _ in range(due - self.sent):
+                    user = int(rng.choice(self.users))
+                    movie, stars = int(rng.integers(1, 2_000)), float(rng.integers(1, 11)) / 2
+                    now = int(time.time() * 1000)
+                    event = RatingEvent(f"bench:{user}:{movie}:{now}", user, movie, stars, now,
+                                        source="bench")
+                    producer.send(topic, key=event.key(), value=event.to_json())
+                    self.sent += 1
+        finally:
+            producer.flush(30)
+            producer.close()
 
 
 def add_new_users(settings: Settings, artifacts: Any, n: int) -> list[int]:

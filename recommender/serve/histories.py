@@ -144,11 +144,8 @@ class Follower:
         self._thread.join(timeout=10)
 
     def _run(self) -> None:
-        try:
-            consumer = self._assigned()
-        except Exception as exc:  # noqa: BLE001 - no follower: the API reads Cassandra
-            log.warning("not following %s (%s): every request reads Cassandra",
-                        self.settings.kafka.ratings_topic, exc)
+        consumer = self._assigned_when_possible()
+        if consumer is None:
             return
         self.histories.live = True
         try:
@@ -160,6 +157,21 @@ class Follower:
         finally:
             self.histories.stop_following()
             consumer.close()
+
+    def _assigned_when_possible(self) -> Any:
+        """``_assigned``, retried (the topic may not exist yet, or Kafka not answer) until
+        it works or the follower is closed; meanwhile the API reads Cassandra."""
+        wait_s = 1.0
+        while not self._stop.is_set():
+            try:
+                return self._assigned()
+            except Exception as exc:  # noqa: BLE001 - retried; the API reads Cassandra
+                if wait_s == 1.0:
+                    log.warning("not following %s yet (%s): every request reads Cassandra "
+                                "until it can", self.settings.kafka.ratings_topic, exc)
+            self._stop.wait(wait_s)
+            wait_s = min(wait_s * 2, 30.0)
+        return None
 
     def _assigned(self) -> Any:
         """A consumer on every partition of the topic, at the first offset of ``recent_s``
