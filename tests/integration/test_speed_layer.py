@@ -90,6 +90,9 @@ def live(spark, trained: Settings, data_dir) -> Iterator[Live]:
     query = predictor.start()
     try:
         with TestClient(create_app(own)) as api:
+            histories = api.app.state.context.recommender.histories
+            wait_for(lambda: histories.live, "the API to follow the ratings topic",
+                     timeout_s=60, poll_s=0.2)
             yield Live(own, api, model, dataset, session)
     finally:
         query.stop()
