@@ -130,7 +130,7 @@ class Recommender:
         """Top ``k`` for the user, best first, never a movie the user rated. An answer
         without ``exclude`` is kept and given again while the user's ratings and the
         published model stay the same (what it was computed from)."""
-        published = self.serving()  # no model or vectors: say so before reading ratings
+        published, _ = self.serving()  # no model or vectors: say so before reading ratings
         ratings = self.user_ratings(user_id)
         excluded = {int(m) for m in exclude}
         key = (user_id, k, genre)
