@@ -52,6 +52,7 @@ class RatingEvent:
 
 
 MAX_EXCLUDE = 1000  # movie ids one request may exclude
+MAX_EVENT_ID_CHARS = 256  # of a rating event's event_id and source (ingest refuses longer)
 MAX_REQUEST_ID_BYTES = 64  # a request id is a document id and a URL path segment
 
 

@@ -18,6 +18,7 @@ from pyspark.sql import types as T
 
 from recommender import contracts
 from recommender.clients import CASSANDRA_FORMAT as CASSANDRA
+from recommender.contracts import MAX_EVENT_ID_CHARS
 from recommender.settings import ElasticsearchSettings, Settings
 from recommender.streaming import (
     epoch_ms_out_of_range,
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MOVIES_TTL_S = 60.0
-MAX_ID_CHARS = 256
 
 RATING_EVENT_SCHEMA = T.StructType([
     T.StructField("event_id", T.StringType()),
@@ -58,8 +58,8 @@ def validation_rules() -> list:
         ((F.col("user_id") <= 0) | (F.col("movie_id") <= 0),
          "user_id and movie_id must be positive integers"),
         # Elasticsearch refuses keyword terms over 32,766 bytes, which would fail the batch
-        ((F.length("event_id") > MAX_ID_CHARS) | (F.length("source") > MAX_ID_CHARS),
-         f"event_id and source hold at most {MAX_ID_CHARS} characters"),
+        ((F.length("event_id") > MAX_EVENT_ID_CHARS) | (F.length("source") > MAX_EVENT_ID_CHARS),
+         f"event_id and source hold at most {MAX_EVENT_ID_CHARS} characters"),
         epoch_ms_out_of_range("event_time"),
         (~kind.isin("rating", "tag"),
          F.concat(F.lit("unknown event_type: "), F.col("event_type"))),

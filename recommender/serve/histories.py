@@ -26,12 +26,12 @@ from typing import Any
 
 import orjson
 
-from recommender.contracts import RATING_MAX, RATING_MIN
+from recommender.contracts import MAX_EVENT_ID_CHARS, RATING_MAX, RATING_MIN
+from recommender.serve.schemas import INT32_MAX
 from recommender.settings import Settings
 
 log = logging.getLogger(__name__)
 
-MAX_ID_CHARS = 256  # as ingest refuses longer ids
 POLL_S = 0.2
 BATCH = 5_000
 Ratings = dict[int, float]  # movie id -> rating; never changed once handed out
@@ -47,8 +47,9 @@ def usable(value: bytes | None) -> tuple[int, int, float] | None:
     if not isinstance(event, dict) or event.get("event_type", "rating") not in (None, "rating"):
         return None
     user, movie, rating = event.get("user_id"), event.get("movie_id"), event.get("rating")
-    ids_ok = all(type(v) is int and v > 0 for v in (user, movie))
-    ids_short = all(len(str(event.get(f) or "")) <= MAX_ID_CHARS for f in ("event_id", "source"))
+    ids_ok = all(type(v) is int and 0 < v <= INT32_MAX for v in (user, movie))
+    ids_short = all(len(str(event.get(f) or "")) <= MAX_EVENT_ID_CHARS
+                    for f in ("event_id", "source"))
     timed = type(event.get("event_time")) is int
     if not (ids_ok and ids_short and timed and isinstance(rating, int | float)
             and not isinstance(rating, bool) and RATING_MIN <= rating <= RATING_MAX):

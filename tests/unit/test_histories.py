@@ -25,9 +25,10 @@ def test_a_rating_event_as_replay_writes_it_is_usable():
 @pytest.mark.parametrize("value", [
     event(event_type="tag", tag="funny"), event(rating=5.5), event(rating=0.0),
     event(rating=True), event(rating=None), event(user_id=0), event(movie_id="2"),
-    event(event_time=None), event(event_id="x" * 257), b"{not json", b"[1, 2]", None,
+    event(event_time=None), event(event_id="x" * 257), event(user_id=2**31), b"{not json",
+    b"[1, 2]", None,
 ], ids=["tag", "above range", "below range", "bool", "no rating", "user 0", "string id",
-        "no time", "long id", "bad json", "not an object", "tombstone"])
+        "no time", "long id", "int32 overflow", "bad json", "not an object", "tombstone"])
 def test_what_ingest_dead_letters_or_does_not_store_is_not(value):
     assert usable(value) is None
 
