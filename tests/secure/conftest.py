@@ -32,6 +32,7 @@ from recommender.stack import manager
 from recommender.stack.connect import as_account
 from recommender.stack.provision import provision
 from recommender.stack.secrets import StackSecrets
+from tests.support.names import forget_replay_progress
 
 SITE = "https://shop.example"  # the one origin the API's CORS policy allows in these tests
 
@@ -47,6 +48,7 @@ def secure_stack(settings: Settings) -> Iterator[StackSettings]:
     for s in statuses:
         print(f"secure stack: {s.name} {s.version} on {s.host}:{s.port} (pid {s.pid})")
     yield stack
+    forget_replay_progress()  # the topics themselves stay: only the admin may drop them
     if not already_up:
         manager.down(stack, on_event=print)
 

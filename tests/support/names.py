@@ -40,7 +40,6 @@ def remember(settings: Settings) -> Settings:
 def drop_remembered() -> None:
     """Delete every remembered topic and keyspace that exists; a failure only warns, so an
     unreachable stack (a unit-test run) never fails the session."""
-    from data_loading.replay import forget_progress
     from recommender.cassandra_schema import drop_keyspaces
     from recommender.topics import delete_topics
 
@@ -48,11 +47,12 @@ def drop_remembered() -> None:
         return
     anyone = next(iter({**_topics, **_keyspaces, **_index_prefixes}.values()))
     topics, keyspaces, prefixes = list(_topics), list(_keyspaces), list(_index_prefixes)
+    replayed = dict(_topics)
     _topics.clear()
     _keyspaces.clear()
     _index_prefixes.clear()
     steps = {"topics": lambda: delete_topics(anyone, *topics),
-             "replay progress files": lambda: [forget_progress(anyone, t) for t in topics],
+             "replay progress files": lambda: forget_replay_progress(replayed),
              "keyspaces": lambda: drop_keyspaces(anyone, *keyspaces),
              "indices": lambda: drop_indices(anyone, *prefixes)}
     for what, step in steps.items():  # each on its own: one failure must not skip the rest
@@ -60,6 +60,15 @@ def drop_remembered() -> None:
             step()
         except Exception as exc:  # noqa: BLE001 - cleanup must not fail the test session
             warnings.warn(f"could not drop this session's {what}: {exc}", stacklevel=1)
+
+
+def forget_replay_progress(topics: dict[str, Settings] | None = None) -> None:
+    """Delete the replay progress files of ``topics`` (default: every remembered topic), in
+    the state directory of the settings that reached them, whichever stack they were on."""
+    from data_loading.replay import forget_progress
+
+    for topic, settings in (_topics if topics is None else topics).items():
+        forget_progress(settings, topic)
 
 
 def drop_indices(settings: Settings, *prefixes: str) -> None:
