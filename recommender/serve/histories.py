@@ -204,13 +204,15 @@ class Follower:
         the client itself, and the held users wait for it."""
         from confluent_kafka import KafkaError
 
-        messages = consumer.consume(num_messages=BATCH, timeout=POLL_S)
-        for message in messages:
+        events = []
+        for message in consumer.consume(num_messages=BATCH, timeout=POLL_S):
             error = message.error()
-            if error is not None and (error.fatal() or error.code() in (
+            if error is None:
+                if (event := usable(message.value())) is not None:
+                    events.append(event)
+            elif error.fatal() or error.code() in (
                     KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.UNKNOWN_TOPIC_OR_PART,
-                    KafkaError._UNKNOWN_PARTITION)):
+                    KafkaError._UNKNOWN_PARTITION):
                 raise RuntimeError(str(error))
-        events = [e for m in messages if m.error() is None and (e := usable(m.value()))]
         if events:
             self.histories.apply(events)

@@ -46,12 +46,11 @@ def drop_remembered() -> None:
     if not _topics and not _keyspaces and not _index_prefixes:
         return
     anyone = next(iter({**_topics, **_keyspaces, **_index_prefixes}.values()))
-    topics, keyspaces, prefixes = list(_topics), list(_keyspaces), list(_index_prefixes)
-    replayed = dict(_topics)
+    replayed, keyspaces, prefixes = dict(_topics), list(_keyspaces), list(_index_prefixes)
     _topics.clear()
     _keyspaces.clear()
     _index_prefixes.clear()
-    steps = {"topics": lambda: delete_topics(anyone, *topics),
+    steps = {"topics": lambda: delete_topics(anyone, *replayed),
              "replay progress files": lambda: forget_replay_progress(replayed),
              "keyspaces": lambda: drop_keyspaces(anyone, *keyspaces),
              "indices": lambda: drop_indices(anyone, *prefixes)}
