@@ -165,6 +165,7 @@ def install_index_templates(settings: Settings) -> None:
 
     es = elasticsearch_client(settings.elasticsearch)
     try:
-        setup(es, settings.elasticsearch.indices)
+        setup(es, settings.elasticsearch.indices,
+              replicas=settings.elasticsearch.number_of_replicas)
     finally:
         es.close()

@@ -71,7 +71,8 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     es = elasticsearch_client(private.elasticsearch)
     install_index_templates(private)
     publish_movie_vectors(es, artifacts, movie_infos(dataset.movies()),
-                          alias=private.elasticsearch.indices.movie_vectors)
+                          alias=private.elasticsearch.indices.movie_vectors,
+                          replicas=private.elasticsearch.number_of_replicas)
     es.close()
     ensure_topics(private, private.kafka.ratings_topic, private.kafka.ratings_dlq_topic)
     ingest = bench_run.start([sys.executable, "-m", "recommender", "ingest"],

@@ -80,7 +80,8 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     shipped["cpu_bound_ceiling_documents_per_s"] = ship_rss.ceiling(shipped["documents"])
     es.indices.refresh(index=[names.predictions_alias, names.latest_predictions])
     shipped["history_index_count"] = es.count(index=names.predictions_alias)["count"]
-    publish_movie_vectors(es, artifacts, movies, alias=names.movie_vectors)
+    publish_movie_vectors(es, artifacts, movies, alias=names.movie_vectors,
+                          replicas=private.elasticsearch.number_of_replicas)
     api = start_api(bench_run, private)
     users = [int(u) for u in artifacts.user_ids]
     newcomers = add_new_users(private, artifacts, NEW_USERS)
@@ -354,7 +355,9 @@ def start_api(bench_run: Any, settings: Settings) -> dict[str, Any]:
 
 
 def es_search(settings: Settings, index: str) -> dict[str, Any]:
-    """The request ``store.user_predictions`` sends, with ``{user}`` for the user id."""
+    """The request ``store.user_predictions`` sends, with ``{user}`` for the user id, to the
+    first node of ``elasticsearch.urls`` that answers (the load generator talks to one)."""
+    from recommender.clients import try_urls
     from recommender.serve.queries import LATEST_ORDER, ONLY_SOURCES
     from recommender.serve.schemas import DEFAULT_K
 
@@ -367,7 +370,13 @@ def es_search(settings: Settings, index: str) -> dict[str, Any]:
 
         token = f"{es.username}:{es.password.get_secret_value() if es.password else ''}"
         headers["Authorization"] = f"Basic {base64.b64encode(token.encode()).decode()}"
-    return {"url": f"{es.url.rstrip('/')}/{index}/_search?ignore_unavailable=true"
+
+    def answering(url: str) -> str:
+        httpx.get(url, headers=headers, timeout=10)
+        return url.rstrip("/")
+
+    node = try_urls(es.urls, answering, (httpx.TransportError,))
+    return {"url": f"{node}/{index}/_search?ignore_unavailable=true"
                    f"&filter_path={','.join(ONLY_SOURCES)}"
                    "&allow_no_indices=true", "method": "POST", "headers": headers,
             "body": {"query": {"term": {"user_id": "{user}"}}, "sort": LATEST_ORDER,

@@ -21,7 +21,7 @@ from typing import Any
 
 from data_loading.datasets import Dataset, Movie, Tag
 from recommender.cassandra_schema import ensure_index, ensure_schema
-from recommender.clients import cassandra_session, elasticsearch_client
+from recommender.clients import cassandra_session, describe_urls, elasticsearch_client
 from recommender.contracts import MOVIES_MAPPING
 from recommender.errors import BackendUnavailable, RecommenderError
 from recommender.settings import Settings
@@ -125,7 +125,8 @@ def write_elasticsearch(settings: Settings, docs: Iterator[dict[str, Any]], inde
 
     es = elasticsearch_client(settings.elasticsearch)
     try:
-        ensure_index(es, index, MOVIES_MAPPING)
+        ensure_index(es, index, MOVIES_MAPPING,
+                     replicas=settings.elasticsearch.number_of_replicas)
         ok, errors = bulk(es, ({"_index": index, "_id": str(d["movie_id"]), "_source": d}
                                for d in docs), chunk_size=BULK_CHUNK, raise_on_error=False,
                           max_retries=3)
@@ -135,7 +136,8 @@ def write_elasticsearch(settings: Settings, docs: Iterator[dict[str, Any]], inde
         es.indices.refresh(index=index)
         return ok
     except EsConnectionError as exc:
-        raise BackendUnavailable(f"Elasticsearch at {settings.elasticsearch.url} did not "
-                                 f"answer ({exc}); start it with `recommender stack up`") from exc
+        raise BackendUnavailable(f"Elasticsearch at {describe_urls(settings.elasticsearch.urls)}"
+                                 f" did not answer ({exc}); start it with `recommender stack "
+                                 "up`") from exc
     finally:
         es.close()

@@ -16,21 +16,27 @@ Example::
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from recommender.contracts import CASSANDRA_TABLES, keyspace_cql
 from recommender.errors import BackendUnavailable
-from recommender.settings import Settings
+from recommender.indices import index_settings as default_index_settings
+from recommender.indices import warn_about_replicas
+from recommender.settings import CassandraSettings, Settings
 
 if TYPE_CHECKING:
     from cassandra.cluster import Session
+    from cassandra.metadata import KeyspaceMetadata
     from elasticsearch import Elasticsearch
     from pyspark.sql import SparkSession
 
+log = logging.getLogger(__name__)
 DDL_TIMEOUT_S = 60.0  # schema changes wait for agreement across the cluster
-# One node cannot hold a replica: 0 keeps the embedded cluster green. Override per call.
-DEFAULT_INDEX_SETTINGS: dict[str, Any] = {"number_of_shards": 1, "number_of_replicas": 0}
+# Consistency levels that answer from one replica: on a cluster a read may miss a write
+# that another replica took.
+SINGLE_REPLICA_LEVELS = ("ONE", "LOCAL_ONE")
 
 
 def ensure_schema(session: Session, settings: Settings,
@@ -45,6 +51,7 @@ def ensure_schema(session: Session, settings: Settings,
     unknown = [n for n in names if n not in CASSANDRA_TABLES]
     if unknown:
         raise ValueError(f"no Cassandra table named {unknown}; known: {list(CASSANDRA_TABLES)}")
+    warn_about_replication(session, settings.cassandra)
     try:
         for statement in missing_ddl(session, settings, names):
             session.execute(statement, timeout=DDL_TIMEOUT_S)
@@ -95,17 +102,94 @@ def missing_ddl(session: Session, settings: Settings, names: list[str]) -> list[
                          for name in names if name not in tables]
 
 
+def replication_warnings(cassandra: CassandraSettings, nodes: int,
+                         keyspace_replicas: int | None = None) -> list[str]:
+    """What is wrong with ``cassandra``'s replication and consistency on a cluster of
+    ``nodes`` nodes; empty when nothing is. ``keyspace_replicas``: the replication factor
+    (in the local data centre) of the keyspace when it exists already, which is what the
+    data gets; Cassandra keeps it whatever the settings say."""
+    rf = cassandra.replication_factor if keyspace_replicas is None else keyspace_replicas
+    source = ("cassandra.replication_factor" if keyspace_replicas is None
+              else f"the replication factor of keyspace {cassandra.keyspace!r}")
+    warnings = []
+    if keyspace_replicas is not None and keyspace_replicas != cassandra.replication_factor:
+        warnings.append(f"keyspace {cassandra.keyspace!r} has replication factor "
+                        f"{keyspace_replicas} but cassandra.replication_factor is "
+                        f"{cassandra.replication_factor}: the keyspace is kept as it is "
+                        "(ALTER KEYSPACE, then nodetool repair, to change it)")
+    if nodes > 1 and rf == 1:
+        fix = (f"set cassandra.replication_factor to {min(nodes, 3)} "
+               "(RECOMMENDER_CASSANDRA__REPLICATION_FACTOR) before the keyspace is created"
+               if keyspace_replicas is None else "ALTER KEYSPACE, then nodetool repair")
+        warnings.append(f"{source} is 1 on a cluster of {nodes} nodes: losing a node loses "
+                        f"the data it holds; {fix}")
+    if nodes > 1 and cassandra.consistency_level in SINGLE_REPLICA_LEVELS:
+        warnings.append(f"cassandra.consistency_level is {cassandra.consistency_level} on a "
+                        f"cluster of {nodes} nodes: a read may miss a write another replica "
+                        "took; LOCAL_QUORUM reads what the last write acknowledged")
+    if rf > nodes:
+        level = cassandra.consistency_level
+        needed = replicas_needed(level, rf)
+        consequence = (f"every read and write at {level} (cassandra.consistency_level) fails: "
+                       f"it waits for {needed} replicas" if needed > nodes
+                       else f"only {nodes} copies exist, of which {needed} must answer at "
+                       f"{level}, so fewer nodes may be lost than {rf} replicas promise")
+        warnings.append(f"{source} is {rf} but the cluster has {nodes} node(s): "
+                        f"{consequence}")
+    return warnings
+
+
+def replicas_needed(consistency_level: str, replication_factor: int) -> int:
+    """How many replicas must answer a request at ``consistency_level``."""
+    if consistency_level in SINGLE_REPLICA_LEVELS:
+        return 1
+    if consistency_level == "ALL":
+        return replication_factor
+    return replication_factor // 2 + 1  # QUORUM, LOCAL_QUORUM
+
+
+def keyspace_replication(keyspace: KeyspaceMetadata | None, local_dc: str) -> int | None:
+    """The replication factor of ``keyspace`` in ``local_dc`` (None: no such keyspace, or a
+    strategy this cannot read)."""
+    if keyspace is None:
+        return None
+    strategy = keyspace.replication_strategy
+    if hasattr(strategy, "dc_replication_factors"):  # NetworkTopologyStrategy
+        return strategy.dc_replication_factors.get(local_dc)
+    return getattr(strategy, "replication_factor", None)
+
+
+def warn_about_replication(session: Session, cassandra: CassandraSettings) -> None:
+    """Log ``replication_warnings`` for the cluster ``session`` reaches: its nodes are the
+    rows of ``system.peers`` and the coordinator. Advice only: a failed look-up is skipped."""
+    from cassandra import DriverException
+    from cassandra.cluster import NoHostAvailable
+
+    try:
+        nodes = len(list(session.execute("SELECT peer FROM system.peers"))) + 1
+    except (DriverException, NoHostAvailable) as exc:
+        log.debug("cannot count Cassandra nodes, replication not checked: %s", exc)
+        return
+    existing = keyspace_replication(session.cluster.metadata.keyspaces.get(cassandra.keyspace),
+                                    cassandra.local_dc)
+    for warning in replication_warnings(cassandra, nodes, existing):
+        log.warning("%s", warning)
+
+
 def ensure_index(es: Elasticsearch, name: str, mapping: dict[str, Any],
-                 index_settings: dict[str, Any] | None = None) -> bool:
-    """Create index ``name`` with ``mapping`` unless it exists; True when this call made it."""
+                 index_settings: dict[str, Any] | None = None, replicas: int = 0) -> bool:
+    """Create index ``name`` with ``mapping`` unless it exists; True when this call made it.
+    It gets ``replicas`` replicas (``elasticsearch.number_of_replicas``) unless
+    ``index_settings`` replaces its settings."""
     from elastic_transport import ConnectionError as EsConnectionError
     from elasticsearch import BadRequestError
 
     try:
         if es.indices.exists(index=name):
             return False
+        warn_about_replicas(es, replicas)
         es.indices.create(index=name, mappings=mapping,
-                          settings=index_settings or DEFAULT_INDEX_SETTINGS)
+                          settings=index_settings or default_index_settings(replicas))
         return True
     except BadRequestError as exc:
         if exc.error == "resource_already_exists_exception":  # another writer won the race

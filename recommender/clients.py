@@ -9,8 +9,9 @@ or a production cluster by configuration alone.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from recommender.errors import BackendUnavailable
 from recommender.settings import (
@@ -22,7 +23,7 @@ from recommender.settings import (
 )
 
 if TYPE_CHECKING:
-    from cassandra.cluster import Session
+    from cassandra.cluster import ExecutionProfile, Session
     from confluent_kafka import Consumer as BulkConsumer
     from confluent_kafka import Producer as BulkProducer
     from elasticsearch import AsyncElasticsearch, Elasticsearch
@@ -31,7 +32,11 @@ if TYPE_CHECKING:
 
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 CASSANDRA_FORMAT = "org.apache.spark.sql.cassandra"  # the connector's Spark data source
+# Every producer the project runs waits for all in-sync replicas: with min.insync.replicas
+# (``kafka.min_insync_replicas``) a record acknowledged survives the loss of a broker.
+KAFKA_ACKS = "all"
 
 
 def kafka_security(kafka: KafkaSettings) -> dict[str, Any]:
@@ -54,7 +59,7 @@ def kafka_producer(kafka: KafkaSettings, **overrides: Any) -> KafkaProducer:
 
     opts: dict[str, Any] = {
         "bootstrap_servers": kafka.bootstrap_servers.split(","),
-        "acks": "all",
+        "acks": KAFKA_ACKS,
         "linger_ms": 20,
         "batch_size": 256 * 1024,
         "compression_type": "lz4",
@@ -74,7 +79,7 @@ LIBRDKAFKA_NAMES = {  # kafka-python option -> librdkafka property
 
 
 BULK_PRODUCER_TUNING: dict[str, Any] = {
-    "acks": "all", "enable.idempotence": True, "compression.type": "lz4", "linger.ms": 50,
+    "acks": KAFKA_ACKS, "enable.idempotence": True, "compression.type": "lz4", "linger.ms": 50,
     "batch.size": 1024 * 1024, "queue.buffering.max.messages": 1_000_000,
     "partitioner": "murmur2_random", "message.timeout.ms": 120_000,
 }
@@ -163,20 +168,15 @@ def cassandra_session(cassandra: CassandraSettings, keyspace: str | None = None,
 def _connect(cassandra: CassandraSettings, keyspace: str | None,
              connect_timeout: float) -> Session:
     from cassandra.auth import PlainTextAuthProvider
-    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-    from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+    from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster
 
     auth = None
     if cassandra.username:
         password = cassandra.password.get_secret_value() if cassandra.password else ""
         auth = PlainTextAuthProvider(username=cassandra.username, password=password)
-    profile = ExecutionProfile(
-        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=cassandra.local_dc)),
-        request_timeout=cassandra.request_timeout_s,
-    )
     cluster = Cluster(
         cassandra.contact_points, port=cassandra.port, auth_provider=auth,
-        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        execution_profiles={EXEC_PROFILE_DEFAULT: cassandra_profile(cassandra)},
         protocol_version=5, connect_timeout=connect_timeout,
     )
     try:
@@ -186,10 +186,24 @@ def _connect(cassandra: CassandraSettings, keyspace: str | None,
         raise
 
 
+def cassandra_profile(cassandra: CassandraSettings) -> ExecutionProfile:
+    """The sessions' default execution profile: token-aware in the local data centre, every
+    statement at ``cassandra.consistency_level`` (as the Spark connector, ``spark_conf``)."""
+    from cassandra import ConsistencyLevel
+    from cassandra.cluster import ExecutionProfile
+    from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+
+    return ExecutionProfile(
+        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc=cassandra.local_dc)),
+        request_timeout=cassandra.request_timeout_s,
+        consistency_level=ConsistencyLevel.name_to_value[cassandra.consistency_level],
+    )
+
+
 def elasticsearch_client(es: ElasticsearchSettings, **overrides: Any) -> Elasticsearch:
     from elasticsearch import Elasticsearch
 
-    return Elasticsearch(es.url, **{**_elasticsearch_options(es), **overrides})
+    return Elasticsearch(es.urls, **{**_elasticsearch_options(es), **overrides})
 
 
 def async_elasticsearch_client(es: ElasticsearchSettings, **overrides: Any) -> AsyncElasticsearch:
@@ -197,12 +211,13 @@ def async_elasticsearch_client(es: ElasticsearchSettings, **overrides: Any) -> A
     thread-pool hop per request, about half the API's CPU per request."""
     from elasticsearch import AsyncElasticsearch
 
-    return AsyncElasticsearch(es.url, **{**_elasticsearch_options(es), **overrides})
+    return AsyncElasticsearch(es.urls, **{**_elasticsearch_options(es), **overrides})
 
 
 def _elasticsearch_options(es: ElasticsearchSettings) -> dict[str, Any]:
-    """Both clients parse responses with orjson: a few times faster than the standard library
-    on search hits, and a quarter of the shipper's CPU went to parsing bulk responses."""
+    """Both clients get every node of ``es.urls`` (they fail over between them) and parse
+    responses with orjson: a few times faster than the standard library on search hits, and
+    a quarter of the shipper's CPU went to parsing bulk responses."""
     from elasticsearch.serializer import OrjsonSerializer
 
     opts: dict[str, Any] = {"request_timeout": es.request_timeout,
@@ -213,9 +228,43 @@ def _elasticsearch_options(es: ElasticsearchSettings) -> dict[str, Any]:
         opts["basic_auth"] = (es.username, es.password.get_secret_value() if es.password else "")
     if es.ca_certs:
         opts["ca_certs"] = es.ca_certs
-    if es.url.startswith("https"):
+    if any(url.startswith("https") for url in es.urls):
         opts["verify_certs"] = es.verify_certs
     return opts
+
+
+def describe_urls(urls: Iterable[str]) -> str:
+    """Node URLs for a message: scheme, host and port of each, never credentials."""
+    from urllib.parse import urlsplit
+
+    shown = []
+    for url in urls:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+        shown.append(f"{parts.scheme}://{parts.hostname}{port}" if parts.hostname else url)
+    return ", ".join(shown)
+
+
+def try_urls(urls: Sequence[str], request: Callable[[str], T],
+             connection_errors: tuple[type[BaseException], ...] = (OSError,)) -> T:
+    """``request(url)`` on each of ``urls`` in turn until one connects, for raw HTTP beside
+    the Elasticsearch clients (which fail over by themselves). Only ``connection_errors``
+    move on to the next node; when every node fails, ``BackendUnavailable`` names them all.
+
+    Example::
+
+        health = try_urls(es.urls, lambda url: httpx.get(f"{url}/_cluster/health"),
+                          (httpx.TransportError,))
+    """
+    failures = []
+    for url in urls:
+        try:
+            return request(url)
+        except connection_errors as exc:
+            log.debug("%s did not answer, trying the next node: %s", describe_urls([url]), exc)
+            failures.append(f"{describe_urls([url])}: {exc}")
+    raise BackendUnavailable(f"no Elasticsearch node of {describe_urls(urls)} answered ("
+                             f"{'; '.join(failures) or 'no URL given'})")
 
 
 def spark_jars(stack: StackSettings) -> list[Path]:
@@ -247,39 +296,54 @@ def spark_session(settings: Settings, app_name: str | None = None) -> SparkSessi
     spark = settings.spark
     # PySpark starts its Python workers with $PYSPARK_PYTHON (the conf alone is not read).
     os.environ.setdefault("PYSPARK_PYTHON", spark.python or sys.executable)
-    cass = settings.cassandra
     builder = (
         SparkSession.builder.master(spark.master)
         .appName(app_name or spark.app_name)
         .config("spark.jars", ",".join(str(j) for j in spark_jars(settings.stack)))
-        .config("spark.driver.memory", spark.driver_memory)
-        .config("spark.executor.memory", spark.executor_memory)
-        .config("spark.sql.shuffle.partitions", str(spark.sql_shuffle_partitions))
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.pyspark.python", spark.python or sys.executable)
-        # half a second less per Python task on Python 3.10-3.11 (see the module)
-        .config("spark.python.daemon.module", "recommender.pyspark_daemon")
-        .config("spark.sql.extensions", "com.datastax.spark.connector.CassandraSparkExtensions")
-        .config("spark.cassandra.connection.host", ",".join(cass.contact_points))
-        .config("spark.cassandra.connection.port", str(cass.port))
-        .config("spark.cassandra.connection.localDC", cass.local_dc)
     )
-    for key, value in CONNECTOR_WRITE_DEFAULTS.items():
-        builder = builder.config(key, value)
-    if cass.username:
-        builder = builder.config("spark.cassandra.auth.username", cass.username)
-        builder = builder.config(
-            "spark.cassandra.auth.password",
-            cass.password.get_secret_value() if cass.password else "",
-        )
-    for key, value in spark.extra_conf.items():
+    for key, value in spark_conf(settings).items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
     _quiet_kafka_consumer_warning(session)
     return session
+
+
+def spark_conf(settings: Settings) -> dict[str, str]:
+    """The SparkSession's options besides master, app name and jars; ``spark.extra_conf``
+    overrides any of them."""
+    import sys
+
+    spark, cass = settings.spark, settings.cassandra
+    conf = {
+        "spark.driver.memory": spark.driver_memory,
+        "spark.executor.memory": spark.executor_memory,
+        "spark.sql.shuffle.partitions": str(spark.sql_shuffle_partitions),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.pyspark.python": spark.python or sys.executable,
+        # half a second less per Python task on Python 3.10-3.11 (see the module)
+        "spark.python.daemon.module": "recommender.pyspark_daemon",
+        "spark.sql.extensions": "com.datastax.spark.connector.CassandraSparkExtensions",
+        "spark.cassandra.connection.host": ",".join(cass.contact_points),
+        "spark.cassandra.connection.port": str(cass.port),
+        "spark.cassandra.connection.localDC": cass.local_dc,
+        # as the Python driver's (``_connect``); the connector's own defaults differ
+        # (LOCAL_QUORUM writes, LOCAL_ONE reads)
+        "spark.cassandra.output.consistency.level": cass.consistency_level,
+        "spark.cassandra.input.consistency.level": cass.consistency_level,
+        **CONNECTOR_WRITE_DEFAULTS,
+    }
+    if spark.cores_max is not None:
+        conf["spark.cores.max"] = str(spark.cores_max)
+    if spark.executor_cores is not None:
+        conf["spark.executor.cores"] = str(spark.executor_cores)
+    if cass.username:
+        conf["spark.cassandra.auth.username"] = cass.username
+        conf["spark.cassandra.auth.password"] = (
+            cass.password.get_secret_value() if cass.password else "")
+    return {**conf, **spark.extra_conf}
 
 
 def _quiet_kafka_consumer_warning(session: SparkSession) -> None:
@@ -311,3 +375,9 @@ def spark_kafka_options(kafka: KafkaSettings) -> dict[str, str]:
         opts["kafka.ssl.truststore.type"] = "PEM"
         opts["kafka.ssl.truststore.location"] = kafka.ssl_cafile
     return opts
+
+
+def spark_kafka_sink_options(kafka: KafkaSettings) -> dict[str, str]:
+    """``spark_kafka_options`` plus what only a producer takes: acks from ``KAFKA_ACKS``, as
+    every other producer of the project (the source's consumer would warn about it)."""
+    return {**spark_kafka_options(kafka), "kafka.acks": KAFKA_ACKS}

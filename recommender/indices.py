@@ -7,6 +7,7 @@ document. Every call here is idempotent.
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from elasticsearch import Elasticsearch
 
 
-
+log = logging.getLogger(__name__)
 CONFLICT = 409
 
 
@@ -58,26 +59,68 @@ def bulk_index(es: Elasticsearch, body: bytes) -> list[tuple[int, str]]:
     return rejected
 
 
-SINGLE_NODE = {"number_of_shards": 1, "number_of_replicas": 0, "refresh_interval": "1s"}
+def index_settings(replicas: int = 0, refresh_interval: str = "1s") -> dict[str, Any]:
+    """The settings of every index the project creates, templates included: one shard, and
+    ``replicas`` copies of it (``elasticsearch.number_of_replicas``; 0 keeps a single node
+    green, 1 on a cluster loses no shard with a node)."""
+    return {"number_of_shards": 1, "number_of_replicas": replicas,
+            "refresh_interval": refresh_interval}
+
+
 # Charts of ratings per day need no second-old data; fewer refreshes mean fewer tiny segments
 # to merge while a backlog streams in.
-RATINGS_SETTINGS = {**SINGLE_NODE, "refresh_interval": "30s"}
+RATINGS_REFRESH = "30s"
+
+
+def replica_warnings(replicas: int, data_nodes: int) -> list[str]:
+    """What is wrong with ``replicas`` (``elasticsearch.number_of_replicas``) on a cluster of
+    ``data_nodes`` data nodes; empty when nothing is. Neither stops a write: without replicas
+    a node's loss loses its shards, and a replica that has no node of its own stays
+    unassigned (the cluster stays yellow)."""
+    warnings = []
+    if data_nodes > 1 and replicas == 0:
+        warnings.append(f"elasticsearch.number_of_replicas is 0 on a cluster of {data_nodes} "
+                        "data nodes: losing one loses the shards it holds; set it to 1 "
+                        "(RECOMMENDER_ELASTICSEARCH__NUMBER_OF_REPLICAS)")
+    if data_nodes and replicas >= data_nodes:
+        warnings.append(f"elasticsearch.number_of_replicas is {replicas} on a cluster of "
+                        f"{data_nodes} data node(s): each shard needs {replicas + 1} nodes, so "
+                        f"the indices stay yellow; set it to at most {data_nodes - 1}")
+    return warnings
+
+
+def warn_about_replicas(es: Elasticsearch, replicas: int) -> None:
+    """Log ``replica_warnings`` for the cluster ``es`` reaches. Skipped (debug log) when the
+    account may not read cluster health: the check advises, it never stops a writer."""
+    from elastic_transport import TransportError
+    from elasticsearch import ApiError
+
+    try:
+        data_nodes = es.cluster.health(filter_path="number_of_data_nodes")["number_of_data_nodes"]
+    except (ApiError, TransportError, KeyError) as exc:
+        log.debug("cannot count Elasticsearch data nodes, replicas not checked: %s", exc)
+        return
+    for warning in replica_warnings(replicas, data_nodes):
+        log.warning("%s", warning)
+
 
 RATINGS_TEMPLATES = ("recommender-ratings",)
 PREDICTIONS_TEMPLATES = ("recommender-predictions", "recommender-latest-predictions")
 
 
-def templates(names: contracts.IndexNames) -> dict[str, dict[str, Any]]:
-    """The index templates, by their unprefixed name, for ``names``."""
+def templates(names: contracts.IndexNames, replicas: int = 0) -> dict[str, dict[str, Any]]:
+    """The index templates, by their unprefixed name, for ``names``; their indices get
+    ``replicas`` replicas."""
     return {
         "recommender-ratings": {
             "index_patterns": [f"{names.ratings_prefix}*"],
-            "template": {"settings": RATINGS_SETTINGS, "mappings": contracts.RATINGS_MAPPING},
+            "template": {"settings": index_settings(replicas, RATINGS_REFRESH),
+                         "mappings": contracts.RATINGS_MAPPING},
         },
         "recommender-predictions": {
             "index_patterns": [f"{names.predictions_prefix}*"],
             "template": {
-                "settings": SINGLE_NODE,
+                "settings": index_settings(replicas),
                 "mappings": contracts.PREDICTIONS_MAPPING,
                 "aliases": {names.predictions_alias: {}},
             },
@@ -86,7 +129,7 @@ def templates(names: contracts.IndexNames) -> dict[str, dict[str, Any]]:
         # or Logstash in docker-compose) creates it with the right mapping.
         "recommender-latest-predictions": {
             "index_patterns": [names.latest_predictions],
-            "template": {"settings": SINGLE_NODE,
+            "template": {"settings": index_settings(replicas),
                          "mappings": contracts.LATEST_PREDICTIONS_MAPPING},
         },
     }
@@ -111,22 +154,27 @@ def _day(day: int) -> str:
 
 
 def setup(es: Elasticsearch, names: contracts.IndexNames, shards: dict[str, Any] | None = None,
-          upgrade: Iterable[str] = (*RATINGS_TEMPLATES, *PREDICTIONS_TEMPLATES)) -> list[str]:
+          upgrade: Iterable[str] = (*RATINGS_TEMPLATES, *PREDICTIONS_TEMPLATES),
+          replicas: int = 0) -> list[str]:
     """Install the index templates and create the fixed indices; return what was created.
 
-    Existing indices of the ``upgrade`` templates get the fields they lack (``add_new_fields``).
-    Components name only the templates of the indices they write, which their role may update.
+    New indices get ``replicas`` replicas (pass ``elasticsearch.number_of_replicas``; a
+    warning says when the cluster's data nodes do not fit it); ``shards`` overrides the fixed
+    indices' settings. Existing indices of the ``upgrade`` templates get the fields they lack
+    (``add_new_fields``). Components name only the templates of the indices they write,
+    which their role may update.
     """
+    warn_about_replicas(es, replicas)
     created = []
-    bodies = templates(names)
+    bodies = templates(names, replicas)
     for name, body in bodies.items():
         es.indices.put_index_template(name=names.template(name), **body, priority=100)
     for name in upgrade:
         add_new_fields(es, bodies[name])
     for index, mapping in ((names.movies, contracts.MOVIES_MAPPING),
                            (names.user_taste, contracts.USER_TASTE_MAPPING)):
-        if not es.indices.exists(index=index) and _create(es, index, shards or SINGLE_NODE,
-                                                          mapping):
+        if not es.indices.exists(index=index) and _create(
+                es, index, shards or index_settings(replicas), mapping):
             created.append(index)
     return created
 

@@ -256,6 +256,7 @@ def run_ingest(settings: Settings, *, available_now: bool = False,
     finally:
         session.cluster.shutdown()
     setup_indices(elasticsearch_client(settings.elasticsearch), settings.elasticsearch.indices,
-                  upgrade=RATINGS_TEMPLATES)
+                  upgrade=RATINGS_TEMPLATES,
+                  replicas=settings.elasticsearch.number_of_replicas)
     spark = spark_session(settings, app_name="recommender-ingest")
     run_query(start_ingest(spark, settings, available_now=available_now), stop_when=stop_when)

@@ -63,7 +63,8 @@ def prepare(settings: Settings, say: Callable[[str], None]) -> None:
     if not already_up:  # --stop takes down only a stack this demo started
         run_dir(settings).mkdir(parents=True, exist_ok=True)
         (run_dir(settings) / STACK_MARKER).touch()
-    setup_indices(elasticsearch_client(settings.elasticsearch), settings.elasticsearch.indices)
+    setup_indices(elasticsearch_client(settings.elasticsearch), settings.elasticsearch.indices,
+                  replicas=settings.elasticsearch.number_of_replicas)
     k = settings.kafka
     ensure_topics(settings, k.ratings_topic, k.ratings_dlq_topic, k.requests_topic,
                   k.requests_dlq_topic, k.predictions_topic, k.predictions_dlq_topic)

@@ -92,7 +92,11 @@ class KafkaSettings(SecretFiles):
     connect_wait_s: float = Field(300.0, ge=0, description=(
         "How long the shipper waits, retrying with backoff, for a broker (at start, or to "
         "commit during a broker restart)."))
-    replication_factor: int = Field(1, ge=1)
+    replication_factor: int = Field(1, ge=1, description="replication.factor of topics the "
+                                    "project creates; 3 on a three-broker cluster.")
+    min_insync_replicas: int | None = Field(
+        None, ge=1, description="min.insync.replicas of topics the project creates (unset: the "
+        "broker's default); with acks=all, 2 of 3 replicas survive one broker's loss.")
 
     @model_validator(mode="after")
     def _distinct_groups(self) -> KafkaSettings:
@@ -114,7 +118,12 @@ class CassandraSettings(SecretFiles):
     request_timeout_s: float = 30.0
     connect_wait_s: float = Field(300.0, ge=0, description=(
         "How long a starting job waits, retrying with backoff, for a Cassandra node."))
-    replication_factor: int = Field(1, ge=1)
+    replication_factor: int = Field(1, ge=1, description="Replication factor of the keyspace "
+                                    "(SimpleStrategy) when the project creates it.")
+    consistency_level: Literal["ONE", "LOCAL_ONE", "QUORUM", "LOCAL_QUORUM", "ALL"] = Field(
+        "LOCAL_QUORUM", description="Of every read and write, by the Python driver and the "
+        "Spark connector alike. A quorum of replication factor 1 is that one replica, so the "
+        "default is also the single-node behaviour.")
     username: str | None = None
     password: SecretStr | None = None
     password_file: Path | None = Field(None, description="File holding password.")
@@ -124,7 +133,8 @@ class ElasticsearchSettings(SecretFiles):
     """Elasticsearch endpoint and auth; the index names are the BI and API contracts, all
     under ``index_prefix``."""
 
-    url: str = "http://localhost:9200"
+    url: str = Field("http://localhost:9200", description="One node's URL, or several "
+                     "separated by commas: the client fails over between them.")
     index_prefix: str = Field("", pattern=r"^[a-z0-9_.-]*$", description="Prepended to "
                               "every index, alias and template name (as Jaeger's "
                               "es.index-prefix): deployments sharing a cluster stay apart.")
@@ -136,6 +146,13 @@ class ElasticsearchSettings(SecretFiles):
     ca_certs: str | None = Field(None, description="PEM file of the CA of an https url.")
     verify_certs: bool = True
     request_timeout: float = 30.0
+    number_of_replicas: int = Field(0, ge=0, description="Replicas of every index the project "
+                                    "creates; 1 on a cluster, so a node's loss loses no shard.")
+
+    @property
+    def urls(self) -> list[str]:
+        """The node URLs of ``url``."""
+        return [u.strip() for u in self.url.split(",") if u.strip()]
 
     @property
     def indices(self) -> IndexNames:
@@ -165,11 +182,26 @@ class SparkSettings(BaseModel):
     python: str | None = Field(
         None, description="Python of the executors (spark.pyspark.python); default: this one. "
         "On a cluster, point it at an environment that has this package installed.")
+    cores_max: int | None = Field(
+        None, ge=1, description="spark.cores.max: the cores one job takes on a standalone "
+        "cluster. Streaming jobs never finish, so without it the first takes every core.")
+    executor_cores: int | None = Field(None, ge=1, description="spark.executor.cores.")
     extra_conf: dict[str, str] = {}
 
 
+# What a node of the embedded cluster gets when the heap is not set explicitly: three of each
+# server, a Spark master and two workers fit in 16 GiB beside the pipeline.
+CLUSTER_HEAPS = {"kafka_heap": "384m", "cassandra_heap": "768M", "elasticsearch_heap": "512m"}
+
+
 class StackSettings(BaseModel):
-    """The embedded single-node stack: jar cache, data, ports and explicit heap sizes."""
+    """The embedded stack: single-node by default, or a local cluster (``nodes``); jar cache,
+    data, ports and explicit heap sizes."""
+
+    nodes: int = Field(1, ge=1, le=9, description="Nodes of each server. 1: the embedded "
+                       "single-node stack. 3: three Kafka, Cassandra and Elasticsearch nodes on "
+                       "127.0.0.1-3 and a Spark standalone master with spark_workers workers, "
+                       "in cluster_state_dir on ports + cluster_port_offset.")
 
     secure: bool = Field(
         False, description="Run (and address) the secure stack: Kafka SASL/TLS, Cassandra "
@@ -179,6 +211,10 @@ class StackSettings(BaseModel):
     secure_port_offset: int = Field(
         10000, ge=0, description="Added to every port by the secure stack, so it never takes "
         "(or is mistaken for) the plain one.")
+    cluster_state_dir: Path = _xdg("XDG_STATE_HOME", ".local/state") / "stack-cluster"
+    cluster_port_offset: int = Field(
+        1000, ge=0, description="Added to every port by the cluster (nodes > 1), so it runs "
+        "beside the single-node stack.")
     cache_dir: Path = _xdg("XDG_CACHE_HOME", ".cache")
     java_home: Path | None = None
     kafka_heap: str = "512m"
@@ -191,18 +227,39 @@ class StackSettings(BaseModel):
     cassandra_jmx_port: int = 7199
     elasticsearch_port: int = 9200
     elasticsearch_transport_port: int = 9300
+    spark_workers: int = Field(2, ge=1, description="Spark standalone workers of the cluster.")
+    spark_worker_cores: int = Field(4, ge=1, description="Cores each worker offers (SPARK_WORKER_"
+                                    "CORES); more than the machine has, so that every job gets "
+                                    "some while the streaming jobs hold theirs.")
+    spark_worker_memory: str = Field("4g", description="Memory each worker offers to executors.")
+    spark_daemon_heap: str = Field("256m", description="Heap of the Spark master and workers.")
+    spark_master_port: int = 7077
     startup_timeout_s: float = 180.0
 
+    @model_validator(mode="after")
+    def _one_mode(self) -> StackSettings:
+        if self.secure and self.nodes > 1:
+            raise ValueError("stack.secure and stack.nodes > 1 do not combine: the secure "
+                             "stack is single-node")
+        return self
+
     def active(self) -> StackSettings:
-        """The settings of the stack this mode runs: the secure stack has its own state
-        directory and ports, so it can never be confused with the plain one. Idempotent:
-        the copy carries the offset already applied (and 0 left to add)."""
-        if not self.secure:
-            return self
-        ports = {name: value + self.secure_port_offset for name, value in self
-                 if name.endswith("_port")}
-        return self.model_copy(update={"state_dir": self.secure_state_dir,
-                                       "secure_port_offset": 0, **ports})
+        """The settings of the stack this mode runs: the secure stack and the cluster each
+        have their own state directory and ports, so neither can be confused with the plain
+        single-node stack. Idempotent: the copy carries the offset already applied (and 0
+        left to add)."""
+        if self.secure:
+            return self._moved(self.secure_state_dir, self.secure_port_offset,
+                               secure_port_offset=0)
+        if self.nodes > 1:
+            heaps = {k: v for k, v in CLUSTER_HEAPS.items() if k not in self.model_fields_set}
+            return self._moved(self.cluster_state_dir, self.cluster_port_offset,
+                               cluster_port_offset=0, **heaps)
+        return self
+
+    def _moved(self, state_dir: Path, offset: int, **update: object) -> StackSettings:
+        ports = {name: value + offset for name, value in self if name.endswith("_port")}
+        return self.model_copy(update={"state_dir": state_dir, **ports, **update})
 
 
 class RankingSettings(BaseModel):

@@ -168,7 +168,8 @@ class Shipper:
         committed in order."""
         self.while_down(lambda: self.es.cluster.health(wait_for_status="yellow", timeout="5s"),
                         "waiting for Elasticsearch", ES_DOWN, stop_when)
-        setup_indices(self.es, self.names, upgrade=PREDICTIONS_TEMPLATES)
+        setup_indices(self.es, self.names, upgrade=PREDICTIONS_TEMPLATES,
+                      replicas=self.settings.elasticsearch.number_of_replicas)
         idle_since = time.monotonic()
         in_flight: deque[tuple[Batch, Future[list[tuple[int, str]]]]] = deque()
         indexer = ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="bulk")

@@ -19,7 +19,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from recommender.clients import spark_kafka_options
+from recommender.clients import spark_kafka_options, spark_kafka_sink_options
 from recommender.errors import ExitStatus, RecommenderError
 from recommender.settings import CassandraSettings, KafkaSettings, Settings
 
@@ -200,7 +200,8 @@ def write_dead_letters(bad: DataFrame, kafka: KafkaSettings, topic: str) -> None
     )
     (bad.select(F.concat_ws(":", "topic", "partition", "offset").alias("key"),
                 F.to_json(record, KEEP_NULLS).alias("value"))
-     .write.format("kafka").options(**spark_kafka_options(kafka)).option("topic", topic).save())
+     .write.format("kafka").options(**spark_kafka_sink_options(kafka)).option("topic", topic)
+     .save())
 
 
 def run_query(query: StreamingQuery, *, stop_when: Callable[[], bool] | None = None,

@@ -28,7 +28,7 @@ import numpy as np
 
 from recommender.contracts import movie_vectors_mapping
 from recommender.errors import RecommenderError
-from recommender.indices import SINGLE_NODE
+from recommender.indices import index_settings as default_index_settings
 from recommender.model.artifacts import ModelArtifacts
 
 if TYPE_CHECKING:
@@ -78,9 +78,12 @@ def movie_infos(movies: Mapping[int, MovieInfo] | Iterable[MovieLike]) -> dict[i
 
 def publish_movie_vectors(es: Elasticsearch, artifacts: ModelArtifacts,
                           movies: Mapping[int, MovieInfo] | Iterable[MovieLike], *,
-                          alias: str,
+                          alias: str, replicas: int = 0,
                           index_settings: Mapping[str, Any] | None = None) -> str:
     """Index ``artifacts``' item factors, switch ``alias`` to them atomically, drop older ones.
+
+    The index gets ``replicas`` replicas (``elasticsearch.number_of_replicas``) unless
+    ``index_settings`` replaces its settings.
 
     Movies missing from ``movies`` are still indexed (title None, no genres): the model can
     recommend them, the catalogue just lacks their details. Rebuilding an existing version's
@@ -99,7 +102,8 @@ def publish_movie_vectors(es: Elasticsearch, artifacts: ModelArtifacts,
     mappings["properties"]["vector"].setdefault("index_options", VECTOR_INDEX_OPTIONS)
     es.indices.delete(index=index, ignore_unavailable=True)
     es.indices.create(index=index, mappings=mappings,
-                      settings={**(index_settings or SINGLE_NODE), "refresh_interval": "-1"})
+                      settings={**(index_settings or default_index_settings(replicas)),
+                                "refresh_interval": "-1"})
     helpers.bulk(es.options(request_timeout=120), _actions(index, artifacts, infos),
                  chunk_size=BULK_CHUNK)
     es.indices.put_settings(index=index, settings={"refresh_interval": "1s"})
@@ -237,7 +241,8 @@ def publish_version(settings: Settings, version: str | None = None,
     with es_errors(settings):
         index = publish_movie_vectors(elasticsearch_client(settings.elasticsearch), artifacts,
                                       catalogue(settings),
-                                      alias=alias or settings.elasticsearch.indices.movie_vectors)
+                                      alias=alias or settings.elasticsearch.indices.movie_vectors,
+                                      replicas=settings.elasticsearch.number_of_replicas)
     return version, index, len(artifacts.item_ids)
 
 

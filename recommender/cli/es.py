@@ -26,7 +26,8 @@ def setup(json: bool = JsonOption) -> None:
     settings = get_settings()
     with es_errors(settings):
         created = setup_indices(elasticsearch_client(settings.elasticsearch),
-                               settings.elasticsearch.indices)
+                                settings.elasticsearch.indices,
+                                replicas=settings.elasticsearch.number_of_replicas)
     if json:
         print_json({"created": created})
     else:

@@ -9,12 +9,13 @@ polling, so it recovers by itself when Elasticsearch is back.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from elastic_transport import TransportError
 from elasticsearch import ApiError
 
+from recommender.clients import describe_urls
 from recommender.dashboard import aggs
 from recommender.dashboard.panels import (
     DASHBOARDS,
@@ -113,10 +114,11 @@ def _error(panel: Panel, error: Any) -> dict[str, Any]:
     return {**describe(panel), "status": "error", "error": _error_text(error), "series": []}
 
 
-def dashboard_payload(es: Elasticsearch, es_url: str, dashboard_id: str | None = None,
+def dashboard_payload(es: Elasticsearch, es_urls: Sequence[str], dashboard_id: str | None = None,
                       now_ms: int | None = None, prefix: str = "") -> tuple[int, dict[str, Any]]:
     """The page's data: (HTTP status, body). 503 with every panel in error when the
-    cluster is unreachable; 200 otherwise, even if single panels failed."""
+    cluster is unreachable (the message names ``es_urls``, the nodes ``es`` reaches);
+    200 otherwise, even if single panels failed."""
     now = now_ms or int(time.time() * 1000)
     boards = [d for d in DASHBOARDS if dashboard_id in (None, d.id)]
     panels = [p for p in PANELS if p.dashboard in {d.id for d in boards}]
@@ -128,8 +130,7 @@ def dashboard_payload(es: Elasticsearch, es_url: str, dashboard_id: str | None =
     try:
         body["panels"] = fetch_panels(es, panels, now, prefix)
     except Unreachable as exc:
-        where = urlsplit(es_url)
-        message = f"{exc} (at {where.scheme}://{where.hostname}:{where.port or ''})"
+        message = f"{exc} (at {describe_urls(es_urls)})"
         body["elasticsearch"] = {"ok": False, "error": message}
         body["panels"] = [{**describe(p), "status": "error", "error": message, "series": []}
                           for p in panels]

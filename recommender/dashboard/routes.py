@@ -93,7 +93,7 @@ def all_panels(es: EsDep, settings: SettingsDep, dashboard: str | None = None) -
     if dashboard is not None and dashboard not in {d.id for d in DASHBOARDS}:
         raise HTTPException(404, f"no dashboard {dashboard!r}; one of "
                                  f"{', '.join(d.id for d in DASHBOARDS)}")
-    status, body = panel_queries.dashboard_payload(es, settings.elasticsearch.url, dashboard,
+    status, body = panel_queries.dashboard_payload(es, settings.elasticsearch.urls, dashboard,
                                           prefix=settings.elasticsearch.index_prefix)
     return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
 

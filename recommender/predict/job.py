@@ -27,7 +27,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from recommender.clients import CASSANDRA_FORMAT as CASSANDRA
-from recommender.clients import kafka_admin, spark_kafka_options
+from recommender.clients import kafka_admin, spark_kafka_sink_options
 from recommender.contracts import MAX_EXCLUDE, MAX_REQUEST_ID_BYTES
 from recommender.errors import ModelError
 from recommender.predict.answer import (
@@ -209,7 +209,7 @@ class Predictor:
         # flush) that matters more than spreading a small batch over every partition
         (requests.coalesce(self.spark.sparkContext.defaultParallelism)
          .mapInPandas(answer, ANSWER_SCHEMA)
-         .write.format("kafka").options(**spark_kafka_options(kafka)).save())
+         .write.format("kafka").options(**spark_kafka_sink_options(kafka)).save())
         tally: BatchTally = self.tally.value
         self.commit(tally.ends)
         self.state.batches += 1

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from recommender.clients import (
     async_elasticsearch_client,
     cassandra_session,
+    describe_urls,
     elasticsearch_client,
     kafka_admin,
     kafka_producer,
@@ -147,20 +148,18 @@ class Backends:
 
 @contextmanager
 def es_errors(settings: Settings) -> Iterator[None]:
-    """Elasticsearch transport failures and server errors as a 503 that names the URL."""
+    """Elasticsearch transport failures and server errors as a 503 that names the node URLs."""
     from elastic_transport import TransportError
     from elasticsearch import ApiError
 
+    where = f"Elasticsearch at {describe_urls(settings.elasticsearch.urls)}"
     try:
         yield
     except TransportError as exc:
         raise BackendUnavailable(
-            f"Elasticsearch at {settings.elasticsearch.url} is unavailable: "
-            f"{type(exc).__name__}: {exc.message}") from exc
+            f"{where} is unavailable: {type(exc).__name__}: {exc.message}") from exc
     except ApiError as exc:
-        raise BackendUnavailable(
-            f"Elasticsearch at {settings.elasticsearch.url} answered {exc.meta.status}: "
-            f"{exc.message}") from exc
+        raise BackendUnavailable(f"{where} answered {exc.meta.status}: {exc.message}") from exc
 
 
 @contextmanager

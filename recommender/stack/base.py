@@ -1,8 +1,11 @@
 """Machinery shared by the embedded services: service processes, config templates, waiting.
 
-Each service module (``kafka``, ``cassandra``, ``elasticsearch``) only says what differs:
-its artifacts, its config files, its command line and how to ask it whether it is ready.
-Everything about pids, logs, ports and waiting lives here, once.
+Each service module (``kafka``, ``cassandra``, ``elasticsearch``, ``spark``) only says what
+differs: its artifacts, its config files, its command line and how to ask it whether it is
+ready. Everything about pids, logs, ports and waiting lives here, once.
+
+A cluster (``stack.nodes`` > 1) runs node ``n`` of every kind on its own loopback address,
+127.0.0.n, as ccm does for Cassandra: the same ports on each, its own home, data and logs.
 """
 
 from __future__ import annotations
@@ -37,9 +40,12 @@ UNPRIVILEGED_USER = "nobody"
 
 @dataclass(frozen=True)
 class ServiceStatus:
-    """What ``stack status --json`` reports for one service."""
+    """What ``stack status --json`` reports for one server process."""
 
     name: str
+    kind: str
+    node: int
+    role: str
     up: bool
     version: str
     host: str
@@ -49,8 +55,9 @@ class ServiceStatus:
     log_file: str
 
 
-
-
+def node_host(node: int) -> str:
+    """Node ``n`` of a kind listens on 127.0.0.n (all of 127.0.0.0/8 is loopback on Linux)."""
+    return f"127.0.0.{node}"
 
 
 def render(*templates: str, **values: object) -> str:
@@ -66,17 +73,22 @@ def port_in_use(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
-
-
 class Service(ABC):
-    """One embedded server process: the subclass supplies artifacts, config and readiness."""
+    """One embedded server process: the subclass supplies artifacts, config and readiness.
 
-    name: str
+    ``node`` numbers the servers of one kind from 1; a single-node stack has node 1 only,
+    named after its kind (``kafka``), a cluster's are ``kafka-1``, ``kafka-2`` ..."""
+
+    kind: str
     version: str
-    host = "127.0.0.1"
+    role: str
+    memory_overhead_mb = 300  # resident memory beyond the heap, for the pre-start check
 
-    def __init__(self, settings: StackSettings) -> None:
+    def __init__(self, settings: StackSettings, node: int = 1) -> None:
         self.settings = settings
+        self.node = node
+        self.name = self.kind if settings.nodes == 1 else f"{self.kind}-{node}"
+        self.host = node_host(node)
         self.home = settings.state_dir / self.name
         self.data_dir = self.home / "data"
         self.log_file = self.home / "logs" / f"{self.name}.out"
@@ -91,6 +103,20 @@ class Service(ABC):
     def ports(self) -> list[int]:
         """Every port the service binds; all must be free before it starts."""
         return [self.port]
+
+    @property
+    def peers(self) -> list[str]:
+        """The hosts of every node of this kind, this one included."""
+        return [node_host(n) for n in range(1, self.settings.nodes + 1)]
+
+    @property
+    @abstractmethod
+    def heap(self) -> str:
+        """The JVM heap (``-Xmx``) this server runs with."""
+
+    def memory_mb(self) -> int:
+        """Resident memory to expect: heap plus the JVM's and the server's own overhead."""
+        return megabytes(self.heap) + self.memory_overhead_mb
 
     @property
     def run_as(self) -> str | None:
@@ -125,7 +151,8 @@ class Service(ABC):
         pid = self.pid()
         up = self.safe_ready()
         return ServiceStatus(
-            name=self.name, up=up, version=self.server_version() if up else self.version,
+            name=self.name, kind=self.kind, node=self.node, role=self.role, up=up,
+            version=self.server_version() if up else self.version,
             host=self.host, port=self.port, pid=pid, data_dir=str(self.data_dir),
             log_file=str(self.log_file),
         )
@@ -203,3 +230,10 @@ class Service(ABC):
 
     def as_json(self) -> str:
         return json.dumps(asdict(self.status()))
+
+
+def megabytes(size: str) -> int:
+    """A JVM size (``512m``, ``1G``, ``768M``) in MiB."""
+    units = {"k": 1 / 1024, "m": 1, "g": 1024}
+    return int(float(size[:-1]) * units[size[-1].lower()]) if size[-1].isalpha() else \
+        int(size) // (1 << 20)

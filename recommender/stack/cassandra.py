@@ -1,4 +1,5 @@
-"""Apache Cassandra 5.0 as one single-node cluster, from Maven Central jars."""
+"""Apache Cassandra 5.0 from Maven Central jars: one node, or a cluster of nodes on
+127.0.0.1, 127.0.0.2 ... that are all seeds, as ccm starts them."""
 
 from __future__ import annotations
 
@@ -54,14 +55,16 @@ JVM17_OPTIONS = (
 
 
 class CassandraService(Service):
-    """One seed node on loopback, config from ``stack/templates/cassandra-*``.
+    """One seed node on its loopback address, config from ``stack/templates/cassandra-*``.
 
     Cassandra mlockall()s its memory at startup when it may (as root it always may), so the
     whole heap is resident from the first second: RSS is about the heap plus ~450 MiB, and
     ``settings.cassandra_heap`` is the knob that sizes it.
     """
 
-    name = "cassandra"
+    kind = "cassandra"
+    role = "seed"
+    memory_overhead_mb = 450
     version = pinned_version("cassandra", "cassandra-all")
     authenticator = "AllowAllAuthenticator"
     authorizer = "AllowAllAuthorizer"
@@ -77,7 +80,12 @@ class CassandraService(Service):
 
     @property
     def jmx_port(self) -> int:
-        return self.settings.cassandra_jmx_port
+        """JMX listens on 127.0.0.1 whatever the node's address: one port per node."""
+        return self.settings.cassandra_jmx_port + self.node - 1
+
+    @property
+    def heap(self) -> str:
+        return self.settings.cassandra_heap
 
     @property
     def ports(self) -> list[int]:
@@ -100,6 +108,7 @@ class CassandraService(Service):
         self.triggers_dir.mkdir(exist_ok=True)  # Cassandra warns at every start when it is missing
         self.config_file.write_text(render(
             "cassandra-server.yaml", host=self.host, port=self.port,
+            seeds=",".join(f"{host}:{self.storage_port}" for host in self.peers),
             storage_port=self.storage_port, data_dir=self.data_dir,
             authenticator=self.authenticator, authorizer=self.authorizer,
         ))
@@ -112,7 +121,7 @@ class CassandraService(Service):
         raise StackError("jamm is missing from the Cassandra classpath (stack/cassandra/pom.xml).")
 
     def command(self, java: Path) -> tuple[list[str], dict[str, str]]:
-        heap = self.settings.cassandra_heap
+        heap = self.heap
         jars = self.classpath()
         cmd = [
             str(java), f"-Xms{heap}", f"-Xmx{heap}", "-Xss256k",
@@ -136,8 +145,9 @@ class CassandraService(Service):
             # JMX on loopback only, so nodetool works and nothing is exposed.
             f"-Dcassandra.jmx.local.port={self.jmx_port}",
             "-Dcom.sun.management.jmxremote.authenticate=false",
-            # A lone seed has nobody to gossip with: neither wait for gossip to settle at start
-            # nor linger announcing the shutdown at stop.
+            # A lone seed has nobody to gossip with, and the seeds of a new cluster learn of
+            # each other as they come: neither wait for gossip to settle at start nor linger
+            # announcing the shutdown at stop.
             "-Dcassandra.skip_wait_for_gossip_to_settle=0",
             "-Dcassandra.shutdown_announce_in_ms=0",
             # With authentication on, the default superuser (replaced at once by provisioning)

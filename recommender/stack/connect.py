@@ -18,7 +18,7 @@ from typing import Any
 
 from recommender.settings import Settings, StackSettings
 from recommender.stack.access import ADMIN, component
-from recommender.stack.base import Service
+from recommender.stack.base import node_host
 from recommender.stack.secrets import StackSecrets
 
 API_ACCOUNT = "api"  # the account whose settings carry the API's own key
@@ -36,18 +36,40 @@ CONNECTION_FIELDS: dict[str, set[str]] = {
 
 def connection(stack: StackSettings, account: str | None = None) -> dict[str, dict[str, Any]]:
     """Settings sections that point a client at this stack; with ``account`` on the secure
-    stack, also its credentials (files) and the CA to trust."""
+    stack, also its credentials (files) and the CA to trust; on a cluster, every node, the
+    Spark master, and the replication and consistency a cluster wants."""
     stack = stack.active()
-    host = Service.host
+    hosts = [node_host(n) for n in range(1, stack.nodes + 1)]
     scheme = "https" if stack.secure else "http"
     sections: dict[str, dict[str, Any]] = {
-        "kafka": {"bootstrap_servers": f"{host}:{stack.kafka_port}"},
-        "cassandra": {"contact_points": [host], "port": stack.cassandra_port},
-        "elasticsearch": {"url": f"{scheme}://{host}:{stack.elasticsearch_port}"},
+        "kafka": {"bootstrap_servers": ",".join(f"{h}:{stack.kafka_port}" for h in hosts)},
+        "cassandra": {"contact_points": hosts, "port": stack.cassandra_port},
+        "elasticsearch": {"url": ",".join(f"{scheme}://{h}:{stack.elasticsearch_port}"
+                                          for h in hosts)},
     }
+    if stack.nodes > 1:
+        add_cluster_settings(sections, stack)
     if stack.secure:
         add_credentials(sections, StackSecrets.of(stack), account)
     return sections
+
+
+# What a job on the embedded cluster runs with: executors of 1 core on the workers, and a job
+# takes 2 of them, so ingest, the predictor, training and a rollover's second predictor all
+# find cores at once; the driver only plans and collects.
+CLUSTER_SPARK = {"cores_max": 2, "executor_cores": 1, "driver_memory": "1g",
+                 "executor_memory": "1g"}
+
+
+def add_cluster_settings(sections: dict[str, dict[str, Any]], stack: StackSettings) -> None:
+    """Replicas on every node with a majority in sync or answering, and the Spark master."""
+    replicas = stack.nodes
+    majority = replicas // 2 + 1
+    sections["kafka"].update(replication_factor=replicas, min_insync_replicas=majority)
+    sections["cassandra"].update(replication_factor=replicas, consistency_level="LOCAL_QUORUM")
+    sections["elasticsearch"].update(number_of_replicas=1)
+    sections["spark"] = {"master": f"spark://{node_host(1)}:{stack.spark_master_port}",
+                         **CLUSTER_SPARK}
 
 
 def add_credentials(sections: dict[str, dict[str, Any]], secrets: StackSecrets,
@@ -74,7 +96,7 @@ def as_account(settings: Settings, stack: StackSettings, account: str | None) ->
     update = {}
     for section, fields in connection(stack, account).items():
         current = getattr(settings, section)
-        kept = current.model_dump(exclude=CONNECTION_FIELDS[section])
+        kept = current.model_dump(exclude=CONNECTION_FIELDS.get(section, set()) | set(fields))
         update[section] = type(current)(**kept, **fields)
     return settings.model_copy(update=update)
 
@@ -91,7 +113,8 @@ def admin_settings(stack: StackSettings, names: Settings | None = None) -> Setti
 def env_lines(stack: StackSettings, account: str | None = None) -> list[str]:
     """``export RECOMMENDER_...=...`` lines for ``connection(stack, account)``, after a
     comment saying which commands the account is for."""
-    values: dict[str, Any] = {"RECOMMENDER_STACK__SECURE": str(stack.secure).lower()}
+    values: dict[str, Any] = {"RECOMMENDER_STACK__SECURE": str(stack.secure).lower(),
+                              "RECOMMENDER_STACK__NODES": str(stack.nodes)}
     for section, fields in connection(stack, account).items():
         for name, value in fields.items():
             text = json.dumps(value) if isinstance(value, list) else str(value)
@@ -101,6 +124,8 @@ def env_lines(stack: StackSettings, account: str | None = None) -> list[str]:
 
 
 def heading(stack: StackSettings, account: str | None) -> str:
+    if stack.nodes > 1:
+        return f"# local cluster of {stack.nodes} nodes of each server: no credentials"
     if not stack.secure:
         return "# plain stack: no credentials"
     if account is None:

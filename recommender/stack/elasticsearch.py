@@ -1,4 +1,6 @@
-"""Elasticsearch 8.x as one single-node cluster, from the integ-test zip on Maven Central.
+"""Elasticsearch 8.x from the integ-test zip on Maven Central: a single-node cluster, or
+nodes on 127.0.0.1, 127.0.0.2 ... that discover each other through seed hosts, every one
+master-eligible and holding data.
 
 That distribution is the server plus x-pack core/security only: no bundled JDK (the stack's
 JDK 17 runs it), no analysis-common, ingest-common, painless or mapper-extras modules.
@@ -41,12 +43,14 @@ RELOCATED_ROOT = Path("/var/lib/recommender")
 
 
 class ElasticsearchService(Service):
-    name = "elasticsearch"
+    kind = "elasticsearch"
+    role = "master-eligible,data"
+    memory_overhead_mb = 500
     version = pinned_version("elasticsearch", "elasticsearch")
     security_template = "elasticsearch-security-off.yml"
 
-    def __init__(self, settings: StackSettings) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: StackSettings, node: int = 1) -> None:
+        super().__init__(settings, node)
         self.base_dir = self.server_dir()
         self.data_dir = self.base_dir / "data"
 
@@ -61,6 +65,15 @@ class ElasticsearchService(Service):
     @property
     def ports(self) -> list[int]:
         return [self.port, self.transport_port]
+
+    @property
+    def heap(self) -> str:
+        return self.settings.elasticsearch_heap
+
+    @property
+    def url(self) -> str:
+        scheme = "https" if self.settings.secure else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def run_as(self) -> str | None:
@@ -171,12 +184,23 @@ class ElasticsearchService(Service):
         (self.config_dir / "elasticsearch.yml").write_text(render(
             "elasticsearch-node.yml", self.security_template, port=self.port,
             transport_port=self.transport_port, data_dir=json.dumps(str(self.data_dir)),
-            logs_dir=json.dumps(str(self.logs_dir))))
+            logs_dir=json.dumps(str(self.logs_dir)), host=self.host, node=self.node,
+            discovery=self.discovery()))
         (self.config_dir / "log4j2.properties").write_text(
             render("elasticsearch-log4j2.properties"))
 
+    def discovery(self) -> str:
+        """A lone node is a single-node cluster; a cluster's nodes find each other through
+        their transport addresses and elect a master among all of them the first time."""
+        if self.settings.nodes == 1:
+            return "discovery.type: single-node"
+        seeds = [f"{host}:{self.transport_port}" for host in self.peers]
+        names = [f"recommender-{n}" for n in range(1, self.settings.nodes + 1)]
+        return (f"discovery.seed_hosts: {json.dumps(seeds)}\n"
+                f"cluster.initial_master_nodes: {json.dumps(names)}")
+
     def command(self, java: Path) -> tuple[list[str], dict[str, str]]:
-        heap = self.settings.elasticsearch_heap
+        heap = self.heap
         env = {
             "ES_JAVA_HOME": str(java.resolve().parents[1]),
             "ES_JAVA_OPTS": f"-Xms{heap} -Xmx{heap} -XX:-AlwaysPreTouch",
@@ -189,13 +213,14 @@ class ElasticsearchService(Service):
         from recommender.clients import elasticsearch_client
         from recommender.stack.connect import admin_settings
 
-        return elasticsearch_client(admin_settings(self.settings).elasticsearch,
-                                    request_timeout=3, max_retries=0)
+        es = admin_settings(self.settings).elasticsearch.model_copy(update={"url": self.url})
+        return elasticsearch_client(es, request_timeout=3, max_retries=0)
 
     def ready(self) -> bool:
+        """This node answers for a cluster with an elected master (local health)."""
         es = self.client()
         try:
-            return es.cluster.health()["status"] in ("yellow", "green")
+            return es.cluster.health(local=True)["status"] in ("yellow", "green")
         finally:
             es.close()
 

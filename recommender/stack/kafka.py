@@ -1,4 +1,5 @@
-"""Apache Kafka 4.x as one combined broker+controller in KRaft mode, from Maven Central jars."""
+"""Apache Kafka 4.x in KRaft mode, from Maven Central jars: one combined broker+controller,
+or on a cluster three of them, each a voter of the controller quorum."""
 
 from __future__ import annotations
 
@@ -17,9 +18,15 @@ if TYPE_CHECKING:
 
 
 class KafkaService(Service):
-    name = "kafka"
+    kind = "kafka"
+    role = "broker,controller"
     version = pinned_version("kafka", "kafka_2.13")
     listeners_template = "kafka-listeners.properties"
+    memory_overhead_mb = 250
+
+    @property
+    def heap(self) -> str:
+        return self.settings.kafka_heap
 
     @property
     def port(self) -> int:
@@ -47,19 +54,24 @@ class KafkaService(Service):
             self.format_storage(java)
 
     def config(self) -> str:
-        """server.properties: the shared settings, then this mode's listeners."""
+        """server.properties: the shared settings, then this mode's listeners. On a cluster
+        every node votes in the controller quorum, and the internal topics are replicated to
+        all nodes with a majority in sync, as the project's own topics are."""
+        voters = ",".join(f"{n}@{host}:{self.controller_port}"
+                          for n, host in enumerate(self.peers, start=1))
+        replicas = len(self.peers)
         return render("kafka-server.properties", self.listeners_template, port=self.port,
                       controller_port=self.controller_port, data_dir=self.data_dir,
-                      **self.listener_values())
+                      host=self.host, node_id=self.node, voters=voters, replicas=replicas,
+                      min_insync=replicas // 2 + 1, **self.listener_values())
 
     def listener_values(self) -> dict[str, object]:
         return {}
 
     def format_storage(self, java: Path) -> None:
         """KRaft needs its log directory formatted with a cluster id before the first start."""
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         args = ["-cp", self.classpath(), *self.log_opts(), "kafka.tools.StorageTool", "format",
-                "-t", cluster_id, "-c", str(self.config_file), *self.format_args()]
+                "-t", self.cluster_id(), "-c", str(self.config_file), *self.format_args()]
         # Through a java @argument file: what it holds never shows in a process listing.
         argfile = self.home / "format.args"
         write_private(argfile, "\n".join(f'"{a}"' for a in args) + "\n")
@@ -70,6 +82,15 @@ class KafkaService(Service):
         if result.returncode != 0:
             raise StackError(f"Formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
 
+    def cluster_id(self) -> str:
+        """The id every node's storage is formatted with: one per stack, kept in its state
+        dir, since nodes of different ids refuse to form a quorum."""
+        path = self.settings.state_dir / "kafka-cluster-id"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))
+        return path.read_text().strip()
+
     def format_args(self) -> list[str]:
         return []
 
@@ -77,24 +98,29 @@ class KafkaService(Service):
         return [f"-Dlog4j2.configurationFile={TEMPLATES / 'kafka-log4j2.yaml'}"]
 
     def command(self, java: Path) -> tuple[list[str], dict[str, str]]:
-        heap = self.settings.kafka_heap
+        heap = self.heap
         cmd = [str(java), f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseG1GC",
                "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true", *self.log_opts(),
                "-cp", self.classpath(), "kafka.Kafka", str(self.config_file)]
         return cmd, {}
 
     def client_settings(self) -> KafkaSettings:
+        """The admin's settings, bootstrapping from this node alone."""
         from recommender.stack.connect import admin_settings
 
-        return admin_settings(self.settings).kafka
+        kafka = admin_settings(self.settings).kafka
+        return kafka.model_copy(update={"bootstrap_servers": f"{self.host}:{self.port}"})
 
     def ready(self) -> bool:
+        """This node answers as a registered broker of its cluster (which, on a cluster,
+        needs a controller quorum)."""
         from recommender.clients import kafka_admin
 
         admin = kafka_admin(self.client_settings(), request_timeout_ms=3000,
                             client_id="recommender-stack")
         try:
-            return bool(admin.describe_cluster().get("brokers"))
+            brokers = admin.describe_cluster().get("brokers") or []
+            return any(b["broker_id"] == self.node and not b.get("is_fenced") for b in brokers)
         finally:
             admin.close()
 

@@ -1,7 +1,10 @@
-"""The embedded single-node stack: Kafka, Cassandra and Elasticsearch as local processes.
+"""The embedded stack: Kafka, Cassandra and Elasticsearch as local processes, one node of
+each, or with ``stack.nodes`` = 3 a local cluster of each plus a Spark standalone master
+and workers.
 
-``up`` is all-or-nothing: it checks every port first, starts what is not already running,
-waits until each server answers a real request, and stops what it started if any fails.
+``up`` is all-or-nothing: it checks every port and the memory the servers will take first,
+starts what is not already running, waits until each server answers a real request, and
+stops what it started if any fails.
 ``down`` stops only processes this stack started, found by their pid files.
 
 Example::
@@ -26,6 +29,7 @@ from recommender.stack.elasticsearch import ElasticsearchService, SecureElastics
 from recommender.stack.kafka import KafkaService, SecureKafkaService
 from recommender.stack.provision import identities
 from recommender.stack.secrets import StackSecrets
+from recommender.stack.spark import SparkMasterService, SparkWorkerService
 
 SERVICE_TYPES: tuple[type[Service], ...] = (KafkaService, CassandraService, ElasticsearchService)
 SECURE_SERVICE_TYPES: tuple[type[Service], ...] = (
@@ -33,11 +37,37 @@ SECURE_SERVICE_TYPES: tuple[type[Service], ...] = (
 
 
 def services(settings: StackSettings) -> list[Service]:
-    """The services of the stack ``settings`` address: plain, or secure (own state dir and
-    ports, see ``StackSettings.active``)."""
+    """The server processes of the stack ``settings`` address: plain, secure or a cluster
+    (each in its own state dir and ports, see ``StackSettings.active``)."""
     active = settings.active()
     types = SECURE_SERVICE_TYPES if active.secure else SERVICE_TYPES
-    return [cls(active) for cls in types]
+    nodes = range(1, active.nodes + 1)
+    found = [cls(active, node) for cls in types for node in nodes]
+    if active.nodes > 1:
+        found.append(SparkMasterService(active))
+        found += [SparkWorkerService(active, n) for n in range(1, active.spark_workers + 1)]
+    return found
+
+
+def check_memory(to_start: list[Service]) -> None:
+    """Refuse, before anything starts, servers that would not fit in the available memory."""
+    needed = sum(svc.memory_mb() for svc in to_start)
+    available = available_mb()
+    if needed > available:
+        raise StackError(
+            f"starting {len(to_start)} servers needs about {needed:,} MiB and this machine has "
+            f"{available:,} MiB available; nothing was started. Stop other processes, or set "
+            "smaller heaps (stack.kafka_heap, stack.cassandra_heap, stack.elasticsearch_heap)"
+            " or fewer stack.nodes.")
+
+
+def available_mb() -> int:
+    """MemAvailable of /proc/meminfo, in MiB."""
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) // 1024
+    raise StackError("/proc/meminfo has no MemAvailable line")
 
 
 def fetch(settings: StackSettings, on_event: Callable[[str], None] = lambda _: None) -> None:
@@ -73,6 +103,7 @@ def up(
                 "already in use by another process. Stop it or free the port; nothing was started."
             )
         to_start.append(svc)
+    check_memory([svc for svc in to_start if svc.pid() is None])
     started: list[Service] = []
     try:
         for svc in to_start:
@@ -80,7 +111,8 @@ def up(
                 on_event(f"{svc.name}: starting {svc.version}")
                 svc.start(java)
                 started.append(svc)
-        deadline = time.monotonic() + settings.startup_timeout_s
+        # servers of a cluster start side by side on the same cores: each gets its share
+        deadline = time.monotonic() + settings.startup_timeout_s * max(1, settings.nodes)
         for svc in to_start:
             svc.wait_ready(deadline)
             on_event(f"{svc.name}: ready on {svc.host}:{svc.port}")

@@ -179,7 +179,8 @@ def publish_taste(taste: DataFrame, similar: DataFrame, settings: Settings) -> i
 
     es = elasticsearch_client(settings.elasticsearch)
     try:
-        setup_indices(es, settings.elasticsearch.indices, upgrade=())
+        setup_indices(es, settings.elasticsearch.indices, upgrade=(),
+                      replicas=settings.elasticsearch.number_of_replicas)
         return index_documents(taste_documents(taste, similar), es,
                                settings.elasticsearch.indices.user_taste)
     finally:

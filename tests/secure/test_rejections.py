@@ -133,7 +133,8 @@ def test_elasticsearch_refuses_anonymous_plain_http_and_wrong_password(secure_se
         with pytest.raises(AuthenticationException):
             es.cluster.health()
         es.close()
-    url = account(secure_settings, None).elasticsearch.url.replace("https:", "http:")
+    # one node: the secure stack is single-node
+    url = account(secure_settings, None).elasticsearch.urls[0].replace("https:", "http:")
     with pytest.raises(httpx.TransportError) as refused:  # TLS only: plain HTTP gets no answer
         httpx.get(f"{url}/_cluster/health", timeout=10)
     # the node is up (it answered the logins above): it hung up on plain HTTP, it did not

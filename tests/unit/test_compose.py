@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import yaml
@@ -53,3 +54,15 @@ def test_logstash_mounts_exist():
     for pipeline in pipelines:
         conf = pipeline["path.config"].replace("/usr/share/logstash/pipeline", "logstash/pipeline")
         assert (REPO / conf).exists(), conf
+
+
+def test_logstash_writes_to_every_elasticsearch_node_it_is_given():
+    """Each elasticsearch output takes its hosts from ELASTICSEARCH_HOSTS as a bare string:
+    Logstash splits a list of URIs from one variable on whitespace, where an array around
+    the variable would make the whole list one (invalid) host."""
+    conf = (REPO / "logstash/pipeline/predictions.conf").read_text()
+    hosts = re.findall(r"^\s*hosts\s*=>\s*(.+?)\s*$", conf, re.MULTILINE)
+    assert len(hosts) == conf.count("elasticsearch {")
+    assert set(hosts) == {'"${ELASTICSEARCH_HOSTS:http://elasticsearch:9200}"'}
+    environment = COMPOSE["services"]["logstash"]["environment"]
+    assert environment["ELASTICSEARCH_HOSTS"].split() == ["http://elasticsearch:9200"]
