@@ -35,11 +35,12 @@ stack-down: $(STAMP)  ## stop them
 demo: bootstrap  ## run the whole pipeline on ml-latest-small
 	$(BIN)/recommender demo $(DEMO_ARGS)
 
-test: bootstrap  ## the test suite against the real stack, then secure mode against the secure stack
+test: bootstrap  ## the suite on the real stack, then secure mode, then the cluster smoke test (nodes 3)
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 	$(BIN)/pytest tests/secure $(PYTEST_ARGS)
+	$(BIN)/pytest tests/cluster $(PYTEST_ARGS)
 
 lint: $(STAMP)  ## ruff, and the import contracts in pyproject.toml (lint-imports)
 	$(BIN)/ruff check .
@@ -48,9 +49,12 @@ lint: $(STAMP)  ## ruff, and the import contracts in pyproject.toml (lint-import
 bench: bootstrap  ## benchmarks -> bench/results/*.json and BENCHMARKS.md
 	$(BIN)/python -m bench.run_all
 
-.PHONY: faults soak scale tune
+.PHONY: faults soak scale tune cluster
 faults: bootstrap  ## every fault under load + 10,000 fuzzed messages per topic -> bench/results/faults.json, fuzz.json
 	$(BIN)/pytest -m long tests/faults tests/fuzz $(PYTEST_ARGS)
+
+cluster: bootstrap  ## every node loss under load on the local cluster (stack up --nodes 3) -> bench/results/cluster.json
+	$(BIN)/pytest -m long tests/cluster $(PYTEST_ARGS)
 
 soak: bootstrap  ## 30 min at 1,000 requests/s + replay (SOAK_MINUTES=3: short) -> bench/results/soak.json
 	$(BIN)/python -m bench.soak

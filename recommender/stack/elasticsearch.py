@@ -224,6 +224,15 @@ class ElasticsearchService(Service):
         finally:
             es.close()
 
+    def elected_master(self) -> int | None:
+        """The node number of the cluster's elected master, as this node sees it."""
+        es = self.client()
+        try:
+            name = es.cat.master(format="json")[0]["node"]
+        finally:
+            es.close()
+        return int(name.rsplit("-", 1)[1]) if name.startswith("recommender-") else None
+
     def server_version(self) -> str:
         """From the node itself: this distribution has no ``GET /`` (the rest-root module)."""
         es = self.client()

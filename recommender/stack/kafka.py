@@ -104,6 +104,20 @@ class KafkaService(Service):
                "-cp", self.classpath(), "kafka.Kafka", str(self.config_file)]
         return cmd, {}
 
+    def quorum_leader(self, java: Path) -> int | None:
+        """The node id of the active controller (the KRaft quorum's leader), as Kafka's own
+        ``kafka-metadata-quorum describe --status`` reports it; None if no node answers."""
+        bootstrap = ",".join(f"{host}:{self.controller_port}" for host in self.peers)
+        result = subprocess.run(
+            [str(java), "-cp", self.classpath(), *self.log_opts(),
+             "org.apache.kafka.tools.MetadataQuorumCommand", "--bootstrap-controller",
+             bootstrap, "describe", "--status"], capture_output=True, text=True, timeout=60)
+        for line in result.stdout.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "LeaderId" and value.strip().lstrip("-").isdigit():
+                return int(value) if int(value) >= 0 else None
+        return None
+
     def client_settings(self) -> KafkaSettings:
         """The admin's settings, bootstrapping from this node alone."""
         from recommender.stack.connect import admin_settings

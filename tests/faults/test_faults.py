@@ -17,109 +17,20 @@ the servers' too (``faults.json``). Server faults need the embedded stack
 from __future__ import annotations
 
 import time
-import uuid
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import orjson
 import pytest
 
-from bench.common import Clock, table, target
 from bench.fixtures import ml_small, prepare_keyspace
-from recommender.clients import cassandra_session, elasticsearch_client
-from recommender.offsets import topic_end_offsets
-from recommender.runtime import wait_for
 from recommender.settings import Settings
-from tests.support.elastic import count, delete_matching
-from tests.support.jobs import INGEST, PREDICT, SHIP, Jobs
-from tests.support.load import RatingsLoad, RequestsLoad
+from tests.support.jobs import INGEST, PREDICT, SHIP
+from tests.support.ledger import Fault, Pipeline, run_and_check
 from tests.support.names import private
-from tests.support.results import write_result
 from tests.support.servers import down
-from tests.support.topics import read_all
 
-RATINGS_PER_S = 50
-REQUESTS_PER_S = 20
-RECOVERY_TIMEOUT_S = 600
 ES_OUTAGE_S = 30
-USERS = 600  # requests come from ml-latest-small's users, whom the model knows
-MOVIES = 500  # ... for its most rated movies
 
-
-class Pipeline:
-    """The jobs, the two loads and the signals that say whether the pipeline has caught up."""
-
-    def __init__(self, settings: Settings, run_dir: Path, dataset: Any) -> None:
-        self.settings = settings
-        self.names = settings.elasticsearch.indices
-        run = uuid.uuid4().hex[:8]
-        self.source, self.prefix = f"faults-{run}", f"faults-{run}"
-        movies = dataset.ratings_frame["movie_id"].value_counts().index[:MOVIES].tolist()
-        self.ratings = RatingsLoad(settings, dataset, rate=RATINGS_PER_S,
-                                   first_user=1_000_000_000 + int(run, 16) % 10**8,
-                                   source=self.source)
-        self.requests = RequestsLoad(settings, rate=REQUESTS_PER_S,
-                                     users=list(range(1, USERS + 1)),
-                                     movies=[int(m) for m in movies], prefix=self.prefix)
-        self.jobs = Jobs(settings, run_dir, [INGEST, PREDICT, SHIP])
-        self.session = cassandra_session(settings.cassandra, keyspace=settings.cassandra.keyspace)
-
-    def ratings_landed(self) -> int:
-        """Rows in the private keyspace (-1 while Cassandra does not answer)."""
-        try:
-            return self.session.execute("SELECT COUNT(*) FROM ratings", timeout=60).one()[0]
-        except Exception:  # noqa: BLE001 - down or restarting: not caught up yet
-            return -1
-
-    def ratings_indexed(self) -> int:
-        """This run's rating documents in Elasticsearch (-1 while it does not answer)."""
-        try:
-            return count(self.settings, f"{self.names.ratings_prefix}*",
-                         {"term": {"source": self.source}})
-        except Exception:  # noqa: BLE001 - down or restarting: not caught up yet
-            return -1
-
-    def predictions_shipped(self) -> int:
-        """Prediction documents of this run in Elasticsearch (-1 while it does not answer)."""
-        try:
-            return count(self.settings, self.names.predictions_alias,
-                         {"prefix": {"request_id": f"{self.prefix}-"}})
-        except Exception:  # noqa: BLE001 - down or restarting: not caught up yet
-            return -1
-
-    def wait_caught_up(self, what: str) -> float:
-        """Seconds until everything acknowledged now has reached Cassandra and Elasticsearch
-        (ingest writes a batch to Cassandra first, so both sinks are waited for)."""
-        ratings, requests = self.ratings.acked(), len(self.requests.acked)
-
-        def caught_up() -> bool:
-            return (self.ratings_landed() >= ratings and self.ratings_indexed() >= ratings
-                    and self.predictions_shipped() >= requests)
-
-        try:
-            return wait_for(caught_up, what, RECOVERY_TIMEOUT_S, poll_s=2)
-        except TimeoutError as exc:
-            logs = "\n".join(f"--- {n}:\n{self.jobs.log_tail(n)}" for n in self.jobs.jobs)
-            raise AssertionError(
-                f"{exc}: Cassandra {self.ratings_landed()}/{ratings} ratings, Elasticsearch "
-                f"{self.ratings_indexed()}/{ratings} ratings and "
-                f"{self.predictions_shipped()}/{requests} predictions\n{logs}") from None
-
-    def close(self) -> None:
-        for load in (self.ratings, self.requests):
-            load.halt.set()
-        self.session.cluster.shutdown()
-        self.ratings.close()
-        delete_matching(self.settings, f"{self.names.ratings_prefix}*",
-                        {"term": {"source": self.source}})
-        delete_matching(self.settings, self.names.predictions_alias,
-                        {"prefix": {"request_id": f"{self.prefix}-"}})
-
-
-Fault = Callable[[Pipeline], None]
 
 
 def crash(job: str) -> Fault:
@@ -147,226 +58,6 @@ SERVER_FAULTS: dict[str, Fault] = {
 }
 
 
-@dataclass
-class Run:
-    """What happened, for the results file; ``failure`` names a fault not recovered from."""
-
-    faults: list[dict[str, Any]] = field(default_factory=list)
-    warmup_s: float = 0.0
-    drain_s: float | None = None
-    failure: str | None = None
-
-
-def inject_all(pipeline: Pipeline, faults: dict[str, Fault]) -> Run:
-    """Start everything, inject each fault once the pipeline caught up with the previous one,
-    stop the load and wait for the last acknowledged messages; stop at the first fault the
-    pipeline does not recover from."""
-    run = Run()
-    pipeline.jobs.start()
-    pipeline.ratings.start()
-    pipeline.requests.start()
-    run.warmup_s = round(wait_for(
-        lambda: pipeline.ratings_landed() > 0 and pipeline.predictions_shipped() > 0,
-        "the first ratings and predictions to flow", RECOVERY_TIMEOUT_S, poll_s=2), 1)
-    pipeline.jobs.watch()
-    for name, inject in faults.items():
-        started = time.monotonic()
-        inject(pipeline)
-        lifted = time.monotonic()
-        record = {"fault": name, "at_s": round(started - pipeline.jobs.started, 1),
-                  "injected_for_s": round(lifted - started, 1)}
-        try:
-            recovered = pipeline.wait_caught_up(f"the pipeline to catch up after {name}")
-        except AssertionError as exc:
-            run.faults.append({**record, "survived": False})
-            run.failure = str(exc)
-            break
-        run.faults.append({**record, "caught_up_after_s": round(recovered, 1), "survived": True})
-    pipeline.ratings.stop()
-    pipeline.requests.stop()
-    if run.failure is None:
-        run.drain_s = round(pipeline.wait_caught_up("the last acknowledged messages"), 1)
-    pipeline.jobs.stop()
-    return run
-
-
-# --- the ledger, layer by layer ----------------------------------------------------------------
-#
-# Readers must see every acknowledged item exactly once: Cassandra rows, Elasticsearch
-# documents, the API's answer to ``GET /prediction-requests/{id}``. Underneath, delivery is
-# at-least-once around a crash, so an item may travel twice: a producer retries a send whose
-# acknowledgement the broker kill swallowed (a second copy in the topic), or a job killed
-# between its sink's acknowledgement and its checkpoint or commit runs that batch again (a
-# second answer in the predictions topic, a second indexing of the same document id, which
-# Elasticsearch counts in ``_version``). Those re-deliveries are counted where they happen
-# and bounded: only items the load sent while a fault was in force, from ``LEAD_S`` before it
-# (a batch read but not yet committed) until the pipeline caught up, can travel twice.
-
-LEAD_S = 30.0  # the oldest uncommitted work a fault can catch: a micro-batch and its commit
-API_SAMPLE = 300  # acknowledged requests read back through GET /prediction-requests/{id}
-
-
-def redelivery_bound(run: Run, rate: float) -> int:
-    """At most every item sent inside a fault window, once more."""
-    return int(sum(rate * (LEAD_S + f["injected_for_s"] + f.get("caught_up_after_s", 0.0))
-                   for f in run.faults))
-
-
-def copies(ids: list[str]) -> tuple[set[str], int]:
-    """The distinct ids, and how many items beyond one per id."""
-    distinct = set(ids)
-    return distinct, len(ids) - len(distinct)
-
-
-def es_copies(settings: Settings, index: str, query: dict[str, Any],
-              field_name: str) -> tuple[list[str], int]:
-    """The ``field_name`` of every matching document (a value twice: two documents a reader
-    sees), and the indexings beyond the first that Elasticsearch collapsed by id."""
-    from elasticsearch import helpers
-
-    es = elasticsearch_client(settings.elasticsearch, request_timeout=300)
-    try:
-        es.indices.refresh(index=index, ignore_unavailable=True, allow_no_indices=True)
-        hits = list(helpers.scan(es, index=index, query={"query": query}, version=True,
-                                 _source=[field_name], ignore_unavailable=True,
-                                 allow_no_indices=True))
-    finally:
-        es.close()
-    return [h["_source"][field_name] for h in hits], sum(h["_version"] - 1 for h in hits)
-
-
-def topic_ids(settings: Settings, topic: str, field_name: str) -> list[str]:
-    return [orjson.loads(r.value)[field_name] for r in read_all(settings, topic)]
-
-
-def ratings_ledger(pipeline: Pipeline, bound: int) -> dict[str, Any]:
-    settings = pipeline.settings
-    ledger = set(pipeline.ratings.ledger())
-    in_topic, topic_extra = copies(topic_ids(settings, settings.kafka.ratings_topic, "event_id"))
-    rows = [r.event_id for r in pipeline.session.execute("SELECT event_id FROM ratings",
-                                                         timeout=120)]
-    in_cassandra, cassandra_extra = copies(rows)
-    docs, reindexed = es_copies(settings, f"{pipeline.names.ratings_prefix}*",
-                                {"term": {"source": pipeline.source}}, "event_id")
-    in_es, es_extra = copies(docs)
-    return {
-        "acknowledged": len(ledger), "redelivery_bound": bound,
-        "topic": {"lost": len(ledger - in_topic), "redeliveries": topic_extra},
-        "cassandra": {"rows": len(rows), "lost": len(ledger - in_cassandra),
-                      "not_acknowledged": len(in_cassandra - ledger),
-                      "duplicates_visible": cassandra_extra},
-        "elasticsearch": {"documents": len(docs), "lost": len(ledger - in_es),
-                          "not_acknowledged": len(in_es - ledger),
-                          "duplicates_visible": es_extra, "redeliveries": reindexed},
-    }
-
-
-def requests_ledger(pipeline: Pipeline, bound: int) -> dict[str, Any]:
-    settings, kafka = pipeline.settings, pipeline.settings.kafka
-    acked = pipeline.requests.acked
-    in_topic, topic_extra = copies(topic_ids(settings, kafka.requests_topic, "request_id"))
-    answered, answer_extra = copies(topic_ids(settings, kafka.predictions_topic, "request_id"))
-    docs, reindexed = es_copies(settings, pipeline.names.predictions_alias,
-                                {"prefix": {"request_id": f"{pipeline.prefix}-"}}, "request_id")
-    in_es, es_extra = copies(docs)
-    return {
-        "sent": pipeline.requests.sent, "acknowledged": len(acked),
-        "send_failures": len(pipeline.requests.failed), "redelivery_bound": bound,
-        "requests_topic": {"lost": len(acked - in_topic), "redeliveries": topic_extra},
-        "predictions_topic": {"unanswered": len(acked - answered),
-                              "answered_more_than_once": answer_extra},
-        "elasticsearch": {"documents": len(docs), "lost": len(acked - in_es),
-                          "not_acknowledged": len(in_es - acked),
-                          "duplicates_visible": es_extra, "redeliveries": reindexed},
-        "api": api_answers(settings, sorted(acked)[:API_SAMPLE]),
-    }
-
-
-def api_answers(settings: Settings, request_ids: list[str]) -> dict[str, int]:
-    """What a website polling ``GET /prediction-requests/{id}`` sees: one answer per pair."""
-    from fastapi.testclient import TestClient
-
-    from recommender.serve.main import create_app
-
-    answers = Counter()
-    with TestClient(create_app(settings)) as client:
-        for request_id in request_ids:
-            response = client.get(f"/prediction-requests/{request_id}")
-            answers[len(response.json()["predictions"]) if response.status_code == 200 else 0] += 1
-    return {"read": len(request_ids), "lost": answers[0],
-            "duplicates_visible": sum(n for size, n in answers.items() if size > 1)}
-
-
-def unasked_deaths(pipeline: Pipeline) -> list[str]:
-    """Each job that exited although no fault killed it: its name, when, how its log ended."""
-    return [f"{d.job} died at {d.at_s} s without being killed; its log ended:\n"
-            f"{d.log_tail[-2000:]}" for d in pipeline.jobs.deaths]
-
-
-def dead_letters(settings: Settings) -> dict[str, int]:
-    kafka = settings.kafka
-    return {topic: sum(topic_end_offsets(settings, topic).values()) for topic in (
-        kafka.ratings_dlq_topic, kafka.requests_dlq_topic, kafka.predictions_dlq_topic)}
-
-
-def lost(ledger: dict[str, Any]) -> int:
-    return sum(layer.get("lost", 0) + layer.get("unanswered", 0)
-               for layer in ledger.values() if isinstance(layer, dict))
-
-
-def visible_duplicates(ledger: dict[str, Any]) -> int:
-    return sum(layer.get("duplicates_visible", 0)
-               for layer in ledger.values() if isinstance(layer, dict))
-
-
-def redeliveries(ledger: dict[str, Any]) -> int:
-    return sum(layer.get("redeliveries", 0) + layer.get("answered_more_than_once", 0)
-               for layer in ledger.values() if isinstance(layer, dict))
-
-
-def ledger_targets(ratings: dict[str, Any], requests: dict[str, Any],
-                   deaths: list[str]) -> list[dict[str, Any]]:
-    return [
-        target("ratings and requests lost, at any layer", lost(ratings) + lost(requests), 0,
-               "=="),
-        target("duplicates a reader sees (Cassandra, Elasticsearch, API)",
-               visible_duplicates(ratings) + visible_duplicates(requests), 0, "=="),
-        target("rating re-deliveries (topic copies, re-indexings)", redeliveries(ratings),
-               ratings["redelivery_bound"], "<=", note="collapsed by idempotent ids"),
-        target("request re-deliveries (topic copies, second answers, re-indexings)",
-               redeliveries(requests), requests["redelivery_bound"], "<=",
-               note="collapsed by idempotent ids"),
-        target("jobs that died unasked", len(deaths), 0, "=="),
-    ]
-
-
-LEDGER_DOC = (
-    "The pipeline's jobs (ingest, predictor, shipper) run under load on private names while "
-    "each fault is injected once the pipeline caught up with the previous one. The ledger "
-    "holds every rating and request Kafka acknowledged. Readers must see each exactly once; "
-    "re-deliveries (a producer's retried send, a killed job's rerun batch, a second "
-    "indexing of the same id) are counted per layer and must stay within what was sent "
-    "during the fault windows, from 30 s before a fault until the pipeline caught up; a job "
-    "that dies unasked fails the run.")
-
-
-def faults_table(run: Run) -> dict[str, Any]:
-    return table("Faults, one after the other", ["fault", "at (s)", "lasted (s)",
-                                                  "caught up after (s)", "survived"],
-                 [[f["fault"], f["at_s"], f["injected_for_s"], f.get("caught_up_after_s"),
-                   f["survived"]] for f in run.faults])
-
-
-def ledger_table(ratings: dict[str, Any], requests: dict[str, Any]) -> dict[str, Any]:
-    rows = [[kind, layer, counts.get("lost", counts.get("unanswered", 0)),
-             counts.get("duplicates_visible", "-"),
-             counts.get("redeliveries", counts.get("answered_more_than_once", "-"))]
-            for kind, ledger in (("ratings", ratings), ("requests", requests))
-            for layer, counts in ledger.items() if isinstance(counts, dict)]
-    return table("The ledger, layer by layer (acknowledged items only)",
-                 ["items", "layer", "lost", "duplicates a reader sees", "re-deliveries"], rows)
-
-
 @pytest.fixture
 def pipeline(trained: Settings, tmp_path: Path) -> Iterator[Pipeline]:
     settings = private(trained, "faults", own_keyspace=True)
@@ -378,43 +69,10 @@ def pipeline(trained: Settings, tmp_path: Path) -> Iterator[Pipeline]:
     own.close()
 
 
-def run_and_check(pipeline: Pipeline, faults: dict[str, Fault], quick: bool) -> None:
-    clock = Clock()
-    run = inject_all(pipeline, faults)
-    deaths = unasked_deaths(pipeline)
-    figures: dict[str, Any] = {
-        "load": {"ratings_per_s": RATINGS_PER_S, "requests_per_s": REQUESTS_PER_S,
-                 "replay_interruptions": pipeline.ratings.interruptions},
-        "faults_injected": len(run.faults),
-        "faults_survived": sum(f["survived"] for f in run.faults),
-        "faults": run.faults, "warmup_s": run.warmup_s, "drain_s": run.drain_s,
-        "jobs_died_unasked": [asdict(d) for d in pipeline.jobs.deaths]}
-    if run.failure is not None:
-        write_result("faults", quick, clock, pipeline.settings, {**figures,
-                                                                 "failure": run.failure})
-        pytest.fail(run.failure)
-    ratings = ratings_ledger(pipeline, redelivery_bound(run, RATINGS_PER_S))
-    requests = requests_ledger(pipeline, redelivery_bound(run, REQUESTS_PER_S))
-    letters = dead_letters(pipeline.settings)
-    targets = ledger_targets(ratings, requests, deaths)
-    write_result("faults", quick, clock, pipeline.settings, {
-        **figures, "ratings": ratings, "requests": requests, "dead_letters": letters,
-        "lost": lost(ratings) + lost(requests),
-        "duplicates_visible": visible_duplicates(ratings) + visible_duplicates(requests),
-        "redeliveries": redeliveries(ratings) + redeliveries(requests),
-        "targets": targets, "tables": [faults_table(run), ledger_table(ratings, requests)],
-        "doc": LEDGER_DOC})
-    assert ratings["acknowledged"] > 0 and requests["acknowledged"] > 0, (ratings, requests)
-    assert not deaths, "\n\n".join(deaths)
-    missed = [t for t in targets if not t["met"]]
-    assert not missed, (missed, ratings, requests)
-    assert not any(letters.values()), letters
-
-
 def test_jobs_crashed_under_load_lose_and_duplicate_nothing(pipeline):
-    run_and_check(pipeline, JOB_FAULTS, quick=True)
+    run_and_check(pipeline, JOB_FAULTS, result="faults", quick=True)
 
 
 @pytest.mark.long
 def test_every_job_and_server_fault_under_load_loses_and_duplicates_nothing(pipeline):
-    run_and_check(pipeline, {**JOB_FAULTS, **SERVER_FAULTS}, quick=False)
+    run_and_check(pipeline, {**JOB_FAULTS, **SERVER_FAULTS}, result="faults", quick=False)
