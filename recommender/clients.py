@@ -339,6 +339,8 @@ def spark_conf(settings: Settings) -> dict[str, str]:
         conf["spark.cores.max"] = str(spark.cores_max)
     if spark.executor_cores is not None:
         conf["spark.executor.cores"] = str(spark.executor_cores)
+    if spark.driver_host is not None:
+        conf["spark.driver.host"] = conf["spark.driver.bindAddress"] = spark.driver_host
     if cass.username:
         conf["spark.cassandra.auth.username"] = cass.username
         conf["spark.cassandra.auth.password"] = (

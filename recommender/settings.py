@@ -186,6 +186,9 @@ class SparkSettings(BaseModel):
         None, ge=1, description="spark.cores.max: the cores one job takes on a standalone "
         "cluster. Streaming jobs never finish, so without it the first takes every core.")
     executor_cores: int | None = Field(None, ge=1, description="spark.executor.cores.")
+    driver_host: str | None = Field(
+        None, description="spark.driver.host and spark.driver.bindAddress: the address "
+        "executors reach the driver at (unset: the one Spark derives from the hostname).")
     extra_conf: dict[str, str] = {}
 
 

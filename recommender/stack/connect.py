@@ -69,7 +69,7 @@ def add_cluster_settings(sections: dict[str, dict[str, Any]], stack: StackSettin
     sections["cassandra"].update(replication_factor=replicas, consistency_level="LOCAL_QUORUM")
     sections["elasticsearch"].update(number_of_replicas=1)
     sections["spark"] = {"master": f"spark://{node_host(1)}:{stack.spark_master_port}",
-                         **CLUSTER_SPARK}
+                         "driver_host": node_host(1), **CLUSTER_SPARK}
 
 
 def add_credentials(sections: dict[str, dict[str, Any]], secrets: StackSecrets,
