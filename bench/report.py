@@ -14,8 +14,8 @@ from typing import Any
 
 ORDER = ("replay", "ingest", "train", "predict", "serve", "freshness", "demo")
 ON_REQUEST = ("scale", "tune")  # run by run_all only when named (--only tune, make tune)
-SEPARATE = (*ON_REQUEST, "soak", "faults")  # reported here too; their own runners (make soak,
-# make faults; make test writes faults.quick.json)
+SEPARATE = (*ON_REQUEST, "soak", "faults", "cluster")  # reported here too; their own runners
+# (make soak, make faults, make cluster; make test writes faults.quick.json, cluster.quick.json)
 CODE = ("recommender", "data_loading", "stack")  # the product code a figure describes
 REPO = Path(__file__).resolve().parents[1]
 MET = {True: "yes", False: "**no**", None: "not measured"}

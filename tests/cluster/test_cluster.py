@@ -32,7 +32,7 @@ import numpy as np
 import orjson
 import pytest
 
-from bench.common import target
+from bench.common import table, target
 from bench.fixtures import ml_small, prepare_keyspace
 from recommender.clients import elasticsearch_client, kafka_admin
 from recommender.offsets import topic_end_offsets
@@ -319,7 +319,20 @@ def run_on_cluster(cluster: Cluster, losses: dict[str, Pick], quick: bool,
         # the smoke test reports the gaps and holds the API to its availability only
         return [t for t in targets if "API reads" in t["name"]]
 
-    run_and_check(cluster.pipeline, faults, result="cluster", quick=quick, more_targets=more)
+    run_and_check(cluster.pipeline, faults, result="cluster", quick=quick, more_targets=more,
+                  more_tables=lambda run: [losses_table(run)])
+
+
+def losses_table(run: Run) -> dict[str, Any]:
+    """Per node loss: the API while the node was out, the longest gaps, the recovery."""
+    rows = [[f["fault"], ", ".join(f["nodes"]), f["api"]["availability"], f["api"]["p99_ms"],
+             f["longest_gap_s"]["predictions"], f["longest_gap_s"]["ingested ratings"],
+             f["down_s"], f["recovered_after_restart_s"], f.get("caught_up_after_s")]
+            for f in run.faults if "api" in f]
+    return table("Node losses under load", [
+        "fault", "nodes", "API 2xx share", "API p99 (ms)", "longest prediction gap (s)",
+        "longest ingest gap (s)", "down until answering again (s)",
+        "cluster whole after restart (s)", "pipeline caught up after (s)"], rows)
 
 
 def test_the_cluster_reports_every_node_healthy(cluster_stack):

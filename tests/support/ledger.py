@@ -336,10 +336,12 @@ def ledger_table(ratings: dict[str, Any], requests: dict[str, Any]) -> dict[str,
 
 
 def run_and_check(pipeline: Pipeline, faults: dict[str, Fault], *, result: str, quick: bool,
-                  more_targets: Callable[[Run], list[dict[str, Any]]] = lambda _: []) -> None:
+                  more_targets: Callable[[Run], list[dict[str, Any]]] = lambda _: [],
+                  more_tables: Callable[[Run], list[dict[str, Any]]] = lambda _: []) -> None:
     """Inject ``faults``, write the results file ``result``, then assert the ledger: nothing
     lost, no duplicate a reader sees, re-deliveries within their bound, no job dead unasked,
-    no dead letter, and ``more_targets`` of the run met."""
+    no dead letter, and ``more_targets`` of the run met (``more_tables`` are reported, after
+    them)."""
     clock = Clock()
     run = inject_all(pipeline, faults)
     deaths = unasked_deaths(pipeline)
@@ -363,7 +365,8 @@ def run_and_check(pipeline: Pipeline, faults: dict[str, Fault], *, result: str, 
         "lost": lost(ratings) + lost(requests),
         "duplicates_visible": visible_duplicates(ratings) + visible_duplicates(requests),
         "redeliveries": redeliveries(ratings) + redeliveries(requests),
-        "targets": targets, "tables": [faults_table(run), ledger_table(ratings, requests)],
+        "targets": targets, "tables": [faults_table(run), *more_tables(run),
+                                      ledger_table(ratings, requests)],
         "doc": LEDGER_DOC})
     assert ratings["acknowledged"] > 0 and requests["acknowledged"] > 0, (ratings, requests)
     assert not deaths, "\n\n".join(deaths)
