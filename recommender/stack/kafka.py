@@ -149,8 +149,8 @@ class SecureKafkaService(KafkaService):
 
     listeners_template = "kafka-listeners-secure.properties"
 
-    def __init__(self, settings: StackSettings) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: StackSettings, node: int = 1) -> None:
+        super().__init__(settings, node)
         self.secrets = StackSecrets.of(settings)
 
     def listener_values(self) -> dict[str, object]:
