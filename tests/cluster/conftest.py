@@ -21,10 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from recommender.errors import StackError
 from recommender.settings import Settings, StackSettings, as_env
-from recommender.stack import manager
 from recommender.stack.connect import as_account
+from tests.support.fixtures import running
 from tests.support.names import drop_remembered, remember
 
 NODES = 3
@@ -34,17 +33,8 @@ NODES = 3
 def cluster_stack(settings: Settings) -> Iterator[StackSettings]:
     stack = StackSettings.model_validate({**settings.stack.model_dump(exclude_unset=True),
                                           "nodes": NODES})
-    already_up = all(s.up for s in manager.status(stack))
-    try:
-        statuses = manager.up(stack, on_event=print)
-    except StackError as exc:
-        pytest.fail(f"the local cluster could not start: {exc}")
-    for s in statuses:
-        print(f"cluster: {s.name} ({s.role}) {s.version} on {s.host}:{s.port} (pid {s.pid})")
-    yield stack
-    drop_remembered()  # while the cluster still answers
-    if not already_up:
-        manager.down(stack, on_event=print)
+    with running(stack, "the local cluster", drop_remembered):  # drops while it answers
+        yield stack
 
 
 @pytest.fixture(scope="session")

@@ -26,12 +26,11 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
-from recommender.errors import StackError
 from recommender.settings import Settings, StackSettings, as_env
-from recommender.stack import manager
 from recommender.stack.connect import as_account
 from recommender.stack.provision import provision
 from recommender.stack.secrets import StackSecrets
+from tests.support.fixtures import running
 from tests.support.names import forget_replay_progress
 
 SITE = "https://shop.example"  # the one origin the API's CORS policy allows in these tests
@@ -40,17 +39,9 @@ SITE = "https://shop.example"  # the one origin the API's CORS policy allows in 
 @pytest.fixture(scope="session")
 def secure_stack(settings: Settings) -> Iterator[StackSettings]:
     stack = settings.stack.model_copy(update={"secure": True})
-    already_up = all(s.up for s in manager.status(stack))
-    try:
-        statuses = manager.up(stack, on_event=print)
-    except StackError as exc:
-        pytest.fail(f"the secure stack (Kafka, Cassandra, Elasticsearch) could not start: {exc}")
-    for s in statuses:
-        print(f"secure stack: {s.name} {s.version} on {s.host}:{s.port} (pid {s.pid})")
-    yield stack
-    forget_replay_progress()  # the topics themselves stay: only the admin may drop them
-    if not already_up:
-        manager.down(stack, on_event=print)
+    # only replay progress is forgotten: the topics stay, only the admin may drop them
+    with running(stack, "the secure stack", lambda: forget_replay_progress()):
+        yield stack
 
 
 @pytest.fixture(scope="session")

@@ -9,33 +9,45 @@ developer's, or a demo's) is left running.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
 
 from bench.fixtures import install_index_templates
 from recommender.errors import StackError
-from recommender.settings import Settings
+from recommender.settings import Settings, StackSettings
 from recommender.stack import manager
 from recommender.stack.base import ServiceStatus
 from tests.support.names import drop_remembered
 
 
+@contextmanager
+def running(stack: StackSettings, what: str,
+            cleanup: Callable[[], None]) -> Iterator[list[ServiceStatus]]:
+    """``stack`` up for the block (started unless it already answers); afterwards
+    ``cleanup`` runs while it still answers, then the stack stops if this started it."""
+    already_up = all(s.up for s in manager.status(stack))
+    try:
+        statuses = manager.up(stack, on_event=print)
+    except StackError as exc:
+        pytest.fail(f"{what} could not start: {exc}")
+    for s in statuses:
+        print(f"{what}: {s.name} ({s.role}) {s.version} on {s.host}:{s.port} (pid {s.pid})")
+    yield statuses
+    cleanup()
+    if not already_up:
+        manager.down(stack, on_event=print)
+
+
 @pytest.fixture(scope="session")
 def stack(settings: Settings) -> Iterator[dict[str, ServiceStatus]]:
-    already_up = all(s.up for s in manager.status(settings.stack))
-    try:
-        statuses = manager.up(settings.stack, on_event=print)
-    except StackError as exc:
-        pytest.fail(f"the real stack (Kafka, Cassandra, Elasticsearch) could not start: {exc}")
-    for s in statuses:
-        print(f"stack: {s.name} {s.version} on {s.host}:{s.port} (pid {s.pid})")
-    install_index_templates(settings)
-    yield {s.name: s for s in statuses}
-    drop_remembered()  # while the stack still answers: a stopped stack keeps its topics
-    if not already_up:
-        manager.down(settings.stack, on_event=print)
+    # drop_remembered while the stack still answers: a stopped stack keeps its topics
+    with running(settings.stack, "the real stack (Kafka, Cassandra, Elasticsearch)",
+                 drop_remembered) as statuses:
+        install_index_templates(settings)
+        yield {s.name: s for s in statuses}
 
 
 @pytest.fixture(scope="session")
