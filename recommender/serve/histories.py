@@ -82,11 +82,8 @@ class Histories:
         events laid over them (held from then on)."""
         if not self.live:
             return self.read(user_id)
-        with self._lock:
-            held = self._users.get(user_id)
-            if held is not None:
-                self._users.move_to_end(user_id)
-                return held
+        if (held := self.held(user_id)) is not None:
+            return held
         stored = self.read(user_id)  # outside the lock: a Cassandra round trip
         with self._lock:
             if user_id in self._users:  # an event or another reader came first
@@ -96,6 +93,17 @@ class Histories:
             while len(self._users) > self.max_users:
                 self._users.popitem(last=False)
             return ratings
+
+    def held(self, user_id: int) -> Ratings | None:
+        """The user's ratings if they are held and kept current, without reading Cassandra
+        (``None`` otherwise): what the API may use without leaving the event loop."""
+        if not self.live:
+            return None
+        with self._lock:
+            held = self._users.get(user_id)
+            if held is not None:
+                self._users.move_to_end(user_id)
+            return held
 
     def apply(self, events: list[tuple[int, int, float]]) -> None:
         """Ratings just read from the topic, in its order."""

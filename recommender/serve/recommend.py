@@ -83,12 +83,19 @@ class Recommender:
 
     # --- what is published --------------------------------------------------------------
 
-    def published(self, fresh: bool = False) -> PublishedVectors | None:
-        """The vectors index behind the alias, re-resolved at most every ``ALIAS_REFRESH_S``."""
+    def _recently_published(self) -> PublishedVectors | None:
+        """The vectors index behind the alias if resolved in the last ``ALIAS_REFRESH_S``
+        (``None`` when it must be asked again)."""
         with self._lock:
             cached = self._published
-        if not fresh and cached is not None and time.monotonic() - cached[0] < ALIAS_REFRESH_S:
+        if cached is not None and time.monotonic() - cached[0] < ALIAS_REFRESH_S:
             return cached[1]
+        return None
+
+    def published(self, fresh: bool = False) -> PublishedVectors | None:
+        """The vectors index behind the alias, re-resolved at most every ``ALIAS_REFRESH_S``."""
+        if not fresh and (recent := self._recently_published()) is not None:
+            return recent
         with es_errors(self.backends.settings):
             value = published_vectors(self.backends.es, self.indices.movie_vectors)
         with self._lock:
@@ -142,6 +149,17 @@ class Recommender:
         if not excluded:
             self._keep(key, ratings, live)
         return live
+
+    def kept_answer(self, user_id: int, k: int, genre: str | None = None) -> Live | None:
+        """``for_user``'s answer when it is kept and still right, found without any I/O
+        (the alias resolved recently, the user's ratings held): ``None`` when finding out
+        would need Elasticsearch or Cassandra. The API answers most page views from here
+        on its event loop, without handing the request to a worker thread."""
+        published = self._recently_published()
+        ratings = self.histories.held(user_id) if self.histories is not None else None
+        if published is None or ratings is None:
+            return None
+        return self._kept((user_id, k, genre), ratings, published.version)
 
     def _retried(self, user_id: int, k: int, ratings: Ratings, excluded: set[int],
                  genre: str | None) -> Live:

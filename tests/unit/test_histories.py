@@ -113,3 +113,15 @@ def test_when_following_stops_the_held_users_are_forgotten():
     histories.stop_following()
     assert histories.get(1) == {10: 4.0}
     assert reads.count == 2
+
+
+def test_held_answers_only_from_memory_and_only_while_following():
+    reads = Reads({1: {10: 4.0}})
+    histories, _ = following(reads)
+    assert histories.held(1) is None, "not read yet: finding out needs Cassandra"
+    histories.get(1)
+    histories.apply([(1, 11, 5.0)])
+    assert histories.held(1) == {10: 4.0, 11: 5.0}
+    histories.stop_following()
+    assert histories.held(1) is None
+    assert reads.count == 1
