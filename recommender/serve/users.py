@@ -62,10 +62,10 @@ async def recommendations(
     folded in from the whole history) or ``popular`` (no history). Movies the user rated
     are never recommended.
     """
-    # A hot path too: a kept answer is given on the event loop (no worker thread, a third of
-    # the route's CPU at 200 requests/s); anything that reads a backend or scores runs in
-    # the thread pool. Encoded as the response model lays it out, without validating what
-    # the model produced.
+    # A hot path too: a kept answer is given on the event loop, since handing a request to a
+    # worker thread costs more CPU than the answer; anything that reads a backend or scores
+    # runs in the thread pool. Encoded as the response model lays it out, without validating
+    # what the model produced.
     live = None if exclude else recommender.kept_answer(user_id, k, genre)
     if live is None:
         live = await run_in_threadpool(recommender.for_user, user_id, k, exclude or (), genre)
