@@ -34,9 +34,22 @@ from pydantic_settings import (
 
 from recommender.contracts import IndexNames
 
+XDG_FALLBACKS = {"XDG_CACHE_HOME": ".cache", "XDG_DATA_HOME": ".local/share",
+                 "XDG_STATE_HOME": ".local/state"}
 
-def _xdg(var: str, fallback: str) -> Path:
-    return Path(os.environ.get(var) or Path.home() / fallback) / "recommender"
+
+def _xdg(var: str) -> Path:
+    return Path(os.environ.get(var) or Path.home() / XDG_FALLBACKS[var]) / "recommender"
+
+
+def _as_documented(path: Path) -> str:
+    """A default path as the reference config shows it to every reader: under ``~`` and the
+    XDG fallbacks, whatever ``XDG_*_HOME`` the process that writes the file has set."""
+    shown = str(path)
+    for var, fallback in XDG_FALLBACKS.items():
+        if os.environ.get(var):
+            shown = shown.replace(os.environ[var].rstrip("/"), f"~/{fallback}", 1)
+    return shown.replace(str(Path.home()), "~", 1)
 
 
 SECRET_FILE_SUFFIX = "_file"
@@ -167,7 +180,7 @@ class SparkSettings(BaseModel):
     driver_memory: str = "2g"
     executor_memory: str = "2g"
     sql_shuffle_partitions: int = Field(4, ge=1)
-    checkpoint_dir: Path = _xdg("XDG_STATE_HOME", ".local/state") / "checkpoints"
+    checkpoint_dir: Path = _xdg("XDG_STATE_HOME") / "checkpoints"
     max_offsets_per_trigger: int = Field(
         20000, ge=1, description="maxOffsetsPerTrigger of the predictor: a backlog of "
         "requests is answered in batches this size, so it bounds their latency.")
@@ -209,16 +222,16 @@ class StackSettings(BaseModel):
     secure: bool = Field(
         False, description="Run (and address) the secure stack: Kafka SASL/TLS, Cassandra "
         "and Elasticsearch authentication, in secure_state_dir on ports + secure_port_offset.")
-    state_dir: Path = _xdg("XDG_STATE_HOME", ".local/state") / "stack"
-    secure_state_dir: Path = _xdg("XDG_STATE_HOME", ".local/state") / "stack-secure"
+    state_dir: Path = _xdg("XDG_STATE_HOME") / "stack"
+    secure_state_dir: Path = _xdg("XDG_STATE_HOME") / "stack-secure"
     secure_port_offset: int = Field(
         10000, ge=0, description="Added to every port by the secure stack, so it never takes "
         "(or is mistaken for) the plain one.")
-    cluster_state_dir: Path = _xdg("XDG_STATE_HOME", ".local/state") / "stack-cluster"
+    cluster_state_dir: Path = _xdg("XDG_STATE_HOME") / "stack-cluster"
     cluster_port_offset: int = Field(
         1000, ge=0, description="Added to every port by the cluster (nodes > 1), so it runs "
         "beside the single-node stack.")
-    cache_dir: Path = _xdg("XDG_CACHE_HOME", ".cache")
+    cache_dir: Path = _xdg("XDG_CACHE_HOME")
     java_home: Path | None = None
     kafka_heap: str = "512m"
     cassandra_heap: str = "1G"
@@ -297,7 +310,7 @@ class ModelSettings(BaseModel):
     """Model registry on disk, the quality gate that guards promotion, and the
     hyper-parameters of the two models every version holds."""
 
-    models_dir: Path = _xdg("XDG_DATA_HOME", ".local/share") / "models"
+    models_dir: Path = _xdg("XDG_DATA_HOME") / "models"
     retention: int = Field(5, ge=1, description="Versions kept on disk besides CURRENT.")
     gate_tolerance: float = Field(0.02, ge=0, description="Allowed relative drop of either "
                                   "model (ranking NDCG@10, rating RMSE) before refusal.")
@@ -425,8 +438,7 @@ def _toml_line(field: str, value: object) -> str:
     if value is None:
         return f"# {field} ="
     if isinstance(value, Path):
-        shown = str(value).replace(str(Path.home()), "~", 1)
-        return f'# {field} = "{shown}"  (default; give an absolute path)'
+        return f'# {field} = "{_as_documented(value)}"  (default; give an absolute path)'
     if isinstance(value, bool):
         return f"{field} = {str(value).lower()}"
     if isinstance(value, dict):
