@@ -11,8 +11,8 @@ The batch layer (``recommender.train``) writes versions through the registry; th
 the API, the simulation and the statistics only read them, and never import ``train``::
 
     from recommender.model import ModelRegistry, fold_in, recommend
-    art = ModelRegistry(models_dir).load()          # CURRENT
-    recommend(art, fold_in(art, {1: 5.0, 50: 4.0}), k=10, exclude={1, 50})
+    artifacts = ModelRegistry(models_dir).load()          # CURRENT
+    recommend(artifacts, fold_in(artifacts, {1: 5.0, 50: 4.0}), k=10, exclude={1, 50})
 """
 
 from recommender.model.artifacts import ModelArtifacts

@@ -19,9 +19,9 @@ top-k over ~10k movies takes well under a millisecond.
 
 Example::
 
-    art = ModelArtifacts.load(models_dir / "20240101T000000Z")
-    vec = fold_in(art, {1: 5.0, 260: 4.5, 1196: 5.0})
-    recommend(art, vec, k=10, exclude={1, 260, 1196})    # [(movie_id, score), ...]
+    artifacts = ModelArtifacts.load(models_dir / "20240101T000000Z")
+    vector = fold_in(artifacts, {1: 5.0, 260: 4.5, 1196: 5.0})
+    recommend(artifacts, vector, k=10, exclude={1, 260, 1196})    # [(movie_id, score), ...]
 """
 
 from __future__ import annotations
