@@ -56,3 +56,11 @@ def test_one_consumer_group_for_predictor_and_shipper_is_refused(monkeypatch):
     monkeypatch.setenv("RECOMMENDER_KAFKA__SHIPPER_GROUP", "recommender-predictor")
     with pytest.raises(ValidationError, match="must differ"):
         Settings()
+
+
+def test_reference_config_shows_default_paths_as_every_reader_has_them(monkeypatch, tmp_path):
+    from recommender.settings import _as_documented
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    shown = _as_documented(tmp_path / "state" / "recommender" / "stack")
+    assert shown == "~/.local/state/recommender/stack"
