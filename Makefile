@@ -53,8 +53,9 @@ bench: bootstrap  ## benchmarks -> bench/results/*.json and BENCHMARKS.md
 faults: bootstrap  ## every fault under load + 10,000 fuzzed messages per topic -> bench/results/faults.json, fuzz.json
 	$(BIN)/pytest -m long tests/faults tests/fuzz $(PYTEST_ARGS)
 
-cluster: bootstrap  ## every node loss under load on the local cluster (stack up --nodes 3) -> bench/results/cluster.json
+cluster: bootstrap  ## node loss under load on the local cluster (stack up --nodes 3) -> cluster.json; cluster vs single-node benchmarks (CLUSTER_ARGS=--quick: short) -> cluster_compare.json
 	$(BIN)/pytest -m long tests/cluster $(PYTEST_ARGS)
+	$(BIN)/python -m bench.cluster_compare $(CLUSTER_ARGS)
 
 soak: bootstrap  ## 30 min at 1,000 requests/s + replay (SOAK_MINUTES=3: short) -> bench/results/soak.json
 	$(BIN)/python -m bench.soak

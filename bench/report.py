@@ -14,8 +14,9 @@ from typing import Any
 
 ORDER = ("replay", "ingest", "train", "predict", "serve", "freshness", "demo")
 ON_REQUEST = ("scale", "tune")  # run by run_all only when named (--only tune, make tune)
-SEPARATE = (*ON_REQUEST, "soak", "faults", "cluster")  # reported here too; their own runners
-# (make soak, make faults, make cluster; make test writes faults.quick.json, cluster.quick.json)
+SEPARATE = (*ON_REQUEST, "soak", "faults", "cluster", "cluster_compare")  # reported here
+# too; their own runners (make soak, make faults, make cluster: the node-loss suite and
+# bench.cluster_compare; make test writes faults.quick.json, cluster.quick.json)
 CODE = ("recommender", "data_loading", "stack")  # the product code a figure describes
 REPO = Path(__file__).resolve().parents[1]
 MET = {True: "yes", False: "**no**", None: "not measured"}

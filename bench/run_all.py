@@ -57,11 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from recommender.stack import manager
 
     args = parse(argv)
-    logging.basicConfig(level=logging.WARNING, format="[%(asctime)s] %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
-    logging.getLogger("recommender").setLevel(logging.INFO)  # the jobs' own batch logs
-    logging.getLogger("kafka").setLevel(logging.ERROR)  # event-loop timing chatter
-    logging.getLogger("elastic_transport").setLevel(logging.ERROR)
+    configure_logging()
     settings = base_settings()
     log("stack up (idempotent: running services are reused)")
     manager.up(settings.stack, on_event=log)
@@ -93,6 +89,16 @@ def main(argv: list[str] | None = None) -> int:
         report.write_readme(RESULTS_DIR, REPO / "README.md")
         log(f"wrote {out.relative_to(REPO)}")
     return 1 if failures else 0
+
+
+def configure_logging() -> None:
+    """The jobs' own batch logs at INFO, the clients' chatter only when it is an error: a
+    benchmark's console is read to follow its steps."""
+    logging.basicConfig(level=logging.WARNING, format="[%(asctime)s] %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    logging.getLogger("recommender").setLevel(logging.INFO)  # the jobs' own batch logs
+    logging.getLogger("kafka").setLevel(logging.ERROR)  # event-loop timing chatter
+    logging.getLogger("elastic_transport").setLevel(logging.ERROR)
 
 
 def describe(doc: str | None) -> str:
