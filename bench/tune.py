@@ -65,16 +65,30 @@ SPACES = {  # per model: quick run, full run
                                       alpha=(1.0,), rating_weight=(0.0, 0.1))},
     "rating": {False: als.SearchSpace(rank=(32, 64), reg_param=(0.1, 0.15, 0.2),
                                       max_iter=(15,), item_bias_reg=(3.0, 5.0, 10.0),
-                                      user_bias_reg=(1.0, 2.0, 5.0)),
+                                      user_bias_reg=(1.0, 2.0, 5.0),
+                                      new_movie_max_ratings=(1, 2, 3)),
                True: als.SearchSpace(rank=(16, 32), reg_param=(0.1,), max_iter=(10,),
-                                     item_bias_reg=(10.0,), user_bias_reg=(5.0,))},
+                                     item_bias_reg=(10.0,), user_bias_reg=(5.0,),
+                                     new_movie_max_ratings=(1, 2))},
 }
-# The rating model is searched first, in two stages: rank x reg_param at the base bias
-# regularisation on every dataset, then the bias axes on every dataset at the (rank,
-# reg_param) chosen from the first stage (the two barely interact): a grid within budget.
+# The rating model is searched first, in three stages: rank x reg_param at the base bias
+# settings on every dataset, then the bias regularisations at the (rank, reg_param) chosen
+# from the first stage (the two barely interact), then which movies tell what to expect of
+# a new one (``new_movie_max_ratings``) at the choice so far: a grid within budget.
 # Then the ranking model, its lists ordered with each dataset's chosen rating model
 # (``rating_weight``, ``train.als.ordering``), as serving orders them.
 BIAS_AXES = ("item_bias_reg", "user_bias_reg")
+NEW_MOVIE_AXIS = "new_movie_max_ratings"
+# what each stage holds at the choice of the stages before it
+STAGE_FIXED = ((), ("rank", "reg_param"), ("rank", "reg_param", *BIAS_AXES))
+
+
+def rating_stages(space: als.SearchSpace) -> list[tuple[str, als.SearchSpace]]:
+    """The rating search's three stages; each searches its axes, the others at the base."""
+    unset = {axis: (None,) for axis in (*BIAS_AXES, NEW_MOVIE_AXIS)}
+    return [("rank x reg_param", replace(space, **unset)),
+            ("bias regularisation", replace(space, **{NEW_MOVIE_AXIS: (None,)})),
+            ("new-movie bias", replace(space, **{a: (None,) for a in BIAS_AXES}))]
 
 
 @dataclass
@@ -144,22 +158,18 @@ def select(splits: list[Validation], settings: Settings, spaces: dict[str, als.S
     opts = pipeline.TrainOptions()
     base = pipeline.base_params(settings, opts)
     results: dict[str, dict[str, list[dict[str, Any]]]] = {s.name: {} for s in splits}
-    rating = spaces["rating"]
-    grid_only = replace(rating, item_bias_reg=(None,), user_bias_reg=(None,))
-    for split in splits:
-        log(f"tune: rating on {split.name} ({split.rows:,} ratings)")
-        results[split.name]["rating"] = pipeline.search("rating", split.sub, split.valid,
-                                                        base["rating"], grid_only, settings,
-                                                        opts, log)
-    grid = choose("rating", {n: r["rating"] for n, r in results.items()})["params"]
-    around = replace(rating, rank=(grid["rank"],), reg_param=(grid["reg_param"],))
-    for split in splits:
-        log(f"tune: rating biases on {split.name} at rank {grid['rank']}, "
-            f"reg_param {grid['reg_param']}")
-        done = {_key(t) for t in results[split.name]["rating"]}
-        results[split.name]["rating"] += [
-            t for t in pipeline.search("rating", split.sub, split.valid, base["rating"], around,
-                                       settings, opts, log) if _key(t) not in done]
+    for stage, (label, space) in enumerate(rating_stages(spaces["rating"])):
+        at = choose("rating", {n: r["rating"] for n, r in results.items()})["params"] \
+            if stage else {}
+        for split in splits:
+            log(f"tune: rating {label} on {split.name} ({split.rows:,} ratings)")
+            done = {_key(t) for t in results[split.name].get("rating", [])}
+            found = pipeline.search("rating", split.sub, split.valid, base["rating"],
+                                    replace(space, **{k: (v,) for k, v in at.items()
+                                                      if k in STAGE_FIXED[stage]}),
+                                    settings, opts, log)
+            results[split.name].setdefault("rating", []).extend(
+                t for t in found if _key(t) not in done)
     chosen = {"rating": choose("rating", {n: r["rating"] for n, r in results.items()})}
     rating_params = replace(base["rating"], **chosen["rating"]["params"])
     for split in splits:
@@ -184,7 +194,7 @@ def synthetic_frame(settings: Settings, spec: Synthetic) -> pd.DataFrame:
 
 
 TRIAL_KEYS = {"ranking": ("rank", "reg_param", "max_iter", "alpha", "rating_weight"),
-              "rating": ("rank", "reg_param", "max_iter", *BIAS_AXES)}
+              "rating": ("rank", "reg_param", "max_iter", *BIAS_AXES, NEW_MOVIE_AXIS)}
 METRIC = {"ranking": "ndcg_at_10", "rating": "rmse"}
 TIE_TOLERANCE = 0.002  # a 0.2% better worst case is not worth a larger rank
 

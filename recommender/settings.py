@@ -303,7 +303,10 @@ class RatingSettings(BaseModel):
     item_bias_reg: float = Field(5.0, ge=0, description="Pseudo-ratings shrinking a "
                                  "movie's bias toward 0.")
     user_bias_reg: float = Field(2.0, ge=0, description="Pseudo-ratings shrinking a user's "
-                                 "bias toward 0.")
+                                 "bias (and offset on new movies) toward 0.")
+    new_movie_max_ratings: int = Field(2, ge=1, description="Movies rated at most this often "
+                                       "in training tell what to expect of a movie the model "
+                                       "never saw.")
 
 
 class ModelSettings(BaseModel):

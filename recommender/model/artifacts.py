@@ -22,14 +22,17 @@ Layout of ``<models_dir>/<version>/`` (format 2)::
                                                   (optional: the speed layer's reference)
     ranking_item_factors.npy    float32 [n_items, rank]
     ranking_user_factors.npy    float32 [n_users, rank]
-    rating_item_factors.npy     float32 [n_items, rank + 2]   [y_i, 1, b_i]
-    rating_user_factors.npy     float32 [n_users, rank + 2]   [x_u, mu + b_u, 1]
+    rating_item_factors.npy     float32 [n_items, rank + 3]   [y_i, 1, b_i, 0]
+    rating_user_factors.npy     float32 [n_users, rank + 3]   [x_u, mu + b_u, 1, c_u]
     ranking_als/, rating_als/   pyspark.ml.recommendation.ALSModel
 
-The rating model keeps its biases as two extra columns, so ``item_factors @ user_vector`` is
-``mu + b_u + b_i + x_u . y_i``, the predicted rating, and the fallbacks serving needs are rows
-too: a user with no signal is ``[0, mu, 1]`` (``mu + b_i``), a movie the model never saw is
-``[0, 1, b_new]`` (``mu + b_u + b_new``, ``b_new`` from the params). Top-k lists are ordered by
+The rating model keeps its biases as three extra columns, so ``item_factors @ user_vector``
+is ``mu + b_u + b_i + x_u . y_i``, the predicted rating, and the fallbacks serving needs are
+rows too: a user with no signal is ``[0, mu, 1, 0]`` (``mu + b_i``), a movie the model never
+saw is ``[0, 1, b_new, 1]`` (``mu + b_u + b_new + c_u``: ``b_new`` from the params, ``c_u``
+the user's own offset on rarely rated movies). Versions trained before ``c_u`` was kept
+have two extra columns (``[.., mu + b_u, 1]`` against ``[.., 1, b_i]``) and load as they
+are (``extra_columns`` in the rating params says which). Top-k lists are ordered by
 ``ordering_items`` (the ranking factors with the rating model's mixed in, ``rating_weight``).
 Format 1 (one model per version) is refused with what to do.
 """
@@ -52,7 +55,8 @@ FORMAT_VERSION = 2
 METADATA_FILE = "metadata.json"
 KINDS = ("ranking", "rating")
 Kind = Literal["ranking", "rating"]
-RATING_EXTRA_COLUMNS = 2  # [.., mu + b_u, 1] against [.., 1, b_i]
+RATING_EXTRA_COLUMNS = 3  # [.., mu + b_u, 1, c_u] against [.., 1, b_i, 0]
+EARLIER_RATING_EXTRA_COLUMNS = 2  # versions trained before c_u: [.., mu + b_u, 1]
 ID_FILES = ("item_ids", "item_counts", "user_ids")
 ARRAY_FILES = (*ID_FILES, *(f"{kind}_{side}_factors" for kind in KINDS
                             for side in ("item", "user")))
@@ -92,7 +96,10 @@ class FactorModel:
 
     @property
     def extra_columns(self) -> int:
-        return RATING_EXTRA_COLUMNS if self.kind == "rating" else 0
+        """The bias columns after the latent ones (none in the ranking model)."""
+        if self.kind != "rating":
+            return 0
+        return int(self.params.get("extra_columns", EARLIER_RATING_EXTRA_COLUMNS))
 
     @property
     def rank(self) -> int:
@@ -117,18 +124,30 @@ class FactorModel:
         """The vector of a user with no signal: the rating model answers ``mu + b_i``."""
         vec = np.zeros(self.item_factors.shape[1], np.float32)
         if self.kind == "rating":
-            vec[-2:] = (self.global_mean, 1.0)
+            vec[self.rank:self.rank + 2] = (self.global_mean, 1.0)
         return vec
 
     @cached_property
     def fallback_item(self) -> np.ndarray:
         """The row of a movie the model never saw: the rating model answers
-        ``mu + b_u + b_new``, ``b_new`` the bias of a movie rated once in training
-        (``train.als``; 0 in versions trained before it was kept)."""
+        ``mu + b_u + b_new + c_u``: ``b_new`` the bias of a rarely rated movie, ``c_u`` the
+        user's offset on them (``train.als``; versions trained before them lack ``c_u``, or
+        both)."""
         row = np.zeros(self.item_factors.shape[1], np.float32)
         if self.kind == "rating":
-            row[-2:] = (1.0, float(self.params.get("new_movie_bias", 0.0)))
+            row[self.rank:self.rank + 2] = (1.0, float(self.params.get("new_movie_bias", 0.0)))
+            row[self.rank + 2:] = 1.0  # c_u's column, where the version has it
         return row
+
+    @property
+    def item_bias_column(self) -> int:
+        """Where the rating model's item rows keep ``b_i``."""
+        return self.rank + 1
+
+    @property
+    def has_new_movie_offsets(self) -> bool:
+        """Whether user vectors carry ``c_u``, the offset on movies the model never saw."""
+        return self.extra_columns > EARLIER_RATING_EXTRA_COLUMNS
 
     @cached_property
     def gramian(self) -> np.ndarray:
@@ -181,8 +200,9 @@ class ModelArtifacts:
         serves with ``--allow-no-model`` before the first model is trained."""
         def empty(kind: Kind) -> FactorModel:
             width = 1 + (RATING_EXTRA_COLUMNS if kind == "rating" else 0)
+            params = {"extra_columns": RATING_EXTRA_COLUMNS} if kind == "rating" else {}
             return FactorModel(kind, np.zeros((len(item_ids), width), np.float32),
-                               np.zeros((0, width), np.float32), {})
+                               np.zeros((0, width), np.float32), params)
         return cls("popular", item_ids, np.zeros(0, np.int64), item_counts,
                    empty("ranking"), empty("rating"))
 

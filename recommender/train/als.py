@@ -27,11 +27,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 
-from recommender.model.artifacts import mixed_items, mixed_users
+from recommender.model.artifacts import RATING_EXTRA_COLUMNS, mixed_items, mixed_users
 from recommender.settings import ModelSettings, RankingSettings, RatingSettings
 from recommender.train.evaluate import Factors
 
 if TYPE_CHECKING:
+    import pandas as pd
     from pyspark.ml.recommendation import ALS, ALSModel
     from pyspark.sql import DataFrame, SparkSession
 
@@ -80,6 +81,7 @@ class RatingParams(_FromSettings):
     max_iter: int = _RATING.max_iter
     item_bias_reg: float = _RATING.item_bias_reg
     user_bias_reg: float = _RATING.user_bias_reg
+    new_movie_max_ratings: int = _RATING.new_movie_max_ratings
     seed: int = 42
 
 
@@ -94,9 +96,9 @@ def _with(params: Any, overrides: dict[str, Any]) -> Any:
 @dataclass(frozen=True)
 class SearchSpace:
     """Values ``train --tune`` tries. ``alpha`` and ``rating_weight`` apply to the ranking
-    model only, the bias regularisations to the rating model only; ``None`` keeps the base
-    value. ``rating_weight`` is the last axis, so candidates that differ only in it follow
-    each other and share one fit (``pipeline.search``)."""
+    model only, the bias axes to the rating model only; ``None`` keeps the base value.
+    ``rating_weight`` is the last axis, so candidates that differ only in it follow each
+    other and share one fit (``pipeline.search``)."""
 
     rank: Sequence[int] = (16, 32)
     reg_param: Sequence[float] = (0.05, 0.1, 0.2)
@@ -104,12 +106,14 @@ class SearchSpace:
     alpha: Sequence[float] = (0.5, 1.0, 2.0)
     item_bias_reg: Sequence[float | None] = (None,)
     user_bias_reg: Sequence[float | None] = (None,)
+    new_movie_max_ratings: Sequence[int | None] = (None,)
     rating_weight: Sequence[float | None] = (0.0, 0.05, 0.1, 0.2)
 
     def candidates(self, base: Params) -> list[Params]:
         ranking = isinstance(base, RankingParams)
         extra = ({"alpha": self.alpha, "rating_weight": self.rating_weight} if ranking else
-                 {"item_bias_reg": self.item_bias_reg, "user_bias_reg": self.user_bias_reg})
+                 {"item_bias_reg": self.item_bias_reg, "user_bias_reg": self.user_bias_reg,
+                 "new_movie_max_ratings": self.new_movie_max_ratings})
         axes = {"rank": self.rank, "reg_param": self.reg_param, "max_iter": self.max_iter,
                 **extra}
         return [_with(base, dict(zip(axes, values, strict=True)))
@@ -199,37 +203,58 @@ def _fit_rating(train: DataFrame, params: RatingParams) -> Fitted:
     residuals = with_both.select(
         "user_id", "movie_id",
         (F.col("rating") - F.lit(mean) - F.col("b_u") - F.col("b_i")).alias("rating"))
-    new_movie = _new_movie_bias(with_both, mean)
+    new_movie, offsets = _new_movie_biases(with_both, mean, params)
     model = build(params).fit(residuals)
     (user_ids, x), (item_ids, y) = _frames(model)
-    b_u = user_bias.toPandas().set_index("user_id")["b_u"].reindex(user_ids).fillna(0.0)
-    b_i = item_bias.toPandas().set_index("movie_id")["b_i"].reindex(item_ids).fillna(0.0)
-    ones_u, ones_i = np.ones((len(x), 1), np.float32), np.ones((len(y), 1), np.float32)
-    users = np.hstack([x, (mean + b_u.to_numpy(np.float32))[:, None], ones_u])
-    items = np.hstack([y, ones_i, b_i.to_numpy(np.float32)[:, None]])
+    b_u = _aligned(_by_id(user_bias, "user_id", "b_u"), user_ids)
+    b_i = _aligned(_by_id(item_bias, "movie_id", "b_i"), item_ids)
+    c_u = _aligned(offsets, user_ids)
+    ones_u, ones_i = np.ones(len(x), np.float32), np.ones(len(y), np.float32)
+    users = np.column_stack([x, mean + b_u, ones_u, c_u]).astype(np.float32)
+    items = np.column_stack([y, ones_i, b_i, np.zeros(len(y), np.float32)]).astype(np.float32)
     fallback_user = np.zeros(users.shape[1], np.float32)
-    fallback_user[-2:] = (mean, 1.0)
+    fallback_user[-3:] = (mean, 1.0, 0.0)
     fallback_item = np.zeros(items.shape[1], np.float32)
-    fallback_item[-2:] = (1.0, new_movie)
-    factors = Factors(user_ids=user_ids, user_factors=users.astype(np.float32),
-                      item_ids=item_ids, item_factors=items.astype(np.float32), implicit=False,
+    fallback_item[-3:] = (1.0, new_movie, 1.0)
+    factors = Factors(user_ids=user_ids, user_factors=users, item_ids=item_ids,
+                      item_factors=items, implicit=False,
                       fallback_user=fallback_user, fallback_item=fallback_item)
     return Fitted(model, params, factors,
-                  {**params.to_dict(), "global_mean": mean, "new_movie_bias": new_movie})
+                  {**params.to_dict(), "global_mean": mean, "new_movie_bias": new_movie,
+                   "extra_columns": RATING_EXTRA_COLUMNS})
 
 
-def _new_movie_bias(rated: DataFrame, mean: float) -> float:
-    """The bias to expect of a movie the model never saw: the mean residual from
-    ``mu + b_u`` of the ratings of movies rated once in training, the movies most like one
-    that has no rating yet. Unseen movies are obscure ones, and obscure movies are rated
-    below the global mean, so ``mu + b_u`` alone overrates them."""
+def _aligned(values: pd.Series, ids: np.ndarray) -> np.ndarray:
+    """Per-id values in ``ids`` order, 0 where an id has none."""
+    return values.reindex(ids).fillna(0.0).to_numpy(np.float32)
+
+
+def _by_id(frame: DataFrame, key: str, column: str) -> pd.Series:
+    return frame.toPandas().set_index(key)[column]
+
+
+def _new_movie_biases(rated: DataFrame, mean: float, params: RatingParams,
+                      ) -> tuple[float, pd.Series]:
+    """What to expect of a movie the model never saw, from the ratings of movies rated at
+    most ``new_movie_max_ratings`` times in training (the movies most like one with no
+    rating yet): ``b_new``, their mean residual from ``mu + b_u``, and per user ``c_u``, the
+    user's mean residual on them beyond ``b_new``, shrunk by ``user_bias_reg`` pseudo-ratings.
+    Unseen movies are obscure ones, obscure movies are rated below the global mean, and
+    how far below is a habit of each user, so ``mu + b_u`` alone misjudges them."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    once = rated.withColumn("n", F.count("*").over(Window.partitionBy("movie_id"))) \
-        .where(F.col("n") == 1)
-    value = once.agg(F.avg(F.col("rating") - F.lit(mean) - F.col("b_u"))).first()[0]
-    return float(value or 0.0)
+    rare = rated.withColumn("n", F.count("*").over(Window.partitionBy("movie_id"))) \
+        .where(F.col("n") <= params.new_movie_max_ratings)
+    per_user = rare.groupBy("user_id").agg(
+        F.sum(F.col("rating") - F.lit(mean) - F.col("b_u")).alias("residual"),
+        F.count("*").alias("n")).toPandas().set_index("user_id")
+    if per_user.empty:
+        return 0.0, per_user["residual"]
+    b_new = float(per_user["residual"].sum() / per_user["n"].sum())
+    offsets = (per_user["residual"] - b_new * per_user["n"]) / (per_user["n"]
+                                                              + params.user_bias_reg)
+    return b_new, offsets
 
 
 def _frames(model: ALSModel) -> tuple[tuple[np.ndarray, np.ndarray],

@@ -152,6 +152,46 @@ def test_a_movie_the_model_never_saw_gets_the_new_movie_bias() -> None:
     assert predict_pair(artifacts, trained_vectors(artifacts, 1), 999) == pytest.approx(3.0 - 0.4)
 
 
+def _with_new_movie_offsets(b_new: float) -> ModelArtifacts:
+    """Movies 100-104 (rated 10, 3, 2, 1, 1 times), the rating layout with ``c_u``: user rows
+    ``[x, mu + b_u, 1, c_u]`` against item rows ``[y, 1, b_i, 0]``."""
+    latent = RNG.normal(scale=0.3, size=(5, 2))
+    items = np.hstack([latent, np.ones((5, 1)), RNG.normal(scale=0.3, size=(5, 1)),
+                       np.zeros((5, 1))])
+    users = np.array([[0.1, -0.2, 3.6, 1.0, 0.7]])
+    return make_artifacts(np.arange(100, 105), [1], latent, RNG.normal(size=(1, 2)),
+                          rating_items=items, rating_users=users,
+                          item_counts=[10, 3, 2, 1, 1],
+                          rating_params={"rank": 2, "extra_columns": 3, "new_movie_bias": b_new,
+                                         "new_movie_max_ratings": 2, "user_bias_reg": 2.0})
+
+
+def test_a_movie_the_model_never_saw_adds_the_users_own_offset_on_new_movies() -> None:
+    artifacts = _with_new_movie_offsets(-0.4)
+    assert artifacts.rating.rank == 2 and artifacts.rating.has_new_movie_offsets
+    vectors = trained_vectors(artifacts, 1)
+    assert predict_pair(artifacts, vectors, 999) == pytest.approx(3.6 - 0.4 + 0.7)
+    # the offset does not touch known movies: mu + b_u + b_i + x . y
+    row = artifacts.rating.item_factors[0]
+    assert predict_pair(artifacts, vectors, 100) == pytest.approx(
+        3.6 + row[3] + row[:2] @ np.array([0.1, -0.2]), abs=1e-5)
+    # a user with no signal gets mu + b_i, and mu + b_new for a new movie
+    assert predicted_ratings(artifacts, None, [100, 999]) == pytest.approx(
+        [3.5 + row[3], 3.5 - 0.4], abs=1e-5)
+
+
+def test_fold_in_computes_the_offset_on_new_movies_as_training_does() -> None:
+    artifacts = _with_new_movie_offsets(-0.4)
+    ratings = {100: 4.0, 101: 4.0, 102: 5.0, 103: 2.0, 999: 1.0}  # 102, 103 rare, 999 unseen
+    vec = fold_in(artifacts, ratings).rating
+    assert vec.shape == (5,) and vec.dtype == np.float32
+    mu_b = float(vec[2])  # mu + b_u, computed from the known movies
+    rare = np.array([5.0, 2.0, 1.0])
+    assert vec[4] == pytest.approx((rare - mu_b + 0.4).sum() / (2.0 + 3), abs=1e-5)
+    # no rare or unseen movie among the ratings: no offset
+    assert fold_in(artifacts, {100: 4.0, 101: 3.0}).rating[4] == 0.0
+
+
 def test_a_known_user_with_ratings_the_models_were_not_fitted_on_is_folded_in() -> None:
     artifacts = random_artifacts()
     fitted = {100: 5.0, 101: 4.0}
