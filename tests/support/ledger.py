@@ -120,6 +120,7 @@ class Run:
     """What happened, for the results file; ``failure`` names a fault not recovered from."""
 
     faults: list[dict[str, Any]] = field(default_factory=list)
+    windows: list[tuple[int, int]] = field(default_factory=list)  # per fault, epoch ms
     warmup_s: float = 0.0
     drain_s: float | None = None
     failure: str | None = None
@@ -138,7 +139,7 @@ def inject_all(pipeline: Pipeline, faults: dict[str, Fault]) -> Run:
         "the first ratings and predictions to flow", RECOVERY_TIMEOUT_S, poll_s=2), 1)
     pipeline.jobs.watch()
     for name, inject in faults.items():
-        started = time.monotonic()
+        started, started_ms = time.monotonic(), int(time.time() * 1000)
         measured = inject(pipeline) or {}
         lifted = time.monotonic()
         record = {"fault": name, "at_s": round(started - pipeline.jobs.started, 1),
@@ -150,6 +151,7 @@ def inject_all(pipeline: Pipeline, faults: dict[str, Fault]) -> Run:
             run.failure = str(exc)
             break
         run.faults.append({**record, "caught_up_after_s": round(recovered, 1), "survived": True})
+        run.windows.append((started_ms - int(LEAD_S * 1000), int(time.time() * 1000)))
     pipeline.ratings.stop()
     pipeline.requests.stop()
     if run.failure is None:
@@ -186,10 +188,42 @@ def copies(ids: list[str]) -> tuple[set[str], int]:
     return distinct, len(ids) - len(distinct)
 
 
+def extras(ids: list[str]) -> Counter[str]:
+    """Per id, the items beyond its first."""
+    return Counter({i: n - 1 for i, n in Counter(ids).items() if n > 1})
+
+
+@dataclass
+class Trail:
+    """The items behind a ledger's counts (lost ids, extra copies per id) and when each was
+    first sent (its topic timestamp), so the counts can be told per fault: an item belongs
+    to the fault whose window (``Run.windows``) its sending falls in."""
+
+    sent_ms: dict[str, int] = field(default_factory=dict)
+    lost: set[str] = field(default_factory=set)
+    duplicates: Counter[str] = field(default_factory=Counter)
+    redeliveries: Counter[str] = field(default_factory=Counter)
+
+    def within(self, start_ms: int, end_ms: int) -> dict[str, int]:
+        """Lost items, duplicates a reader sees and re-deliveries of items sent inside
+        ``[start_ms, end_ms]``."""
+        def inside(item: str) -> bool:
+            return start_ms <= self.sent_ms.get(item, -1) <= end_ms
+
+        return {"lost": sum(map(inside, self.lost)),
+                "duplicates_visible": sum(n for i, n in self.duplicates.items() if inside(i)),
+                "redeliveries": sum(n for i, n in self.redeliveries.items() if inside(i))}
+
+    @property
+    def lost_unsent(self) -> int:
+        """Lost items no topic holds, whose sending time is therefore unknown."""
+        return len(self.lost - self.sent_ms.keys())
+
+
 def es_copies(settings: Settings, index: str, query: dict[str, Any],
-              field_name: str) -> tuple[list[str], int]:
-    """The ``field_name`` of every matching document (a value twice: two documents a reader
-    sees), and the indexings beyond the first that Elasticsearch collapsed by id."""
+              field_name: str) -> list[tuple[str, int]]:
+    """The ``field_name`` and ``_version`` of every matching document (a value twice: two
+    documents a reader sees; a version above 1: indexings Elasticsearch collapsed by id)."""
     from elasticsearch import helpers
 
     es = elasticsearch_client(settings.elasticsearch, request_timeout=300)
@@ -200,69 +234,92 @@ def es_copies(settings: Settings, index: str, query: dict[str, Any],
                                  allow_no_indices=True))
     finally:
         es.close()
-    return [h["_source"][field_name] for h in hits], sum(h["_version"] - 1 for h in hits)
+    return [(h["_source"][field_name], h["_version"]) for h in hits]
 
 
-def topic_ids(settings: Settings, topic: str, field_name: str) -> list[str]:
-    return [orjson.loads(r.value)[field_name] for r in read_all(settings, topic)]
+def topic_ids(settings: Settings, topic: str, field_name: str) -> list[tuple[str, int]]:
+    """The ``field_name`` and timestamp (ms) of every record of ``topic``."""
+    return [(orjson.loads(r.value)[field_name], r.timestamp) for r in read_all(settings, topic)]
 
 
-def ratings_ledger(pipeline: Pipeline, bound: int) -> dict[str, Any]:
+def first_sent(*records: list[tuple[str, int]]) -> dict[str, int]:
+    sent: dict[str, int] = {}
+    for item, at_ms in (r for batch in records for r in batch):
+        sent[item] = min(at_ms, sent.get(item, at_ms))
+    return sent
+
+
+def ratings_ledger(pipeline: Pipeline, bound: int) -> tuple[dict[str, Any], Trail]:
     settings = pipeline.settings
     ledger = set(pipeline.ratings.ledger())
-    in_topic, topic_extra = copies(topic_ids(settings, settings.kafka.ratings_topic, "event_id"))
+    topic = topic_ids(settings, settings.kafka.ratings_topic, "event_id")
     rows = [r.event_id for r in pipeline.session.execute("SELECT event_id FROM ratings",
                                                          timeout=120)]
-    in_cassandra, cassandra_extra = copies(rows)
-    docs, reindexed = es_copies(settings, f"{pipeline.names.ratings_prefix}*",
-                                {"term": {"source": pipeline.source}}, "event_id")
-    in_es, es_extra = copies(docs)
+    docs = es_copies(settings, f"{pipeline.names.ratings_prefix}*",
+                     {"term": {"source": pipeline.source}}, "event_id")
+    in_topic, in_cassandra, in_es = {i for i, _ in topic}, set(rows), {i for i, _ in docs}
+    trail = Trail(first_sent(topic), (ledger - in_topic) | (ledger - in_cassandra)
+                  | (ledger - in_es), extras(rows) + extras([i for i, _ in docs]),
+                  extras([i for i, _ in topic]) + Counter({i: v - 1 for i, v in docs if v > 1}))
     return {
         "acknowledged": len(ledger), "redelivery_bound": bound,
-        "topic": {"lost": len(ledger - in_topic), "redeliveries": topic_extra},
+        "topic": {"lost": len(ledger - in_topic), "redeliveries": len(topic) - len(in_topic)},
         "cassandra": {"rows": len(rows), "lost": len(ledger - in_cassandra),
                       "not_acknowledged": len(in_cassandra - ledger),
-                      "duplicates_visible": cassandra_extra},
+                      "duplicates_visible": len(rows) - len(in_cassandra)},
         "elasticsearch": {"documents": len(docs), "lost": len(ledger - in_es),
                           "not_acknowledged": len(in_es - ledger),
-                          "duplicates_visible": es_extra, "redeliveries": reindexed},
-    }
+                          "duplicates_visible": len(docs) - len(in_es),
+                          "redeliveries": sum(v - 1 for _, v in docs)},
+    }, trail
 
 
-def requests_ledger(pipeline: Pipeline, bound: int) -> dict[str, Any]:
+def requests_ledger(pipeline: Pipeline, bound: int) -> tuple[dict[str, Any], Trail]:
     settings, kafka = pipeline.settings, pipeline.settings.kafka
     acked = pipeline.requests.acked
-    in_topic, topic_extra = copies(topic_ids(settings, kafka.requests_topic, "request_id"))
-    answered, answer_extra = copies(topic_ids(settings, kafka.predictions_topic, "request_id"))
-    docs, reindexed = es_copies(settings, pipeline.names.predictions_alias,
-                                {"prefix": {"request_id": f"{pipeline.prefix}-"}}, "request_id")
-    in_es, es_extra = copies(docs)
+    topic = topic_ids(settings, kafka.requests_topic, "request_id")
+    answers = topic_ids(settings, kafka.predictions_topic, "request_id")
+    docs = es_copies(settings, pipeline.names.predictions_alias,
+                     {"prefix": {"request_id": f"{pipeline.prefix}-"}}, "request_id")
+    in_topic, answered, in_es = ({i for i, _ in found} for found in (topic, answers, docs))
+    api, api_lost, api_twice = api_answers(settings, sorted(acked)[:API_SAMPLE])
+    trail = Trail(first_sent(topic), (acked - in_topic) | (acked - answered) | (acked - in_es)
+                  | api_lost, extras([i for i, _ in docs]) + api_twice,
+                  extras([i for i, _ in topic]) + extras([i for i, _ in answers])
+                  + Counter({i: v - 1 for i, v in docs if v > 1}))
     return {
         "sent": pipeline.requests.sent, "acknowledged": len(acked),
         "send_failures": len(pipeline.requests.failed), "redelivery_bound": bound,
-        "requests_topic": {"lost": len(acked - in_topic), "redeliveries": topic_extra},
+        "requests_topic": {"lost": len(acked - in_topic),
+                           "redeliveries": len(topic) - len(in_topic)},
         "predictions_topic": {"unanswered": len(acked - answered),
-                              "answered_more_than_once": answer_extra},
+                              "answered_more_than_once": len(answers) - len(answered)},
         "elasticsearch": {"documents": len(docs), "lost": len(acked - in_es),
                           "not_acknowledged": len(in_es - acked),
-                          "duplicates_visible": es_extra, "redeliveries": reindexed},
-        "api": api_answers(settings, sorted(acked)[:API_SAMPLE]),
-    }
+                          "duplicates_visible": len(docs) - len(in_es),
+                          "redeliveries": sum(v - 1 for _, v in docs)},
+        "api": api,
+    }, trail
 
 
-def api_answers(settings: Settings, request_ids: list[str]) -> dict[str, int]:
-    """What a website polling ``GET /prediction-requests/{id}`` sees: one answer per pair."""
+def api_answers(settings: Settings, request_ids: list[str],
+                ) -> tuple[dict[str, int], set[str], Counter[str]]:
+    """What a website polling ``GET /prediction-requests/{id}`` sees: one answer per pair.
+    The counts, the requests without an answer, and the answers beyond one per request."""
     from fastapi.testclient import TestClient
 
     from recommender.serve.main import create_app
 
-    answers = Counter()
+    answers: dict[str, int] = {}
     with TestClient(create_app(settings)) as client:
         for request_id in request_ids:
             response = client.get(f"/prediction-requests/{request_id}")
-            answers[len(response.json()["predictions"]) if response.status_code == 200 else 0] += 1
-    return {"read": len(request_ids), "lost": answers[0],
-            "duplicates_visible": sum(n for size, n in answers.items() if size > 1)}
+            answers[request_id] = len(response.json()["predictions"]) \
+                if response.status_code == 200 else 0
+    lost = {i for i, n in answers.items() if n == 0}
+    twice = Counter({i: n - 1 for i, n in answers.items() if n > 1})
+    return {"read": len(request_ids), "lost": len(lost), "duplicates_visible": len(twice)}, \
+        lost, twice
 
 
 def unasked_deaths(pipeline: Pipeline) -> list[str]:
@@ -315,14 +372,24 @@ LEDGER_DOC = (
     "re-deliveries (a producer's retried send, a killed job's rerun batch, a second "
     "indexing of the same id) are counted per layer and must stay within what was sent "
     "during the fault windows, from 30 s before a fault until the pipeline caught up; a job "
-    "that dies unasked fails the run.")
+    "that dies unasked fails the run. Each fault's record holds its own share (ledger): the "
+    "items sent inside its window, by their topic timestamps, that were lost, seen twice or "
+    "delivered again; lost_untimed counts lost items no topic holds.")
 
 
 def faults_table(run: Run) -> dict[str, Any]:
+    """One row per fault, with its share of the ledger (ratings + requests) once counted."""
+    counts = ("lost", "duplicates_visible", "redeliveries")
+
+    def share(fault: dict[str, Any], count: str) -> int | str:
+        ledger = fault.get("ledger")
+        return sum(kind[count] for kind in ledger.values()) if ledger else "-"
+
     return table("Faults, one after the other", ["fault", "at (s)", "lasted (s)",
-                                                  "caught up after (s)", "survived"],
+                                                  "caught up after (s)", "survived", "lost",
+                                                  "duplicates a reader sees", "re-deliveries"],
                  [[f["fault"], f["at_s"], f["injected_for_s"], f.get("caught_up_after_s"),
-                   f["survived"]] for f in run.faults])
+                   f["survived"], *(share(f, c) for c in counts)] for f in run.faults])
 
 
 def ledger_table(ratings: dict[str, Any], requests: dict[str, Any]) -> dict[str, Any]:
@@ -333,6 +400,16 @@ def ledger_table(ratings: dict[str, Any], requests: dict[str, Any]) -> dict[str,
             for layer, counts in ledger.items() if isinstance(counts, dict)]
     return table("The ledger, layer by layer (acknowledged items only)",
                  ["items", "layer", "lost", "duplicates a reader sees", "re-deliveries"], rows)
+
+
+def per_fault(run: Run, ratings: Trail, requests: Trail) -> None:
+    """Each fault's own share of the ledger: the ratings and requests sent inside its window
+    (from ``LEAD_S`` before it until the pipeline caught up) that were lost, seen twice or
+    delivered again; lost items no topic holds cannot be timed and count only in the
+    totals."""
+    for fault, (start_ms, end_ms) in zip(run.faults, run.windows, strict=True):
+        fault["ledger"] = {"ratings": ratings.within(start_ms, end_ms),
+                           "requests": requests.within(start_ms, end_ms)}
 
 
 def run_and_check(pipeline: Pipeline, faults: dict[str, Fault], *, result: str, quick: bool,
@@ -356,13 +433,15 @@ def run_and_check(pipeline: Pipeline, faults: dict[str, Fault], *, result: str, 
         write_result(result, quick, clock, pipeline.settings, {**figures,
                                                                  "failure": run.failure})
         pytest.fail(run.failure)
-    ratings = ratings_ledger(pipeline, redelivery_bound(run, RATINGS_PER_S))
-    requests = requests_ledger(pipeline, redelivery_bound(run, REQUESTS_PER_S))
+    ratings, ratings_trail = ratings_ledger(pipeline, redelivery_bound(run, RATINGS_PER_S))
+    requests, requests_trail = requests_ledger(pipeline, redelivery_bound(run, REQUESTS_PER_S))
+    per_fault(run, ratings_trail, requests_trail)
     letters = dead_letters(pipeline.settings)
     targets = ledger_targets(ratings, requests, deaths) + more_targets(run)
     write_result(result, quick, clock, pipeline.settings, {
         **figures, "ratings": ratings, "requests": requests, "dead_letters": letters,
         "lost": lost(ratings) + lost(requests),
+        "lost_untimed": ratings_trail.lost_unsent + requests_trail.lost_unsent,
         "duplicates_visible": visible_duplicates(ratings) + visible_duplicates(requests),
         "redeliveries": redeliveries(ratings) + redeliveries(requests),
         "targets": targets, "tables": [faults_table(run), *more_tables(run),
