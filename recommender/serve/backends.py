@@ -164,8 +164,10 @@ def es_errors(settings: Settings) -> Iterator[None]:
 
 @contextmanager
 def cassandra_errors(settings: Settings) -> Iterator[None]:
-    """Driver failures (no host, timeouts, a missing table) as a 503 naming what failed."""
-    from cassandra import DriverException, InvalidRequest
+    """Driver failures (no host, too few replicas, timeouts, a missing table) as a 503
+    naming what failed: with a quorum lost, which consistency level needs how many replicas
+    and how many are alive."""
+    from cassandra import DriverException, InvalidRequest, Unavailable
     from cassandra.cluster import NoHostAvailable
 
     where = f"Cassandra at {','.join(settings.cassandra.contact_points)}"
@@ -174,6 +176,11 @@ def cassandra_errors(settings: Settings) -> Iterator[None]:
     except InvalidRequest as exc:
         raise BackendUnavailable(f"{where} refused the query (is keyspace "
                                  f"{settings.cassandra.keyspace!r} set up?): {exc}") from exc
+    except Unavailable as exc:
+        raise BackendUnavailable(
+            f"{where} cannot answer at cassandra.consistency_level "
+            f"{settings.cassandra.consistency_level}: {exc.required_replicas} replicas "
+            f"needed, {exc.alive_replicas} alive (a quorum of nodes is down)") from exc
     except (NoHostAvailable, DriverException) as exc:
         raise BackendUnavailable(f"{where} is unavailable: {type(exc).__name__}") from exc
 

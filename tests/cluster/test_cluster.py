@@ -11,6 +11,10 @@ while the node was out, the longest gap between predictions and between ingested
 and the time to recover; at the end every acknowledged rating and request is checked
 layer by layer (``tests.support.ledger``).
 
+Last, ``make cluster`` takes two Cassandra nodes down at once (``quorum_loss``): reads at
+QUORUM cannot be answered, so the API must answer 503 with the reason, the jobs must wait
+and retry without losing anything, and one node back must bring the service back.
+
 ``make test`` runs the smoke test (a Cassandra node, then the Kafka broker leading the
 busiest partition); ``make cluster`` runs every node loss and writes ``cluster.json``.
 """
@@ -21,6 +25,7 @@ import random
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -50,6 +55,9 @@ from tests.support.servers import kill, start
 from tests.support.topics import read_all
 
 DOWN_S = 20.0  # how long a killed node stays down while the load runs
+QUORUM_DOWN_S = 60.0  # how long two Cassandra nodes stay down at once
+QUORUM_SETTLE_S = 20.0  # until the surviving node has convicted the other two (gossip)
+MIN_QUORUM_503_SHARE = 0.99  # of the reads after QUORUM_SETTLE_S, answered 503 with a reason
 HEAL_TIMEOUT_S = 600.0
 API_READS_PER_S = 20
 MIN_AVAILABILITY = 0.999
@@ -79,6 +87,10 @@ class ApiReader(threading.Thread):
                     status = 0
                 self.answers.append((tick, status, time.monotonic() - tick))
                 self.halt.wait(max(0.0, 1 / API_READS_PER_S - (time.monotonic() - tick)))
+
+    def statuses(self, start: float, end: float) -> dict[int, int]:
+        """How many reads made in [start, end] got each status (0: no answer)."""
+        return dict(Counter(status for t, status, _ in self.answers if start <= t <= end))
 
     def window(self, start: float, end: float) -> dict[str, Any]:
         """Availability (2xx share) and p99 latency of the reads made in [start, end]."""
@@ -214,6 +226,61 @@ def node_loss(pick: Pick, cluster: Cluster) -> Fault:
     return inject
 
 
+QUORUM_LOSS = "SIGKILL two Cassandra nodes at once (quorum lost)"
+
+
+def quorum_loss(cluster: Cluster) -> Fault:
+    """SIGKILL Cassandra nodes 2 and 3 under load for ``QUORUM_DOWN_S``: what the API answers
+    meanwhile (statuses, and the reason one read gives), then start node 2 and time until
+    the API answers 2xx again, then node 3 and wait until the cluster is whole."""
+    def inject(_: Pipeline) -> dict[str, Any]:
+        victims = [cluster.node("cassandra", 2), cluster.node("cassandra", 3)]
+        started, started_ms = time.monotonic(), int(time.time() * 1000)
+        for node in victims:
+            kill(node)
+        time.sleep(QUORUM_SETTLE_S)
+        reason = api_error(cluster.reader.base_url)
+        time.sleep(QUORUM_DOWN_S - QUORUM_SETTLE_S)
+        lost_until = time.monotonic()
+        start(victims[0].settings, victims[0])
+        wait_for(lambda: api_error(cluster.reader.base_url) is None,
+                 "the API to answer again with two Cassandra nodes up", HEAL_TIMEOUT_S, poll_s=2)
+        answering = time.monotonic()
+        start(victims[1].settings, victims[1])
+        wait_for(lambda: safe(cassandra_whole, cluster), "Cassandra to be whole again",
+                 HEAL_TIMEOUT_S, poll_s=2)
+        return {"nodes": [n.name for n in victims], "kinds": ["cassandra"],
+                "killed_at_ms": started_ms, "down_s": round(lost_until - started, 1),
+                "quorum_lost": {"statuses": cluster.reader.statuses(
+                    started + QUORUM_SETTLE_S, lost_until), "reason": reason},
+                "api_answering_after_restart_s": round(answering - lost_until, 1),
+                "recovered_after_restart_s": round(time.monotonic() - lost_until, 1),
+                "until_ms": int(time.time() * 1000)}
+    return inject
+
+
+def api_error(base_url: str) -> dict[str, Any] | None:
+    """What one recommendations read answers when it is not 2xx (None when it is)."""
+    response = httpx.get(f"{base_url}/users/1/recommendations", timeout=30)
+    if response.is_success:
+        return None
+    return {"status": response.status_code, "detail": response.json().get("detail")}
+
+
+def quorum_targets(run: Run) -> list[dict[str, Any]]:
+    """While the quorum was lost, reads were answered 503 with a reason that names the
+    consistency level; the jobs' survival and the ledger are ``run_and_check``'s."""
+    fault = next(f for f in run.faults if f["fault"] == QUORUM_LOSS)
+    statuses = {int(k): n for k, n in fault["quorum_lost"]["statuses"].items()}
+    reason = fault["quorum_lost"]["reason"] or {}
+    return [target(f"{QUORUM_LOSS}: reads answered 503", statuses.get(503, 0)
+                   / max(1, sum(statuses.values())), MIN_QUORUM_503_SHARE, ">=",
+                   note=f"statuses {statuses}"),
+            target(f"{QUORUM_LOSS}: the 503 names the consistency level",
+                   float("consistency_level" in str(reason.get("detail"))), 1.0, ">=",
+                   note=str(reason))]
+
+
 def safe(check: Callable[[Cluster], bool], cluster: Cluster) -> bool:
     try:
         return check(cluster)
@@ -309,18 +376,25 @@ ALL_LOSSES: dict[str, Pick] = {
 
 def run_on_cluster(cluster: Cluster, losses: dict[str, Pick], quick: bool,
                    gaps_are_targets: bool) -> None:
+    """Every node loss, then (the full run) the quorum loss; the smoke test holds the API to
+    its availability only."""
     faults = {name: node_loss(pick, cluster) for name, pick in losses.items()}
+    if not quick:
+        faults[QUORUM_LOSS] = quorum_loss(cluster)
     cluster.reader.start()  # the API starts with the jobs; only reads during faults count
 
     def more(run: Run) -> list[dict[str, Any]]:
         targets = node_loss_targets(cluster.pipeline, run)
         if gaps_are_targets:
-            return targets
+            return targets + quorum_targets(run)
         # the smoke test reports the gaps and holds the API to its availability only
         return [t for t in targets if "API reads" in t["name"]]
 
+    def tables(run: Run) -> list[dict[str, Any]]:
+        return [losses_table(run)] + ([] if quick else [quorum_table(run)])
+
     run_and_check(cluster.pipeline, faults, result="cluster", quick=quick, more_targets=more,
-                  more_tables=lambda run: [losses_table(run)])
+                  more_tables=tables)
 
 
 def losses_table(run: Run) -> dict[str, Any]:
@@ -333,6 +407,19 @@ def losses_table(run: Run) -> dict[str, Any]:
         "fault", "nodes", "API 2xx share", "API p99 (ms)", "longest prediction gap (s)",
         "longest ingest gap (s)", "down until answering again (s)",
         "cluster whole after restart (s)", "pipeline caught up after (s)"], rows)
+
+
+def quorum_table(run: Run) -> dict[str, Any]:
+    """The quorum loss: what the API answered while it lasted, and how it came back."""
+    rows = [[f["fault"], ", ".join(f["nodes"]), f["down_s"],
+             ", ".join(f"{n} x {status}" for status, n in f["quorum_lost"]["statuses"].items()),
+             (f["quorum_lost"]["reason"] or {}).get("detail"), f["api_answering_after_restart_s"],
+             f["recovered_after_restart_s"], f.get("caught_up_after_s")]
+            for f in run.faults if "quorum_lost" in f]
+    return table("Quorum lost (two Cassandra nodes down)", [
+        "fault", "nodes", "down (s)", "API answers (count x status)", "the 503's reason",
+        "API answering after one restart (s)", "cluster whole after restart (s)",
+        "pipeline caught up after (s)"], rows)
 
 
 def test_the_cluster_reports_every_node_healthy(cluster_stack):

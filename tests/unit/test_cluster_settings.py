@@ -227,3 +227,19 @@ def test_raw_http_does_not_retry_other_errors():
 
     with pytest.raises(ValueError):
         try_urls(["http://a", "http://b"], broken)
+
+
+def test_a_lost_quorum_is_a_503_that_names_the_consistency_level_and_the_replicas_alive():
+    from cassandra import ConsistencyLevel, Unavailable
+
+    from recommender.serve.backends import cassandra_errors
+
+    settings = Settings(cassandra=CassandraSettings(
+        contact_points=["127.0.0.1", "127.0.0.2", "127.0.0.3"], consistency_level="QUORUM"))
+    with pytest.raises(BackendUnavailable, match=r"127\.0\.0\.1,127\.0\.0\.2,127\.0\.0\.3 "
+                       r"cannot answer at cassandra\.consistency_level QUORUM: 2 replicas "
+                       r"needed, 1 alive"):
+        with cassandra_errors(settings):
+            raise Unavailable("Cannot achieve consistency level QUORUM",
+                              consistency=ConsistencyLevel.QUORUM, required_replicas=2,
+                              alive_replicas=1)
