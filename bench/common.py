@@ -257,6 +257,13 @@ def workspace(settings: Settings | None = None) -> Workspace:
     return _current
 
 
+def begin(settings: Settings, name: str, **overrides: Any) -> tuple[Workspace, Clock, Settings]:
+    """A benchmark's first step: the run's workspace, its clock (started now) and the private
+    settings of benchmark ``name`` (``Workspace.settings``)."""
+    bench_run = workspace(settings)
+    return bench_run, Clock(), bench_run.settings(name, **overrides)
+
+
 def close_workspace() -> None:
     global _current
     if _current is not None:

@@ -23,7 +23,7 @@ import httpx
 import numpy as np
 
 from bench.common import (
-    Clock,
+    begin,
     child_env,
     envelope,
     log,
@@ -31,7 +31,6 @@ from bench.common import (
     table,
     target,
     warm_until_steady,
-    workspace,
 )
 from bench.fixtures import (
     ML_SMALL,
@@ -59,10 +58,8 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     from recommender.topics import ensure_topics
     from recommender.vectors import movie_infos, publish_movie_vectors
 
-    bench_run = workspace(settings)
-    clock = Clock()
+    bench_run, clock, private = begin(settings, "freshness")
     probes = 10 if quick else 40  # measured, each for a different user
-    private = bench_run.settings("freshness")
     dataset = ml_small(private)
     prepare_keyspace(private, dataset)
     write_ratings(bench_run, private, dataset.ratings_frame, ML_SMALL)

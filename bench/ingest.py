@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
-    Clock,
     Workspace,
+    begin,
     envelope,
     log,
     table,
     target,
     warm_until_steady,
-    workspace,
 )
 from bench.fixtures import (
     ML_SMALL,
@@ -113,10 +112,9 @@ def run(settings: Settings, quick: bool) -> dict[str, Any]:
     from recommender.model.snapshot import count_cassandra
     from recommender.topics import ensure_topics
 
-    bench_run = workspace(settings)
-    clock = Clock()
+    # the product's defaults, maxOffsetsPerTrigger included
+    bench_run, clock, private = begin(settings, "ingest")
     size = sizes(quick)
-    private = bench_run.settings("ingest")  # the product's defaults, maxOffsetsPerTrigger included
     dataset = ml_small(private)
     ensure_topics(private, private.kafka.ratings_topic, private.kafka.ratings_dlq_topic)
     prepare_keyspace(private, dataset)

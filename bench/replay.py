@@ -20,12 +20,11 @@ from typing import Any
 import orjson
 
 from bench.common import (
-    Clock,
+    begin,
     envelope,
     log,
     table,
     target,
-    workspace,
 )
 from bench.fixtures import ML_SMALL, ml_small
 from bench.monitor import RssMonitor, wait_for_quiet_stack
@@ -59,9 +58,7 @@ REPLAY_NOTES = [
 
 
 def run(settings: Settings, quick: bool) -> dict[str, Any]:
-    bench_run = workspace(settings)
-    clock = Clock()
-    private = bench_run.settings("replay", kafka={"num_partitions": PARTITIONS})
+    bench_run, clock, private = begin(settings, "replay", kafka={"num_partitions": PARTITIONS})
     dataset = ml_small(private)
     events = dataset.ratings()
     payloads = [orjson.dumps(e) for e in events]

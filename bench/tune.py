@@ -31,7 +31,7 @@ from typing import Any
 
 import pandas as pd
 
-from bench.common import Clock, envelope, log, table, target, workspace
+from bench.common import begin, envelope, log, table, target
 from bench.fixtures import ML_SMALL, ml_small
 from bench.monitor import RssMonitor
 from recommender.settings import RankingSettings, RatingSettings, Settings
@@ -102,9 +102,7 @@ class Validation:
 
 
 def run(settings: Settings, quick: bool) -> dict[str, Any]:
-    bench_run = workspace(settings)
-    clock = Clock()
-    private = bench_run.settings("tune")
+    bench_run, clock, private = begin(settings, "tune")
     spark = bench_run.spark()
     spaces = {kind: SPACES[kind][quick] for kind in KINDS}
     frames = [(ML_SMALL, ml_small(private).ratings_frame)]
