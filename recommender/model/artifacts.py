@@ -22,17 +22,19 @@ Layout of ``<models_dir>/<version>/`` (format 2)::
                                                   (optional: the speed layer's reference)
     ranking_item_factors.npy    float32 [n_items, rank]
     ranking_user_factors.npy    float32 [n_users, rank]
-    rating_item_factors.npy     float32 [n_items, rank + 3]   [y_i, 1, b_i, 0]
-    rating_user_factors.npy     float32 [n_users, rank + 3]   [x_u, mu + b_u, 1, c_u]
+    rating_item_factors.npy     float32 [n_items, rank + 3]   [y_i, 1, b_i, rare_i]
+    rating_user_factors.npy     float32 [n_users, rank + 3]   [x_u, mu + b_u, 1, o_u]
     ranking_als/, rating_als/   pyspark.ml.recommendation.ALSModel
 
 The rating model keeps its biases as three extra columns, so ``item_factors @ user_vector``
-is ``mu + b_u + b_i + x_u . y_i``, the predicted rating, and the fallbacks serving needs are
-rows too: a user with no signal is ``[0, mu, 1, 0]`` (``mu + b_i``), a movie the model never
-saw is ``[0, 1, b_new, 1]`` (``mu + b_u + b_new + c_u``: ``b_new`` from the params, ``c_u``
-the user's own offset on rarely rated movies). Versions trained before ``c_u`` was kept
-have two extra columns (``[.., mu + b_u, 1]`` against ``[.., 1, b_i]``) and load as they
-are (``extra_columns`` in the rating params says which). Top-k lists are ordered by
+is ``mu + b_u + b_i + o_u x rare_i + x_u . y_i``, the predicted rating (``o_u``: the user's
+own offset on rare movies, ``rare_i`` 1 for a movie rated at most ``new_movie_max_ratings``
+times in training), and the fallbacks serving needs are rows too: a user with no signal is
+``[0, mu, 1, 0]`` (``mu + b_i``), a movie the model never saw is a rare one,
+``[0, 1, b_new, 1]`` (``mu + b_u + b_new + o_u``, ``b_new`` from the params). Versions
+trained before ``o_u`` was kept have two extra columns (``[.., mu + b_u, 1]`` against
+``[.., 1, b_i]``) and load as they are (``extra_columns`` in the rating params says which).
+Top-k lists are ordered by
 ``ordering_items`` (the ranking factors with the rating model's mixed in, ``rating_weight``).
 Format 1 (one model per version) is refused with what to do.
 """
@@ -55,8 +57,8 @@ FORMAT_VERSION = 2
 METADATA_FILE = "metadata.json"
 KINDS = ("ranking", "rating")
 Kind = Literal["ranking", "rating"]
-RATING_EXTRA_COLUMNS = 3  # [.., mu + b_u, 1, c_u] against [.., 1, b_i, 0]
-EARLIER_RATING_EXTRA_COLUMNS = 2  # versions trained before c_u: [.., mu + b_u, 1]
+RATING_EXTRA_COLUMNS = 3  # [.., mu + b_u, 1, o_u] against [.., 1, b_i, rare_i]
+EARLIER_RATING_EXTRA_COLUMNS = 2  # versions trained before o_u: [.., mu + b_u, 1]
 ID_FILES = ("item_ids", "item_counts", "user_ids")
 ARRAY_FILES = (*ID_FILES, *(f"{kind}_{side}_factors" for kind in KINDS
                             for side in ("item", "user")))
@@ -130,13 +132,13 @@ class FactorModel:
     @cached_property
     def fallback_item(self) -> np.ndarray:
         """The row of a movie the model never saw: the rating model answers
-        ``mu + b_u + b_new + c_u``: ``b_new`` the bias of a rarely rated movie, ``c_u`` the
-        user's offset on them (``train.als``; versions trained before them lack ``c_u``, or
-        both)."""
+        ``mu + b_u + b_new + o_u``, a rare movie: ``b_new`` the bias to expect of one, ``o_u``
+        the user's offset on them (``train.als``; versions trained before them lack ``o_u``,
+        or both)."""
         row = np.zeros(self.item_factors.shape[1], np.float32)
         if self.kind == "rating":
             row[self.rank:self.rank + 2] = (1.0, float(self.params.get("new_movie_bias", 0.0)))
-            row[self.rank + 2:] = 1.0  # c_u's column, where the version has it
+            row[self.rank + 2:] = 1.0  # rare: o_u's column, where the version has it
         return row
 
     @property
@@ -145,8 +147,8 @@ class FactorModel:
         return self.rank + 1
 
     @property
-    def has_new_movie_offsets(self) -> bool:
-        """Whether user vectors carry ``c_u``, the offset on movies the model never saw."""
+    def has_rare_movie_offsets(self) -> bool:
+        """Whether user vectors carry ``o_u``, the user's offset on rare movies."""
         return self.extra_columns > EARLIER_RATING_EXTRA_COLUMNS
 
     @cached_property

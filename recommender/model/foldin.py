@@ -11,11 +11,11 @@ regularisation by the user's rating count, ALS-WR):
 
 * ranking (implicit):  x = (YᵀY + Y_Iᵀ (C_I - I) Y_I + λ·n·I)⁻¹ Y_Iᵀ C_I p
   with confidence c = 1 + alpha·|r| and preference p = 1 for r > 0 (Hu, Koren, Volinsky 2008);
-* rating (explicit on bias residuals): b_u = Σ(r - μ - b_i) / (λ_u + n), then
-  x = (Y_Iᵀ Y_I + λ·n·I)⁻¹ Y_Iᵀ (r - μ - b_u - b_i), and the offset on new movies
-  c_u = Σ_R(r - μ - b_u - b_new) / (λ_u + |R|) over R, the rated movies the model never saw
-  or saw at most ``new_movie_max_ratings`` times, as training computes it: the vector
-  ``[x, μ + b_u, 1, c_u]`` (``[x, μ + b_u, 1]`` for versions trained before ``c_u``).
+* rating (explicit on bias residuals): b_u = Σ(r - μ - b_i) / (λ_u + n), then the offset on
+  rare movies o_u = Σ_R(r - μ - b_u - b_i) / (λ_u + |R|) over R, the rated movies with
+  ``rare_i`` = 1 or unknown to the model (``b_i`` = ``b_new`` for those), then
+  x = (Y_Iᵀ Y_I + λ·n·I)⁻¹ Y_Iᵀ (r - μ - b_u - b_i - o_u·rare_i), as training does: the
+  vector ``[x, μ + b_u, 1, o_u]`` (``[x, μ + b_u, 1]`` for versions trained before ``o_u``).
 
 ``I`` is the set of rated movies the model knows. A solve is rank x rank, so a fold-in plus a
 top-k over ~10k movies takes well under a millisecond.
@@ -74,10 +74,9 @@ def fold_in(artifacts: ModelArtifacts, ratings: Mapping[int, float]) -> UserVect
     rows, values = _known(artifacts, ratings)
     if len(rows) == 0:
         return None
-    rating = _fold_in_rating(artifacts.rating, rows, values)
-    if artifacts.rating.has_new_movie_offsets:
-        rating = np.append(rating, np.float32(_new_movie_offset(artifacts, ratings, rating)))
-    return UserVectors(_fold_in_ranking(artifacts.ranking, rows, values), rating)
+    return UserVectors(_fold_in_ranking(artifacts.ranking, rows, values),
+                       _fold_in_rating(artifacts.rating, rows, values,
+                                       _unknown_ratings(artifacts, ratings)))
 
 
 def _fold_in_ranking(model: FactorModel, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
@@ -89,33 +88,43 @@ def _fold_in_ranking(model: FactorModel, rows: np.ndarray, values: np.ndarray) -
     return _solve(a, b, float(model.params.get("reg_param", 0.1)), int(positive.sum()))
 
 
-def _fold_in_rating(model: FactorModel, rows: np.ndarray, values: np.ndarray) -> np.ndarray:
+def _fold_in_rating(model: FactorModel, rows: np.ndarray, values: np.ndarray,
+                    unknown: np.ndarray) -> np.ndarray:
+    """The rating vector from the known movies' ``rows`` and ``values``; ``unknown`` are the
+    user's ratings of movies the model never saw, which only tell ``o_u``."""
     mean = model.global_mean
     item_bias = model.item_factors[rows, model.item_bias_column].astype(np.float64)
     user_bias = float((values - mean - item_bias).sum()
                       / (float(model.params.get("user_bias_reg", 5.0)) + len(values)))
+    offset, rare = 0.0, np.zeros(len(rows))
+    if model.has_rare_movie_offsets:
+        rare = model.item_factors[rows, model.item_bias_column + 1].astype(np.float64)
+        offset = _rare_movie_offset(model, values[rare > 0] - item_bias[rare > 0], unknown,
+                                    mean + user_bias)
     y = model.latent_item_factors[rows].astype(np.float64)
-    residual = values - mean - user_bias - item_bias
+    residual = values - mean - user_bias - item_bias - offset * rare
     x = _solve(y.T @ y, y.T @ residual, float(model.params.get("reg_param", 0.1)), len(rows))
-    return np.concatenate([x, np.array([mean + user_bias, 1.0], np.float32)])
+    extra = [mean + user_bias, 1.0] + ([offset] if model.has_rare_movie_offsets else [])
+    return np.concatenate([x, np.array(extra, np.float32)])
 
 
-def _new_movie_offset(artifacts: ModelArtifacts, ratings: Mapping[int, float],
-                      rating: np.ndarray) -> float:
-    """``c_u`` as training computes it (``train.als``): the user's mean residual from
-    ``mu + b_u + b_new`` on the rated movies the model never saw or saw rarely."""
-    model = artifacts.rating
-    ids = np.fromiter(ratings, np.int64, len(ratings))
-    values = np.fromiter(ratings.values(), np.float64, len(ratings))
-    rows, known = artifacts.item_positions(ids)
-    counts = np.zeros(len(ids), np.int64)
-    counts[known] = artifacts.item_counts[rows]
-    rare = counts <= int(model.params.get("new_movie_max_ratings", 2))
-    if not rare.any():
+def _rare_movie_offset(model: FactorModel, rare_known: np.ndarray, unknown: np.ndarray,
+                       baseline: float) -> float:
+    """``o_u`` as training computes it (``train.als``): the mean residual from ``mu + b_u +
+    b_i`` of the user's ratings of rare movies (``rare_known``: rating - b_i) and of movies
+    the model never saw (``b_i`` = ``b_new``), shrunk by ``user_bias_reg``."""
+    beyond = np.concatenate([rare_known, unknown - float(model.params.get("new_movie_bias",
+                                                                          0.0))]) - baseline
+    if len(beyond) == 0:
         return 0.0
-    expected = float(rating[model.rank]) + float(model.params.get("new_movie_bias", 0.0))
-    shrink = float(model.params.get("user_bias_reg", 5.0))
-    return float((values[rare] - expected).sum() / (shrink + rare.sum()))
+    return float(beyond.sum() / (float(model.params.get("user_bias_reg", 5.0)) + len(beyond)))
+
+
+def _unknown_ratings(artifacts: ModelArtifacts, ratings: Mapping[int, float]) -> np.ndarray:
+    """The user's ratings of movies the model never saw."""
+    ids = np.fromiter(ratings, np.int64, len(ratings))
+    _, known = artifacts.item_positions(ids)
+    return np.fromiter(ratings.values(), np.float64, len(ratings))[~known]
 
 
 def _solve(a: np.ndarray, b: np.ndarray, reg: float, n: int) -> np.ndarray:

@@ -12,8 +12,11 @@ and deciding whether they replace the current ones is the registry's.
 * **Rating** (``RatingParams``): explicit ALS on the residuals of regularised baselines,
   ``r - mu - b_u - b_i`` (Koren 2008, section 2.1): the movie bias ``b_i`` is the mean
   residual from ``mu`` shrunk by ``item_bias_reg`` pseudo-ratings, then the user bias ``b_u``
-  the mean residual from ``mu + b_i`` shrunk by ``user_bias_reg``. The biases travel as two
-  factor columns (``model.artifacts``), so every consumer computes ``items @ user``.
+  the mean residual from ``mu + b_i`` shrunk by ``user_bias_reg``, then ``o_u``, the user's
+  own offset on rare movies (at most ``new_movie_max_ratings`` ratings in training), shrunk
+  the same way: some users rate obscure movies far above or below the rest. A movie the
+  model never saw is a rare one with the bias ``b_new``. The biases travel as three factor
+  columns (``model.artifacts``), so every consumer computes ``items @ user``.
 """
 
 from __future__ import annotations
@@ -194,30 +197,32 @@ def _fit_rating(train: DataFrame, params: RatingParams) -> Fitted:
     mean = float(train.agg(F.avg("rating")).first()[0] or 0.0)
     item_bias = train.groupBy("movie_id").agg(
         (F.sum(F.col("rating") - F.lit(mean))
-         / (F.count("*") + F.lit(params.item_bias_reg))).alias("b_i"))
+         / (F.count("*") + F.lit(params.item_bias_reg))).alias("b_i"),
+        (F.count("*") <= params.new_movie_max_ratings).cast("double").alias("rare"))
     with_item = train.join(F.broadcast(item_bias), "movie_id")
     user_bias = with_item.groupBy("user_id").agg(
         (F.sum(F.col("rating") - F.lit(mean) - F.col("b_i"))
          / (F.count("*") + F.lit(params.user_bias_reg))).alias("b_u"))
     with_both = with_item.join(user_bias, "user_id")
-    residuals = with_both.select(
+    offsets, new_movie = _rare_movie_offsets(with_both, mean, params)
+    residuals = with_both.join(F.broadcast(offsets), "user_id", "left").select(
         "user_id", "movie_id",
-        (F.col("rating") - F.lit(mean) - F.col("b_u") - F.col("b_i")).alias("rating"))
-    new_movie, offsets = _new_movie_biases(with_both, mean, params)
+        (F.col("rating") - F.lit(mean) - F.col("b_u") - F.col("b_i")
+         - F.col("rare") * F.coalesce(F.col("o_u"), F.lit(0.0))).alias("rating"))
     model = build(params).fit(residuals)
     (user_ids, x), (item_ids, y) = _frames(model)
-    b_u = _aligned(_by_id(user_bias, "user_id", "b_u"), user_ids)
-    b_i = _aligned(_by_id(item_bias, "movie_id", "b_i"), item_ids)
-    c_u = _aligned(offsets, user_ids)
-    ones_u, ones_i = np.ones(len(x), np.float32), np.ones(len(y), np.float32)
-    users = np.column_stack([x, mean + b_u, ones_u, c_u]).astype(np.float32)
-    items = np.column_stack([y, ones_i, b_i, np.zeros(len(y), np.float32)]).astype(np.float32)
+    movies = item_bias.toPandas().set_index("movie_id")
+    users = np.column_stack([x, mean + _aligned(_by_id(user_bias, "user_id", "b_u"), user_ids),
+                             np.ones(len(x)),
+                             _aligned(_by_id(offsets, "user_id", "o_u"), user_ids)])
+    items = np.column_stack([y, np.ones(len(y)), _aligned(movies["b_i"], item_ids),
+                             _aligned(movies["rare"], item_ids)])
     fallback_user = np.zeros(users.shape[1], np.float32)
     fallback_user[-3:] = (mean, 1.0, 0.0)
     fallback_item = np.zeros(items.shape[1], np.float32)
     fallback_item[-3:] = (1.0, new_movie, 1.0)
-    factors = Factors(user_ids=user_ids, user_factors=users, item_ids=item_ids,
-                      item_factors=items, implicit=False,
+    factors = Factors(user_ids=user_ids, user_factors=users.astype(np.float32),
+                      item_ids=item_ids, item_factors=items.astype(np.float32), implicit=False,
                       fallback_user=fallback_user, fallback_item=fallback_item)
     return Fitted(model, params, factors,
                   {**params.to_dict(), "global_mean": mean, "new_movie_bias": new_movie,
@@ -233,28 +238,29 @@ def _by_id(frame: DataFrame, key: str, column: str) -> pd.Series:
     return frame.toPandas().set_index(key)[column]
 
 
-def _new_movie_biases(rated: DataFrame, mean: float, params: RatingParams,
-                      ) -> tuple[float, pd.Series]:
-    """What to expect of a movie the model never saw, from the ratings of movies rated at
-    most ``new_movie_max_ratings`` times in training (the movies most like one with no
-    rating yet): ``b_new``, their mean residual from ``mu + b_u``, and per user ``c_u``, the
-    user's mean residual on them beyond ``b_new``, shrunk by ``user_bias_reg`` pseudo-ratings.
-    Unseen movies are obscure ones, obscure movies are rated below the global mean, and
-    how far below is a habit of each user, so ``mu + b_u`` alone misjudges them."""
-    from pyspark.sql import Window
+def _rare_movie_offsets(rated: DataFrame, mean: float, params: RatingParams,
+                        ) -> tuple[DataFrame, float]:
+    """Per user ``o_u``, the mean residual from ``mu + b_u + b_i`` of their ratings of rare
+    movies (rated at most ``new_movie_max_ratings`` times in training), shrunk by
+    ``user_bias_reg`` pseudo-ratings; and ``b_new``, the mean residual of those ratings from
+    ``mu + b_u + o_u``: the bias of a movie the model never saw, which is most like a rare
+    one. How far from their usual ratings someone rates obscure movies is a habit of each
+    user (some rate them far above, most below) that a movie's bias, shrunk to almost
+    nothing for a movie rated once or twice, cannot carry."""
     from pyspark.sql import functions as F
 
-    rare = rated.withColumn("n", F.count("*").over(Window.partitionBy("movie_id"))) \
-        .where(F.col("n") <= params.new_movie_max_ratings)
-    per_user = rare.groupBy("user_id").agg(
-        F.sum(F.col("rating") - F.lit(mean) - F.col("b_u")).alias("residual"),
-        F.count("*").alias("n")).toPandas().set_index("user_id")
-    if per_user.empty:
-        return 0.0, per_user["residual"]
-    b_new = float(per_user["residual"].sum() / per_user["n"].sum())
-    offsets = (per_user["residual"] - b_new * per_user["n"]) / (per_user["n"]
-                                                              + params.user_bias_reg)
-    return b_new, offsets
+    per_user = rated.where(F.col("rare") > 0).groupBy("user_id").agg(
+        F.sum(F.col("rating") - F.lit(mean) - F.col("b_u") - F.col("b_i")).alias("beyond_b_i"),
+        F.sum(F.col("rating") - F.lit(mean) - F.col("b_u")).alias("beyond_b_u"),
+        F.count("*").alias("n")).toPandas()
+    per_user["o_u"] = per_user["beyond_b_i"] / (per_user["n"] + params.user_bias_reg)
+    rows = int(per_user["n"].sum())
+    new_movie = float((per_user["beyond_b_u"] - per_user["o_u"] * per_user["n"]).sum()
+                      / rows) if rows else 0.0
+    offsets = rated.sparkSession.createDataFrame(
+        per_user[["user_id", "o_u"]].astype({"user_id": "int64", "o_u": "float64"}),
+        "user_id long, o_u double")
+    return offsets, new_movie
 
 
 def _frames(model: ALSModel) -> tuple[tuple[np.ndarray, np.ndarray],

@@ -3,7 +3,7 @@ integration tests that need a version with known factors (no Spark training).
 
 A version holds two factor models (``recommender.model.artifacts``): ``ranking`` (implicit,
 latent columns only) and ``rating`` (latent columns plus the bias columns). These helpers
-build the two-column bias layout of versions trained before ``c_u`` (user rows
+build the two-column bias layout of versions trained before ``o_u`` (user rows
 ``[x, mu + b_u, 1]``, item rows ``[y, 1, b_i]``), which keeps loading; a test of today's
 three-column layout passes its rows and ``extra_columns`` itself.
 """

@@ -152,12 +152,13 @@ def test_a_movie_the_model_never_saw_gets_the_new_movie_bias() -> None:
     assert predict_pair(artifacts, trained_vectors(artifacts, 1), 999) == pytest.approx(3.0 - 0.4)
 
 
-def _with_new_movie_offsets(b_new: float) -> ModelArtifacts:
-    """Movies 100-104 (rated 10, 3, 2, 1, 1 times), the rating layout with ``c_u``: user rows
-    ``[x, mu + b_u, 1, c_u]`` against item rows ``[y, 1, b_i, 0]``."""
+def _with_rare_movie_offsets(b_new: float) -> ModelArtifacts:
+    """Movies 100-104 (rated 10, 3, 2, 1, 1 times; at most 2 is rare), the rating layout
+    with ``o_u``: user rows ``[x, mu + b_u, 1, o_u]`` against item rows
+    ``[y, 1, b_i, rare_i]``."""
     latent = RNG.normal(scale=0.3, size=(5, 2))
-    items = np.hstack([latent, np.ones((5, 1)), RNG.normal(scale=0.3, size=(5, 1)),
-                       np.zeros((5, 1))])
+    rare = np.array([0.0, 0.0, 1.0, 1.0, 1.0])
+    items = np.column_stack([latent, np.ones(5), RNG.normal(scale=0.3, size=5), rare])
     users = np.array([[0.1, -0.2, 3.6, 1.0, 0.7]])
     return make_artifacts(np.arange(100, 105), [1], latent, RNG.normal(size=(1, 2)),
                           rating_items=items, rating_users=users,
@@ -166,28 +167,41 @@ def _with_new_movie_offsets(b_new: float) -> ModelArtifacts:
                                          "new_movie_max_ratings": 2, "user_bias_reg": 2.0})
 
 
-def test_a_movie_the_model_never_saw_adds_the_users_own_offset_on_new_movies() -> None:
-    artifacts = _with_new_movie_offsets(-0.4)
-    assert artifacts.rating.rank == 2 and artifacts.rating.has_new_movie_offsets
+def test_rare_and_unseen_movies_add_the_users_own_offset_on_rare_movies() -> None:
+    artifacts = _with_rare_movie_offsets(-0.4)
+    assert artifacts.rating.rank == 2 and artifacts.rating.has_rare_movie_offsets
     vectors = trained_vectors(artifacts, 1)
+    x = np.array([0.1, -0.2])
+    # a movie the model never saw is a rare one: mu + b_u + b_new + o_u
     assert predict_pair(artifacts, vectors, 999) == pytest.approx(3.6 - 0.4 + 0.7)
-    # the offset does not touch known movies: mu + b_u + b_i + x . y
-    row = artifacts.rating.item_factors[0]
+    often, rare = artifacts.rating.item_factors[0], artifacts.rating.item_factors[3]
     assert predict_pair(artifacts, vectors, 100) == pytest.approx(
-        3.6 + row[3] + row[:2] @ np.array([0.1, -0.2]), abs=1e-5)
+        3.6 + often[3] + often[:2] @ x, abs=1e-5)  # no offset on a movie rated 10 times
+    assert predict_pair(artifacts, vectors, 103) == pytest.approx(
+        3.6 + rare[3] + 0.7 + rare[:2] @ x, abs=1e-5)
     # a user with no signal gets mu + b_i, and mu + b_new for a new movie
     assert predicted_ratings(artifacts, None, [100, 999]) == pytest.approx(
-        [3.5 + row[3], 3.5 - 0.4], abs=1e-5)
+        [3.5 + often[3], 3.5 - 0.4], abs=1e-5)
 
 
-def test_fold_in_computes_the_offset_on_new_movies_as_training_does() -> None:
-    artifacts = _with_new_movie_offsets(-0.4)
+def test_fold_in_computes_the_offset_on_rare_movies_as_training_does() -> None:
+    artifacts = _with_rare_movie_offsets(-0.4)
     ratings = {100: 4.0, 101: 4.0, 102: 5.0, 103: 2.0, 999: 1.0}  # 102, 103 rare, 999 unseen
     vec = fold_in(artifacts, ratings).rating
     assert vec.shape == (5,) and vec.dtype == np.float32
-    mu_b = float(vec[2])  # mu + b_u, computed from the known movies
-    rare = np.array([5.0, 2.0, 1.0])
-    assert vec[4] == pytest.approx((rare - mu_b + 0.4).sum() / (2.0 + 3), abs=1e-5)
+    b_i = artifacts.rating.item_factors[:, 3].astype(np.float64)
+    mu_b = float(vec[2])  # mu + b_u, from the known movies
+    assert mu_b == pytest.approx(3.5 + (np.array([4.0, 4.0, 5.0, 2.0]) - 3.5 - b_i[:4]).sum()
+                                 / (2.0 + 4), abs=1e-5)
+    beyond = np.array([5.0 - b_i[2], 2.0 - b_i[3], 1.0 + 0.4]) - mu_b
+    assert vec[4] == pytest.approx(beyond.sum() / (2.0 + 3), abs=1e-5)
+    # the latent step fits what the biases and the offset leave
+    y = artifacts.rating.latent_item_factors[:4].astype(np.float64)
+    residual = np.array([4.0, 4.0, 5.0, 2.0]) - mu_b - b_i[:4] - vec[4] * np.array([0, 0, 1, 1])
+    best = _objective_explicit(vec[:2].astype(np.float64), y, residual, 0.1)
+    for _ in range(20):
+        assert _objective_explicit(vec[:2] + RNG.normal(scale=1e-2, size=2), y, residual,
+                                   0.1) > best
     # no rare or unseen movie among the ratings: no offset
     assert fold_in(artifacts, {100: 4.0, 101: 3.0}).rating[4] == 0.0
 
