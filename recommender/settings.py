@@ -285,9 +285,9 @@ class RankingSettings(BaseModel):
     (``bench/results/tune.json``, ``docs/evaluation.md``)."""
 
     rank: int = Field(16, ge=1)
-    reg_param: float = Field(0.2, ge=0, description="regParam (Spark scales it by the "
+    reg_param: float = Field(0.1, ge=0, description="regParam (Spark scales it by the "
                              "user's or movie's rating count).")
-    alpha: float = Field(1.0, ge=0, description="Confidence 1 + alpha x rating.")
+    alpha: float = Field(0.5, ge=0, description="Confidence 1 + alpha x rating.")
     max_iter: int = Field(15, ge=1)
     rating_weight: float = Field(0.05, ge=0, description="Top-k lists are ordered by ranking "
                                  "score + rating_weight x the rating model's predicted "
@@ -298,11 +298,11 @@ class RatingSettings(BaseModel):
     """The rating model: explicit ALS on the residuals of regularised biases."""
 
     rank: int = Field(32, ge=1)
-    reg_param: float = Field(0.2, ge=0)
+    reg_param: float = Field(0.15, ge=0)
     max_iter: int = Field(15, ge=1)
     item_bias_reg: float = Field(5.0, ge=0, description="Pseudo-ratings shrinking a "
                                  "movie's bias toward 0.")
-    user_bias_reg: float = Field(2.0, ge=0, description="Pseudo-ratings shrinking a user's "
+    user_bias_reg: float = Field(5.0, ge=0, description="Pseudo-ratings shrinking a user's "
                                  "bias (and offset on new movies) toward 0.")
     new_movie_max_ratings: int = Field(2, ge=1, description="Movies rated at most this often "
                                        "in training tell what to expect of a movie the model "
