@@ -107,9 +107,11 @@ def test_gate_refuses_a_regression_of_either_model_and_rollback_restores(
     bad = pipeline.run(ratings, settings, pipeline.TrainOptions(**{kind: crippled}),
                        source="cassandra")
     assert not bad.decision.accepted, bad.decision
-    assert bad.decision.reason.startswith(f"{kind} model regressed"), bad.decision.reason
-    other = "rating" if kind == "ranking" else "ranking"
-    assert f"{other} model regressed" not in bad.decision.reason
+    assert f"{kind} model regressed" in bad.decision.reason, bad.decision.reason
+    if kind == "ranking":  # predicted ratings do not depend on the ranking model; lists are
+        # ordered with the rating model's prediction mixed in, so a crippled rating model
+        # may lower the ranking NDCG too, and the reason then names both
+        assert "rating model regressed" not in bad.decision.reason, bad.decision.reason
     assert registry.current_version() == good
     registry.promote(bad.version, force=True)
     assert registry.current_version() == bad.version
