@@ -75,6 +75,15 @@ def mixed_items(ranking: np.ndarray, rating: np.ndarray, weight: float) -> np.nd
     return np.hstack([ranking, weight * rating]).astype(np.float32)
 
 
+def without_rare_offsets(rating_items: np.ndarray) -> np.ndarray:
+    """Rating model movie rows with ``rare_i`` zeroed, for the order of a list: a rare
+    movie's stars carry the user's offset ``o_u``, but its place in a list does not, or
+    every obscure movie would rise for a user who rates obscure movies high."""
+    rows = np.array(rating_items, np.float32, copy=True)
+    rows[:, -1] = 0.0
+    return rows
+
+
 def mixed_users(ranking: np.ndarray, rating: np.ndarray, weight: float) -> np.ndarray:
     """User rows (or one user's vector) ``[x_rank, x_rate]`` against ``mixed_items``."""
     if weight == 0:
@@ -223,8 +232,10 @@ class ModelArtifacts:
         """Movie rows whose inner product with ``ordering_vector`` orders every top-k list
         (predictor, API, kNN index): ``[y_rank, rating_weight x y_rate]``, so the score is
         the ranking score + rating_weight x the predicted rating (``train.als.ordering``)."""
-        return mixed_items(self.ranking.item_factors, self.rating.item_factors,
-                              self.rating_weight)
+        rating = self.rating.item_factors
+        if self.rating.has_rare_movie_offsets:
+            rating = without_rare_offsets(rating)
+        return mixed_items(self.ranking.item_factors, rating, self.rating_weight)
 
     def ordering_vector(self, ranking: np.ndarray, rating: np.ndarray) -> np.ndarray:
         """A user's query against ``ordering_items``, from their two vectors."""

@@ -30,7 +30,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 
-from recommender.model.artifacts import RATING_EXTRA_COLUMNS, mixed_items, mixed_users
+from recommender.model.artifacts import (
+    RATING_EXTRA_COLUMNS,
+    mixed_items,
+    mixed_users,
+    without_rare_offsets,
+)
 from recommender.settings import ModelSettings, RankingSettings, RatingSettings
 from recommender.train.evaluate import Factors
 
@@ -131,14 +136,16 @@ def fit_key(params: Params) -> tuple[Any, ...]:
 
 def ordering(ranking: Factors, rating: Factors, weight: float) -> Factors:
     """The factors whose dot product orders top-k lists: ``ranking score + weight x
-    predicted rating`` (unclipped) as one inner product, users ``[x_rank, x_rate]`` against
-    movies ``[y_rank, weight x y_rate]``; the ranking factors alone when ``weight`` is 0.
+    predicted rating`` (unclipped, without the rare-movie offset ``o_u``) as one inner
+    product, users ``[x_rank, x_rate]`` against movies ``[y_rank, weight x y_rate]``; the
+    ranking factors alone when ``weight`` is 0.
     Both must be fitted on the same users and movies (``pipeline`` checks)."""
     if weight == 0:
         return ranking
     return Factors(user_ids=ranking.user_ids, item_ids=ranking.item_ids, implicit=True,
                    user_factors=mixed_users(ranking.user_factors, rating.user_factors, weight),
-                   item_factors=mixed_items(ranking.item_factors, rating.item_factors, weight))
+                   item_factors=mixed_items(ranking.item_factors,
+                                            without_rare_offsets(rating.item_factors), weight))
 
 
 def build(params: Params) -> ALS:
