@@ -211,7 +211,7 @@ def _fit_rating(train: DataFrame, params: RatingParams) -> Fitted:
         (F.sum(F.col("rating") - F.lit(mean) - F.col("b_i"))
          / (F.count("*") + F.lit(params.user_bias_reg))).alias("b_u"))
     with_both = with_item.join(user_bias, "user_id")
-    offsets, new_movie = _rare_movie_offsets(with_both, mean, params)
+    offsets, o_u, new_movie = _rare_movie_offsets(with_both, mean, params)
     residuals = with_both.join(F.broadcast(offsets), "user_id", "left").select(
         "user_id", "movie_id",
         (F.col("rating") - F.lit(mean) - F.col("b_u") - F.col("b_i")
@@ -221,7 +221,7 @@ def _fit_rating(train: DataFrame, params: RatingParams) -> Fitted:
     movies = item_bias.toPandas().set_index("movie_id")
     users = np.column_stack([x, mean + _aligned(_by_id(user_bias, "user_id", "b_u"), user_ids),
                              np.ones(len(x)),
-                             _aligned(_by_id(offsets, "user_id", "o_u"), user_ids)])
+                             _aligned(o_u, user_ids)])
     items = np.column_stack([y, np.ones(len(y)), _aligned(movies["b_i"], item_ids),
                              _aligned(movies["rare"], item_ids)])
     fallback_user = np.zeros(users.shape[1], np.float32)
@@ -246,9 +246,10 @@ def _by_id(frame: DataFrame, key: str, column: str) -> pd.Series:
 
 
 def _rare_movie_offsets(rated: DataFrame, mean: float, params: RatingParams,
-                        ) -> tuple[DataFrame, float]:
-    """Per user ``o_u``, the mean residual from ``mu + b_u + b_i`` of their ratings of rare
-    movies (rated at most ``new_movie_max_ratings`` times in training), shrunk by
+                        ) -> tuple[DataFrame, pd.Series, float]:
+    """Per user ``o_u`` (as a Spark frame to join, and by user id), the mean residual
+    from ``mu + b_u + b_i`` of their ratings of rare movies (rated at most
+    ``new_movie_max_ratings`` times in training), shrunk by
     ``user_bias_reg`` pseudo-ratings; and ``b_new``, the mean residual of those ratings from
     ``mu + b_u + o_u``: the bias of a movie the model never saw, which is most like a rare
     one. How far from their usual ratings someone rates obscure movies is a habit of each
@@ -267,7 +268,7 @@ def _rare_movie_offsets(rated: DataFrame, mean: float, params: RatingParams,
     offsets = rated.sparkSession.createDataFrame(
         per_user[["user_id", "o_u"]].astype({"user_id": "int64", "o_u": "float64"}),
         "user_id long, o_u double")
-    return offsets, new_movie
+    return offsets, per_user.set_index("user_id")["o_u"], new_movie
 
 
 def _frames(model: ALSModel) -> tuple[tuple[np.ndarray, np.ndarray],
